@@ -1,0 +1,219 @@
+"""Experiments: replications with confidence intervals, and comparisons of approaches.
+
+Replication ``r`` of every approach uses the same random streams (common random numbers), so
+differences between approaches are not blurred by different arrivals. Runs may execute in
+parallel processes; results do not depend on how many (each run is a pure function of
+``(scenario, seed, replication)``). A run that fails is reported as an error entry and the
+other points are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from virtlab.config import Scenario
+from virtlab.model import run
+from virtlab.paths import APPROACHES
+from virtlab.stats import METRICS, WorkloadSummary, mean_ci
+
+__all__ = ["Result", "Comparison", "replicate", "compare", "Entry"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One workload of one guest under one approach, over all replications.
+
+    ``means[m]`` and ``half_widths[m]`` give the replication mean of metric ``m`` and its
+    t-CI half-width at ``confidence`` (NaN with one replication). ``error`` is set, and the
+    metrics are empty, when the run failed.
+    """
+
+    guest: str
+    workload: str
+    approach: str
+    kind: str
+    replications: int
+    confidence: float
+    means: dict[str, float] = field(default_factory=dict)
+    half_widths: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The documented JSON form (docs/results.md)."""
+        if self.error is not None:
+            return {"guest": self.guest, "workload": self.workload, "approach": self.approach,
+                    "kind": self.kind, "error": self.error}
+        m = self.means
+        return {
+            "guest": self.guest, "workload": self.workload, "approach": self.approach,
+            "kind": self.kind, "replications": self.replications,
+            "requests_per_replication": m["requests"],
+            "throughput_per_s": m["throughput_per_s"],
+            "throughput_bytes_per_s": m["throughput_bytes_per_s"],
+            "latency_us": {"mean": m["latency_mean_us"], "p50": m["latency_p50_us"],
+                           "p95": m["latency_p95_us"], "p99": m["latency_p99_us"]},
+            "cpu_us_per_request": {"guest": m["cpu_guest_us"], "exit": m["cpu_exit_us"],
+                                   "backend": m["cpu_backend_us"],
+                                   "host_kernel": m["cpu_host_kernel_us"],
+                                   "total": m["cpu_total_us"]},
+            "exits_per_request": m["exits_per_request"],
+            "notifications_per_request": m["notifications_per_request"],
+            "interrupts_per_request": m["interrupts_per_request"],
+            "cpu_share": m["cpu_share"],
+            "ci_half_width": {k: _none_if_nan(v) for k, v in self.half_widths.items()},
+        }
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _entries(scenario: Scenario, approach: str, summaries: Sequence[Sequence[WorkloadSummary]],
+             confidence: float) -> list[Entry]:
+    entries = []
+    for position, first in enumerate(summaries[0]):
+        per_rep = [reps[position] for reps in summaries]
+        means, halves = {}, {}
+        for metric in METRICS:
+            mean, half = mean_ci([getattr(s, metric) for s in per_rep], confidence)
+            means[metric] = mean
+            halves[metric] = half
+        entries.append(Entry(first.guest, first.workload, approach, first.kind,
+                             len(per_rep), confidence, means, halves))
+    return entries
+
+
+def _run_point(task: tuple[Scenario, int, int]) -> list[WorkloadSummary] | str:
+    scenario, seed, replication = task
+    try:
+        return run(scenario, seed, replication=replication).summaries
+    except Exception as err:  # noqa: BLE001 - one failed point must not lose the others
+        return f"{type(err).__name__}: {err}"
+
+
+def _map(tasks: list[tuple[Scenario, int, int]], jobs: int) -> list[Any]:
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_run_point(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(_run_point, tasks))
+
+
+@dataclass(frozen=True)
+class Result:
+    """Replications of one scenario: entries per guest workload, with provenance."""
+
+    scenario: Scenario
+    seed: int
+    replications: int
+    confidence: float
+    entries: list[Entry]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """One JSON document: scenario, seed and one entry per guest workload."""
+        from virtlab import __version__
+
+        return {"virtlab_version": __version__, "seed": self.seed,
+                "replications": self.replications, "confidence": self.confidence,
+                "scenario": self.scenario.to_dict(),
+                "entries": [e.to_json_dict() for e in self.entries]}
+
+    def to_json(self) -> str:
+        """:meth:`to_json_dict` as text."""
+        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False, default=str)
+
+    def to_frame(self):  # -> pandas.DataFrame
+        """One row per entry: identifiers, metric means and ``<metric>_ci`` half-widths."""
+        import pandas as pd
+
+        rows = []
+        for e in self.entries:
+            row: dict[str, Any] = {"guest": e.guest, "workload": e.workload,
+                                   "approach": e.approach, "kind": e.kind, "error": e.error}
+            row.update(e.means)
+            row.update({f"{k}_ci": v for k, v in e.half_widths.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def replicate(scenario: Scenario, seed: int = 0, replications: int = 3, *,
+              confidence: float = 0.95, jobs: int = 1) -> Result:
+    """Run ``replications`` independent replications and summarise them with t-CIs."""
+    return compare(scenario, approaches=None, seed=seed, replications=replications,
+                   confidence=confidence, jobs=jobs).results[0]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Results of the same scenario under several approaches (common random numbers)."""
+
+    results: list[Result]
+
+    @property
+    def entries(self) -> list[Entry]:
+        """All entries, approach by approach."""
+        return [e for r in self.results for e in r.entries]
+
+    def to_frame(self):  # -> pandas.DataFrame
+        """All entries as one DataFrame."""
+        import pandas as pd
+
+        return pd.concat([r.to_frame() for r in self.results], ignore_index=True)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """One JSON document with one entry per approach and guest workload."""
+        from virtlab import __version__
+
+        first = self.results[0]
+        return {"virtlab_version": __version__, "seed": first.seed,
+                "replications": first.replications, "confidence": first.confidence,
+                "scenario": first.scenario.to_dict(),
+                "approaches": [r.entries[0].approach for r in self.results],
+                "entries": [e.to_json_dict() for e in self.entries]}
+
+    def to_json(self) -> str:
+        """:meth:`to_json_dict` as text."""
+        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False, default=str)
+
+    def entry(self, approach: str, guest: str, workload: str | None = None) -> Entry:
+        """Look one entry up."""
+        for e in self.entries:
+            if e.approach == approach and e.guest == guest and (
+                    workload is None or e.workload == workload):
+                return e
+        raise KeyError((approach, guest, workload))
+
+
+def compare(scenario: Scenario, approaches: Iterable[str] | None = APPROACHES, *,
+            seed: int = 0, replications: int = 3, confidence: float = 0.95,
+            jobs: int = 1) -> Comparison:
+    """Run ``scenario`` with every guest switched to each approach in turn.
+
+    ``approaches=None`` keeps the scenario's own approaches (one result).
+    """
+    variants = ([scenario] if approaches is None
+                else [scenario.with_approach(a) for a in approaches])
+    tasks = [(variant, seed, r) for variant in variants for r in range(replications)]
+    outcomes = _map(tasks, jobs)
+    results = []
+    for index, variant in enumerate(variants):
+        chunk = outcomes[index * replications:(index + 1) * replications]
+        errors = [c for c in chunk if isinstance(c, str)]
+        if errors:
+            entries = [Entry(g.name, w.name, g.approach, w.kind, replications, confidence,
+                             error=errors[0])
+                       for g in variant.guests for w in g.workloads]
+        else:
+            entries = _entries(variant, variant.guests[0].approach, chunk, confidence)
+            entries = [e if e.approach == g_app else Entry(**{**asdict(e), "approach": g_app})
+                       for e, g_app in zip(entries, _approach_per_entry(variant), strict=True)]
+        results.append(Result(variant, seed, replications, confidence, entries))
+    return Comparison(results)
+
+
+def _approach_per_entry(scenario: Scenario) -> list[str]:
+    return [g.approach for g in scenario.guests for _ in g.workloads]

@@ -1,0 +1,137 @@
+"""Parameters of the physical host: CPU, NIC and disk, and the hypervisor's CPU support.
+
+Sources (keys as in ``docs/parameters.md``): S23 (VM exit cost), S24 (hypercall), S25 (IPI /
+injection), S26 (user-space exit ratio), S30/S30b (EOI exits, APICv), S32 (syscall), S33
+(context switch), S34 (memcpy bandwidth), F14 (Felter et al. 2014 testbed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from virtlab.errors import ConfigError
+from virtlab.params import Params, param
+
+__all__ = ["HostParams", "NicParams", "DiskParams", "HypervisorParams"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostParams(Params):
+    """The host's cores and the host kernel's per-operation costs."""
+
+    section = "host"
+
+    cores: int = param(8, source="assumption (a mid-size server socket)", lo=1, hi=1024,
+                       doc="Physical cores that run vCPUs, backends and host-kernel work.")
+    cpu_ghz: float = param(3.0, unit="GHz", source="assumption (mechanics.md 6.0)", lo=0.1,
+                           hi=10.0, doc="Clock used to convert cycle costs to µs.")
+    memcpy_gbytes_per_s: float = param(10.0, unit="GB/s", source="S34 (9.2-13.4 GB/s)", lo=0.01,
+                                       hi=1000.0, doc="Single-core copy bandwidth.")
+    syscall_us: float = param(0.05, unit="µs", source="S32 (lmbench null syscall)", lo=0.0,
+                              hi=100.0, doc="Cost of entering and leaving the kernel once.")
+    ctx_switch_us: float = param(2.0, unit="µs", source="S33 (1.9-6.7 µs per switch)", lo=0.0,
+                                 hi=1000.0, doc="Waking a blocked thread and switching to it.")
+    irq_us: float = param(1.0, unit="µs", source="assumption", lo=0.0, hi=1000.0,
+                          doc="Hard interrupt plus softirq entry on the host, per interrupt.")
+    stack_pkt_us: float = param(
+        5.0, unit="µs", lo=0.0, hi=1000.0,
+        source="assumption, calibrated so native TCP_RR is near F14's 37.6 µs",
+        doc="TCP/IP processing per segment per direction in one kernel (host or guest).")
+    bridge_pkt_us: float = param(1.0, unit="µs", source="assumption", lo=0.0, hi=1000.0,
+                                 doc="Host bridge and tap forwarding per packet for VM traffic.")
+    blk_io_us: float = param(4.0, unit="µs", source="assumption", lo=0.0, hi=1000.0,
+                             doc="Block layer and driver per I/O in one kernel (submit + "
+                                 "complete).")
+    napi_budget: int = param(64, source="S43 (NAPI_POLL_WEIGHT)", lo=1, hi=4096,
+                             doc="Packets or completions handled per poll before yielding.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NicParams(Params):
+    """The physical NIC and the wire to the peer that runs the other end of each workload."""
+
+    section = "nic"
+
+    line_rate_gbps: float = param(10.0, unit="Gbit/s", source="F14 (10 GbE testbed)", lo=0.001,
+                                  hi=1000.0, doc="Line rate of the link, each direction.")
+    mtu_bytes: int = param(1500, unit="bytes", source="F14 (MTU 1500)", lo=576, hi=65536,
+                           doc="IP MTU; sets the payload per wire frame.")
+    frame_overhead_bytes: int = param(
+        90, unit="bytes", lo=0, hi=1000,
+        source="derived: preamble 8 + Ethernet 14 + FCS 4 + gap 12 + IP 20 + TCP 32; "
+               "gives the 9.41 Gb/s goodput limit quoted in F14",
+        doc="Wire bytes per frame beyond its TCP payload.")
+    tcp_ip_header_bytes: int = param(52, unit="bytes", source="IP 20 + TCP 20 + timestamps 12",
+                                     lo=0, hi=1000, doc="Headers inside the MTU.")
+    tso_bytes: int = param(65536, unit="bytes", source="assumption (Linux GSO limit, 64 KiB)",
+                           lo=1, hi=1 << 20,
+                           doc="Largest segment the stack hands to a device with offload.")
+    wire_latency_us: float = param(3.0, unit="µs", source="assumption (PHY, PCIe and cable)",
+                                   lo=0.0, hi=1e6, doc="One-way latency of the link.")
+    peer_stack_us: float = param(
+        8.0, unit="µs", lo=0.0, hi=1e6,
+        source="assumption, calibrated with stack_pkt_us against F14's native TCP_RR",
+        doc="Time the remote peer needs to receive a response and send the next request.")
+
+    @property
+    def payload_per_frame_bytes(self) -> int:
+        """TCP payload carried by one MTU-sized frame."""
+        return self.mtu_bytes - self.tcp_ip_header_bytes
+
+    def check(self) -> None:
+        if self.payload_per_frame_bytes <= 0:
+            raise ConfigError("mtu_bytes", "must exceed tcp_ip_header_bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskParams(Params):
+    """A flash device with internal parallelism, or a rotating disk.
+
+    Service of one I/O: an access phase on one of ``channels`` (flash: ``*_access_us`` with the
+    given coefficient of variation; rotating: seek + rotation), then the transfer through the
+    shared interface at ``interface_mbytes_per_s`` (first come, first served).
+    """
+
+    section = "disk"
+
+    kind: str = param("flash", source="assumption", choices=("flash", "rotating"),
+                      doc="Device type.")
+    channels: int = param(32, source="assumption (NVMe-class internal parallelism)", lo=1,
+                          hi=4096, doc="I/Os the device can serve at once (rotating: 1).")
+    read_access_us: float = param(80.0, unit="µs", source="assumption (NVMe 4 KiB read)",
+                                  lo=0.0, hi=1e7, doc="Mean access time of a read.")
+    write_access_us: float = param(25.0, unit="µs", source="assumption (write cache)", lo=0.0,
+                                   hi=1e7, doc="Mean access time of a write.")
+    service_cv: float = param(
+        0.3, source="assumption", lo=0.0, hi=10.0,
+        doc="Coefficient of variation of the access time: 0 deterministic, 1 exponential, "
+            "otherwise gamma.")
+    interface_mbytes_per_s: float = param(3000.0, unit="MB/s", source="assumption (PCIe 3 x4)",
+                                          lo=0.001, hi=1e6,
+                                          doc="Transfer rate of the shared interface.")
+    seek_us: float = param(4000.0, unit="µs", source="assumption (10k rpm class)", lo=0.0,
+                           hi=1e7, doc="Mean random seek of a rotating disk.")
+    rpm: float = param(10000.0, unit="rev/min", source="published-results.md 3 (10k rpm SCSI)",
+                       lo=1.0, hi=1e5, doc="Spindle speed of a rotating disk.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HypervisorParams(Params):
+    """What the CPU's virtualization support costs (used by the emulated and paravirtual paths)."""
+
+    section = "hypervisor"
+
+    exit_kernel_cycles: float = param(1050.0, unit="cycles", source="S23 (1,018-1,110 cycles)",
+                                      lo=0.0, hi=1e7,
+                                      doc="VM exit and re-entry handled in the hypervisor kernel.")
+    user_exit_factor: float = param(3.3, source="S26 (nested ratio), assumption", lo=1.0,
+                                    hi=100.0, doc="A user-space (QEMU) exit costs this many "
+                                                  "kernel exits.")
+    hypercall_cycles: float = param(1550.0, unit="cycles", source="S24 (1,529-1,559 cycles)",
+                                    lo=0.0, hi=1e7, doc="Hypercall round trip.")
+    irq_inject_cycles: float = param(3300.0, unit="cycles", source="S25 (3,203-4,238 cycles)",
+                                     lo=0.0, hi=1e7, doc="Delivering one virtual interrupt.")
+    eoi_exit: bool = param(True, source="S30", doc="The guest's EOI write traps (no PV-EOI).")
+    posted_interrupts: bool = param(
+        False, source="S30b",
+        doc="APICv posted interrupts: no injection work and no EOI exit.")

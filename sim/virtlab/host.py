@@ -1,0 +1,89 @@
+"""The host: cores, NIC, disk and the hypervisor's costs, shared by every guest's I/O path."""
+
+from __future__ import annotations
+
+import math
+
+import simpy
+from simpy.events import ProcessGenerator
+
+from virtlab.cpu import Cpu
+from virtlab.devices import Disk, Nic
+from virtlab.drain import DrainLoop
+from virtlab.hardware import DiskParams, HostParams, HypervisorParams, NicParams
+from virtlab.records import Request
+from virtlab.rng import Streams
+from virtlab.trace import NullTracer, Tracer
+from virtlab.units import bytes_per_us_from_gbytes_per_s, cycles_to_us
+
+__all__ = ["Host", "RX", "TX", "TX_DONE", "BLK", "BLK_DONE"]
+
+# Kinds of items that flow through queues and rings: (kind, request, nbytes, event).
+RX, TX, TX_DONE, BLK, BLK_DONE = "rx", "tx", "tx-done", "blk", "blk-done"
+
+
+class Host:
+    """Physical resources and derived per-operation costs (µs), computed once per run.
+
+    Parameters
+    ----------
+    env:
+        The SimPy environment.
+    host, nic, disk, hypervisor:
+        Parameter sets of the scenario.
+    streams:
+        The run's random streams (the disk draws from ``"host.disk.service"``).
+    tracer:
+        Tracer shared by all components.
+    """
+
+    def __init__(self, env: simpy.Environment, host: HostParams, nic: NicParams,
+                 disk: DiskParams, hypervisor: HypervisorParams, streams: Streams,
+                 tracer: Tracer | None = None) -> None:
+        self.env = env
+        self.params = host
+        self.nic_params = nic
+        self.hypervisor = hypervisor
+        self.tracer: Tracer = tracer if tracer is not None else NullTracer()
+        self.cpu = Cpu(env, host.cores, self.tracer)
+        self.nic = Nic(nic)
+        self.disk = Disk(env, disk, streams.get("host.disk.service"))
+        self._copy_bytes_per_us = bytes_per_us_from_gbytes_per_s(host.memcpy_gbytes_per_s)
+        ghz = host.cpu_ghz
+        self.exit_kernel_us = cycles_to_us(hypervisor.exit_kernel_cycles, ghz)
+        self.exit_user_us = self.exit_kernel_us * hypervisor.user_exit_factor
+        self.hypercall_us = cycles_to_us(hypervisor.hypercall_cycles, ghz)
+        posted = hypervisor.posted_interrupts
+        self.irq_inject_us = 0.0 if posted else cycles_to_us(hypervisor.irq_inject_cycles, ghz)
+        self.eoi_exits = 1 if (hypervisor.eoi_exit and not posted) else 0
+
+    def copy_us(self, nbytes: int) -> float:
+        """Time to copy ``nbytes`` once at memory-copy bandwidth."""
+        return nbytes / self._copy_bytes_per_us
+
+    def segments(self, nbytes: int, segment_bytes: int) -> int:
+        """Packets the stack builds for ``nbytes`` with segments of at most ``segment_bytes``."""
+        return max(1, math.ceil(nbytes / segment_bytes))
+
+    def trace(self, scope: str, kind: str, request_id: int, detail: str) -> None:
+        """Emit a trace event at the current time (call only when ``tracer.enabled``)."""
+        self.tracer.emit(self.env.now, scope, kind, request_id, detail)
+
+    def transmit(self, req: Request, nbytes: int, completions: DrainLoop | None
+                 ) -> ProcessGenerator:
+        """Put ``nbytes`` on the NIC's transmit link; return when they reach the peer.
+
+        When serialization ends, the device reports a transmit completion to ``completions``
+        (the NAPI instance or guest interrupt handler that reaps it), which interrupts the
+        kernel that owns the request if that consumer sleeps.
+        """
+        env = self.env
+        nic = self.nic
+        arrive_us = nic.tx.offer(env.now, nic.wire_bytes(nbytes))
+        if self.tracer.enabled:
+            self.trace("nic.tx", "wire", req.id, f"{nbytes} B on the wire, at peer "
+                                                  f"{arrive_us:.3f} µs")
+        yield env.timeout(arrive_us - nic.tx.latency_us - env.now)
+        if completions is not None and completions.push((TX_DONE, req, nbytes, None)):
+            req.interrupts += 1
+        yield env.timeout(nic.tx.latency_us)

@@ -1,0 +1,185 @@
+"""Build the SimPy model of a scenario and run it: ``run(scenario, seed) -> RunResult``."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import simpy
+
+from virtlab.config import GuestSpec, Scenario
+from virtlab.cpu import ExecContext
+from virtlab.host import Host
+from virtlab.paths import IOPath
+from virtlab.paths.container import ContainerPath
+from virtlab.paths.emulated import EmulatedPath
+from virtlab.paths.native import NativePath
+from virtlab.paths.paravirtual import ParavirtualPath
+from virtlab.records import CATEGORIES, RequestRecord
+from virtlab.rng import Streams
+from virtlab.stats import WorkloadSummary, summarize_records
+from virtlab.trace import NullTracer, Tracer
+from virtlab.workload import WorkloadRunner
+
+__all__ = ["PATH_CLASSES", "Model", "GuestModel", "build", "run", "RunResult"]
+
+PATH_CLASSES: dict[str, type] = {
+    "native": NativePath,
+    "container": ContainerPath,
+    "emulated": EmulatedPath,
+    "paravirtual": ParavirtualPath,
+}
+
+
+@dataclass
+class GuestModel:
+    """A guest while the model runs: its CPUs, its I/O path and its workload runners."""
+
+    spec: GuestSpec
+    vcpu: ExecContext
+    path: IOPath
+    runners: list[WorkloadRunner]
+
+
+@dataclass
+class Model:
+    """All components of one run, wired; :meth:`start` starts their processes."""
+
+    env: simpy.Environment
+    scenario: Scenario
+    host: Host
+    guests: list[GuestModel]
+
+    def start(self) -> None:
+        """Start paths first (their consumers must sleep before work arrives), then workloads."""
+        for guest in self.guests:
+            guest.path.start()
+        for guest in self.guests:
+            for runner in guest.runners:
+                runner.start()
+
+    @property
+    def runners(self) -> list[WorkloadRunner]:
+        """Every workload runner of every guest."""
+        return [r for g in self.guests for r in g.runners]
+
+
+def build(env: simpy.Environment, scenario: Scenario, streams: Streams,
+          tracer: Tracer | None = None, max_requests: int | None = None) -> Model:
+    """Wire the components of ``scenario`` (no process runs until :meth:`Model.start`)."""
+    host = Host(env, scenario.host, scenario.nic, scenario.disk, scenario.hypervisor, streams,
+                tracer)
+    ids = itertools.count()
+    guests = []
+    for spec in scenario.guests:
+        vcpu = ExecContext(env, f"{spec.name}.vcpu", spec.vcpus)
+        path_class = PATH_CLASSES[spec.approach]
+        path = path_class(host, spec.name, vcpu, scenario.path_params(spec.approach))
+        runners = [WorkloadRunner(env, host, spec.name, vcpu, path, workload, streams,
+                                  ids.__next__, max_requests)
+                   for workload in spec.workloads]
+        guests.append(GuestModel(spec, vcpu, path, runners))
+    return Model(env, scenario, host, guests)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, with its provenance.
+
+    ``records`` holds every completed request (warm-up included; summaries apply the window).
+    ``in_flight`` lists ``(guest, workload, id, arrival_us)`` of requests still in the system
+    at ``sim_now_us``; ``in_flight_area`` is each workload's integral of the number in system.
+    """
+
+    scenario: Scenario
+    seed: int
+    replication: int
+    records: list[RequestRecord]
+    in_flight: list[tuple[str, str, int, float]]
+    arrived: dict[str, int]
+    in_flight_area: dict[str, float]
+    cpu_busy_us: dict[str, float]
+    cpu_label_us: dict[str, float]
+    ring_stats: dict[str, tuple[int, int]]
+    notifications: dict[str, int]
+    sim_now_us: float
+    wall_s: float
+    version: str
+    summaries: list[WorkloadSummary] = field(default_factory=list)
+
+    @property
+    def utilisation(self) -> float:
+        """Fraction of the host's core time that was busy over the whole run."""
+        total = sum(self.cpu_busy_us.values())
+        return total / (self.scenario.host.cores * self.sim_now_us) if self.sim_now_us else 0.0
+
+    def to_frame(self):  # -> pandas.DataFrame (imported lazily: pandas is slow to import)
+        """Per-request records as a DataFrame, one row per completed request."""
+        import dataclasses
+
+        import pandas as pd
+
+        columns = [f.name for f in dataclasses.fields(RequestRecord)]
+        return pd.DataFrame([dataclasses.astuple(r) for r in self.records], columns=columns)
+
+
+def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
+        tracer: Tracer | None = None, max_requests: int | None = None) -> RunResult:
+    """Simulate ``scenario`` once with root seed ``seed`` and return the result.
+
+    Parameters
+    ----------
+    scenario:
+        What to simulate.
+    seed:
+        Root seed; every random stream derives from ``(seed, replication, stream name)``.
+    replication:
+        Replication index (independent streams for the same seed).
+    tracer:
+        Receives trace events (default: none).
+    max_requests:
+        Stop issuing new requests after this many per workload (used by ``virtlab trace``).
+    """
+    from virtlab import __version__
+
+    wall_start = time.perf_counter()
+    env = simpy.Environment()
+    streams = Streams(seed, replication)
+    model = build(env, scenario, streams, tracer or NullTracer(), max_requests)
+    model.start()
+    until = scenario.duration_us + scenario.cooldown_us
+    env.run(until=until)
+    now = env.now
+    records: list[RequestRecord] = []
+    in_flight: list[tuple[str, str, int, float]] = []
+    arrived: dict[str, int] = {}
+    area: dict[str, float] = {}
+    summaries: list[WorkloadSummary] = []
+    window = (scenario.warmup_us, scenario.duration_us)
+    for guest in model.guests:
+        for runner in guest.runners:
+            frozen = [r.freeze() for r in runner.completed]
+            records.extend(frozen)
+            in_flight.extend((guest.spec.name, runner.workload.name, r.id, r.arrival_us)
+                             for r in runner.in_flight.values())
+            arrived[runner.scope] = runner.arrived
+            area[runner.scope] = runner.in_flight_area(now)
+            summaries.append(summarize_records(
+                frozen, guest=guest.spec.name, workload=runner.workload.name,
+                approach=guest.spec.approach, kind=runner.workload.kind, window_us=window,
+                cores=scenario.host.cores))
+    rings: dict[str, tuple[int, int]] = {}
+    notifications: dict[str, int] = {}
+    for guest in model.guests:
+        rings.update(guest.path.ring_stats())
+        for loop in guest.path.loops():
+            notifications[loop.scope] = loop.notifications
+    cpu = model.host.cpu
+    return RunResult(
+        scenario=scenario, seed=seed, replication=replication, records=records,
+        in_flight=in_flight, arrived=arrived, in_flight_area=area,
+        cpu_busy_us=dict(zip(CATEGORIES, cpu.busy_us, strict=True)),
+        cpu_label_us=dict(cpu.label_us), ring_stats=rings, notifications=notifications,
+        sim_now_us=now, wall_s=time.perf_counter() - wall_start, version=__version__,
+        summaries=summaries)

@@ -1,0 +1,158 @@
+"""The native path: the application and the host kernel's own stack and drivers.
+
+Request flow (network receive): NIC interrupt (if the host's NAPI instance is asleep) ->
+softirq TCP/IP per segment -> the application, blocked in ``recv``, is woken -> ``recv`` copies
+the data. Send: ``send`` syscall + copy + TCP/IP -> NIC link -> peer; the NIC's transmit
+completion is reaped by the same NAPI instance. Block I/O: syscall + block layer -> device ->
+completion interrupt -> block-layer completion -> the application is woken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from simpy.events import ProcessGenerator
+
+from virtlab.cpu import ExecContext
+from virtlab.drain import DrainLoop
+from virtlab.host import BLK_DONE, RX, Host
+from virtlab.params import Params
+from virtlab.records import HOST, Request
+
+__all__ = ["NativePath", "NativeParams"]
+
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NativeParams(Params):
+    """The native path has no costs of its own: it uses the host's (``[host]``)."""
+
+    section = "native"
+
+
+class NativePath:
+    """Host kernel I/O for an application running directly on the host.
+
+    Components: ``app`` (the application's CPUs, given by the guest spec), one NAPI instance
+    for the NIC queue (``softirq``) and one for disk completions. Per-packet extra costs are
+    hooks so that :class:`~virtlab.paths.container.ContainerPath` adds its hop without copying
+    this flow.
+    """
+
+    approach: ClassVar[str] = "native"
+    #: Category of the application's kernel work (host kernel here, guest kernel in a VM).
+    kernel_category: ClassVar[int] = HOST
+
+    def __init__(self, host: Host, name: str, app: ExecContext, params: Params | None = None
+                 ) -> None:
+        self.host = host
+        self.env = host.env
+        self.name = name
+        self.app = app
+        hp = host.params
+        self.softirq = ExecContext(host.env, f"{name}.softirq", 1)
+        self.nic_napi = DrainLoop(host.env, f"{name}.nic", self._nic_batch,
+                                  batch_limit=hp.napi_budget, on_wake=self._nic_irq)
+        self.blk_napi = DrainLoop(host.env, f"{name}.blk", self._blk_batch,
+                                  batch_limit=hp.napi_budget, on_wake=self._blk_irq)
+        self.segment_bytes = host.nic_params.tso_bytes
+        # Per-operation costs, derived once.
+        self.syscall_us = hp.syscall_us + self.extra_syscall_us()
+        self.pkt_extra_us = self.extra_packet_us()
+        self.req_extra_us = self.extra_request_us()
+
+    # Hooks for the container path -----------------------------------------------------------
+    def extra_syscall_us(self) -> float:
+        """Extra cost of each syscall (none natively)."""
+        return 0.0
+
+    def extra_packet_us(self) -> float:
+        """Extra host-kernel cost per packet in each direction (none natively)."""
+        return 0.0
+
+    def extra_request_us(self) -> float:
+        """Extra host-kernel cost per request, e.g. cgroup accounting (none natively)."""
+        return 0.0
+
+    # IOPath ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the NAPI consumers."""
+        for loop in self.loops():
+            loop.start()
+
+    def loops(self) -> list[DrainLoop]:
+        """The path's consumer processes."""
+        return [self.nic_napi, self.blk_napi]
+
+    def ring_stats(self) -> dict[str, tuple[int, int]]:
+        """The native path has no bounded rings of its own."""
+        return {}
+
+    def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
+        """NIC -> softirq stack -> wake the application -> ``recv`` copy."""
+        host = self.host
+        hp = host.params
+        done = self.env.event()
+        if self.nic_napi.push((RX, req, nbytes, done)):
+            req.interrupts += 1
+        yield done
+        yield from host.cpu.run(self.app, req, (
+            (HOST, hp.ctx_switch_us, "wake application"),
+            (HOST, self.syscall_us + host.copy_us(nbytes), "recv syscall + copy"),
+        ))
+
+    def send(self, req: Request, nbytes: int) -> ProcessGenerator:
+        """``send`` syscall + copy + TCP/IP -> NIC link -> peer."""
+        host = self.host
+        hp = host.params
+        segments = host.segments(nbytes, self.segment_bytes)
+        yield from host.cpu.run(self.app, req, (
+            (HOST, self.syscall_us + host.copy_us(nbytes), "send syscall + copy"),
+            (HOST, segments * (hp.stack_pkt_us + self.pkt_extra_us) + self.req_extra_us,
+             "host stack tx"),
+        ))
+        yield from host.transmit(req, nbytes, self.nic_napi)
+
+    def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
+                 ) -> ProcessGenerator:
+        """Syscall + block layer -> device -> interrupt -> completion -> wake the application."""
+        host = self.host
+        hp = host.params
+        yield from host.cpu.run(self.app, req, (
+            (HOST, self.syscall_us + 0.5 * hp.blk_io_us + self.req_extra_us, "submit I/O"),
+        ))
+        yield from host.disk.serve(req, nbytes, write, sequential)
+        done = self.env.event()
+        if self.blk_napi.push((BLK_DONE, req, nbytes, done)):
+            req.interrupts += 1
+        yield done
+        yield from host.cpu.run(self.app, req, ((HOST, hp.ctx_switch_us, "wake application"),))
+
+    # Host-side consumers -----------------------------------------------------------------------
+    def _nic_irq(self, item: Any) -> ProcessGenerator:
+        yield from self.host.cpu.run(self.softirq, item[1], (
+            (HOST, self.host.params.irq_us, "host NIC interrupt"),))
+
+    def _nic_batch(self, batch: list[Any]) -> ProcessGenerator:
+        host = self.host
+        hp = host.params
+        for kind, req, nbytes, done in batch:
+            if kind == RX:
+                segments = host.segments(nbytes, self.segment_bytes)
+                yield from host.cpu.run(self.softirq, req, (
+                    (HOST, segments * (hp.stack_pkt_us + self.pkt_extra_us) + self.req_extra_us,
+                     "host stack rx"),))
+                done.succeed()
+            # Transmit completions are reaped within the poll at no modelled extra cost.
+
+    def _blk_irq(self, item: Any) -> ProcessGenerator:
+        yield from self.host.cpu.run(self.softirq, item[1], (
+            (HOST, self.host.params.irq_us, "host disk interrupt"),))
+
+    def _blk_batch(self, batch: list[Any]) -> ProcessGenerator:
+        host = self.host
+        for _kind, req, _nbytes, done in batch:
+            yield from host.cpu.run(self.softirq, req, (
+                (HOST, 0.5 * host.params.blk_io_us, "block completion"),))
+            done.succeed()

@@ -1,0 +1,238 @@
+"""Workloads, modelled on the tools the literature measures with.
+
+* :class:`RequestResponse`: netperf TCP_RR. A peer sends a request, the guest's server
+  receives it, optionally works, and answers; ``in_flight`` transactions circulate (closed
+  loop) or transactions arrive as a Poisson process (open loop).
+* :class:`BulkStream`: ttcp / nuttcp. The guest transmits (or receives) a continuous stream.
+  The stack hands the device segments of up to ``nic.tso_bytes`` (segmentation offload), so one
+  simulated request is one such segment carrying several application writes, not one MTU frame.
+* :class:`BlockIO`: fio. ``jobs`` x ``iodepth`` I/Os of ``block_bytes`` outstanding (closed) or
+  Poisson arrivals (open), random or sequential, with a read fraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import simpy
+from simpy.events import ProcessGenerator
+
+from virtlab.cpu import ExecContext
+from virtlab.errors import ConfigError
+from virtlab.host import Host
+from virtlab.params import Params, param
+from virtlab.paths import IOPath
+from virtlab.records import GUEST, Request
+from virtlab.rng import Streams
+from virtlab.units import per_us_from_per_s
+
+__all__ = ["RequestResponse", "BulkStream", "BlockIO", "Workload", "WorkloadRunner"]
+
+_LOOP = dict(choices=("closed", "open"), source="assumption (netperf, fio: closed)",
+             doc="'closed': a fixed number outstanding; 'open': Poisson arrivals at rate_per_s.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestResponse(Params):
+    """A netperf TCP_RR-like request/response workload (the guest is the server)."""
+
+    kind: str = param("rr", choices=("rr",), source="-", doc="Workload type tag.")
+    name: str = param("rr", source="-", doc="Name of the workload within its guest.")
+    request_bytes: int = param(100, unit="bytes", lo=1, hi=1 << 30, source="F14 (100 B)",
+                               doc="Request payload.")
+    response_bytes: int = param(200, unit="bytes", lo=1, hi=1 << 30, source="F14 (200 B)",
+                                doc="Response payload.")
+    in_flight: int = param(1, lo=1, hi=100000, source="F14 (1 transaction in flight)",
+                           doc="Transactions outstanding in closed loop.")
+    server_work_us: float = param(0.0, unit="µs", lo=0.0, hi=1e7, source="netperf (none)",
+                                  doc="Application work per request in the guest.")
+    loop: str = param("closed", **_LOOP)
+    rate_per_s: float = param(10000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
+                              source="assumption", doc="Arrival rate in open loop.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkStream(Params):
+    """A ttcp/nuttcp-like bulk TCP stream."""
+
+    kind: str = param("stream", choices=("stream",), source="-", doc="Workload type tag.")
+    name: str = param("stream", source="-", doc="Name of the workload within its guest.")
+    direction: str = param("transmit", choices=("transmit", "receive"),
+                           source="published-results.md 2-3 (SUT transmits)",
+                           doc="Whether the guest sends or receives the stream.")
+    message_bytes: int = param(8192, unit="bytes", lo=1, hi=1 << 30,
+                               source="ttcp default buffer (8 KiB)",
+                               doc="Size of one application write.")
+    window_bytes: int = param(262144, unit="bytes", lo=1, hi=1 << 34,
+                              source="assumption (TCP window)", doc="Bytes in flight.")
+    loop: str = param("closed", **_LOOP)
+    rate_per_s: float = param(1000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
+                              source="assumption", doc="Segments per second in open loop.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockIO(Params):
+    """A fio-like block workload (libaio, direct I/O)."""
+
+    kind: str = param("block", choices=("block",), source="-", doc="Workload type tag.")
+    name: str = param("fio", source="-", doc="Name of the workload within its guest.")
+    pattern: str = param("random", choices=("random", "sequential"), source="fio rw=",
+                         doc="Access pattern.")
+    read_fraction: float = param(1.0, lo=0.0, hi=1.0, source="fio rwmixread",
+                                 doc="Probability that an I/O is a read.")
+    block_bytes: int = param(4096, unit="bytes", lo=512, hi=1 << 30, source="fio bs (4 KiB)",
+                             doc="Size of one I/O.")
+    iodepth: int = param(32, lo=1, hi=65536, source="fio iodepth", doc="I/Os in flight per job.")
+    jobs: int = param(1, lo=1, hi=4096, source="fio numjobs", doc="Parallel jobs.")
+    loop: str = param("closed", **_LOOP)
+    rate_per_s: float = param(10000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
+                              source="assumption", doc="I/O arrival rate in open loop.")
+
+
+Workload = RequestResponse | BulkStream | BlockIO
+
+
+class WorkloadRunner:
+    """Generates the requests of one workload of one guest and records them.
+
+    Invariant (conservation): ``arrived == len(completed) + in_flight`` at every instant.
+    ``in_flight_area`` integrates the number in the system over time (for Little's law).
+    """
+
+    def __init__(self, env: simpy.Environment, host: Host, guest: str, app: ExecContext,
+                 path: IOPath, workload: Workload, streams: Streams,
+                 new_id: Callable[[], int], max_requests: int | None = None) -> None:
+        self.env = env
+        self.host = host
+        self.guest = guest
+        self.app = app
+        self.path = path
+        self.workload = workload
+        self.scope = f"{guest}.{workload.name}"
+        self._arrivals = streams.get(f"{self.scope}.arrivals")
+        self._mix = streams.get(f"{self.scope}.mix")
+        self._new_id = new_id
+        self.max_requests = max_requests
+        self.arrived = 0
+        self.completed: list[Request] = []
+        self.in_flight: dict[int, Request] = {}
+        self._area = 0.0
+        self._last_us = 0.0
+        self._seq_offset = 0
+        if isinstance(workload, BulkStream):
+            tso = host.nic_params.tso_bytes
+            self.unit_bytes = min(max(workload.message_bytes, tso), workload.window_bytes)
+            self.outstanding = max(1, workload.window_bytes // self.unit_bytes)
+        elif isinstance(workload, BlockIO):
+            self.unit_bytes = workload.block_bytes
+            self.outstanding = workload.iodepth * workload.jobs
+        else:
+            self.unit_bytes = workload.request_bytes + workload.response_bytes
+            self.outstanding = workload.in_flight
+
+    # Bookkeeping -------------------------------------------------------------------------------
+    def _count(self, delta: int) -> None:
+        now = self.env.now
+        self._area += len(self.in_flight) * (now - self._last_us)
+        self._last_us = now
+
+    def in_flight_area(self, until_us: float) -> float:
+        """Integral over [0, until_us] of the number of requests in the system."""
+        return self._area + len(self.in_flight) * (until_us - self._last_us)
+
+    def _may_issue(self) -> bool:
+        return self.max_requests is None or self.arrived < self.max_requests
+
+    def _arrive(self) -> Request:
+        self._count(+1)
+        req = Request(self._new_id(), self.guest, self.workload.name, self.path.approach,
+                      self.workload.kind, self.unit_bytes, self.env.now)
+        self.arrived += 1
+        self.in_flight[req.id] = req
+        if self.host.tracer.enabled:
+            self.host.trace(self.scope, "arrive", req.id, f"{self.workload.kind}, "
+                                                          f"{self.unit_bytes} B")
+        return req
+
+    def _finish(self, req: Request) -> None:
+        self._count(-1)
+        req.done_us = self.env.now
+        del self.in_flight[req.id]
+        self.completed.append(req)
+        if self.host.tracer.enabled:
+            self.host.trace(self.scope, "done", req.id,
+                            f"latency {req.done_us - req.arrival_us:.3f} µs")
+
+    # Processes ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the closed-loop clients or the open-loop arrival process."""
+        if self.workload.loop == "closed":
+            for _ in range(self.outstanding):
+                self.env.process(self._run_closed_client())
+        else:
+            self.env.process(self._generate_arrivals())
+
+    def _run_closed_client(self) -> ProcessGenerator:
+        while self._may_issue():
+            req = self._arrive()
+            yield from self._serve(req)
+            self._finish(req)
+
+    def _generate_arrivals(self) -> ProcessGenerator:
+        mean_gap_us = 1.0 / per_us_from_per_s(self.workload.rate_per_s)
+        while self._may_issue():
+            yield self.env.timeout(self._arrivals.exponential(mean_gap_us))
+            self.env.process(self._serve_open(self._arrive()))
+
+    def _serve_open(self, req: Request) -> ProcessGenerator:
+        yield from self._serve(req)
+        self._finish(req)
+
+    def _serve(self, req: Request) -> ProcessGenerator:
+        workload = self.workload
+        if isinstance(workload, RequestResponse):
+            yield from self._transaction(req, workload)
+        elif isinstance(workload, BulkStream):
+            yield from self._stream_segment(req, workload)
+        else:
+            yield from self._block_io(req, workload)
+
+    def _peer_sends(self, nbytes: int) -> ProcessGenerator:
+        nic = self.host.nic
+        arrive_us = nic.rx.offer(self.env.now, nic.wire_bytes(nbytes))
+        yield self.env.timeout(arrive_us - self.env.now)
+
+    def _transaction(self, req: Request, workload: RequestResponse) -> ProcessGenerator:
+        peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
+        if peer_half_us > 0.0:
+            yield self.env.timeout(peer_half_us)
+        yield from self._peer_sends(workload.request_bytes)
+        yield from self.path.receive(req, workload.request_bytes)
+        yield from self.host.cpu.run(self.app, req, (
+            (GUEST, workload.server_work_us, "application: serve request"),))
+        yield from self.path.send(req, workload.response_bytes)
+        if peer_half_us > 0.0:
+            yield self.env.timeout(peer_half_us)
+
+    def _stream_segment(self, req: Request, workload: BulkStream) -> ProcessGenerator:
+        if workload.direction == "transmit":
+            yield from self.path.send(req, self.unit_bytes)
+        else:
+            yield from self._peer_sends(self.unit_bytes)
+            yield from self.path.receive(req, self.unit_bytes)
+
+    def _block_io(self, req: Request, workload: BlockIO) -> ProcessGenerator:
+        write = self._mix.uniform() >= workload.read_fraction
+        sequential = workload.pattern == "sequential"
+        yield from self.path.block_io(req, workload.block_bytes, write, sequential)
+
+
+def check_workload_names(guest: str, workloads: tuple[Workload, ...]) -> None:
+    """Workload names must be unique within a guest (they name random streams)."""
+    seen: set[str] = set()
+    for workload in workloads:
+        if workload.name in seen:
+            raise ConfigError("name", f"workload name {workload.name!r} is used twice in "
+                                      f"guest {guest!r}; names must be unique")
+        seen.add(workload.name)
