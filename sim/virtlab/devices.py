@@ -17,6 +17,7 @@ from virtlab.cpu import Semaphore
 from virtlab.hardware import DiskParams, NicParams
 from virtlab.records import Request
 from virtlab.rng import Stream
+from virtlab.trace import NullTracer, Tracer
 from virtlab.units import US_PER_S, bytes_per_us_from_gbps, bytes_per_us_from_mbytes_per_s
 
 __all__ = ["Link", "Nic", "Disk"]
@@ -74,14 +75,17 @@ class Disk:
     per I/O; with a single channel the device is an exact single-server FIFO queue.
     """
 
-    def __init__(self, env: simpy.Environment, params: DiskParams, stream: Stream) -> None:
+    def __init__(self, env: simpy.Environment, params: DiskParams, stream: Stream,
+                 tracer: Tracer | None = None) -> None:
         self.env = env
+        self.tracer: Tracer = tracer if tracer is not None else NullTracer()
         self.params = params
         self.stream = stream
         channels = 1 if params.kind == "rotating" else params.channels
         self.channels = Semaphore(env, "host.disk", channels)
         self.interface = Link(bytes_per_us_from_mbytes_per_s(params.interface_mbytes_per_s), 0.0)
         self.completed = 0
+        self.busy_us = 0.0
 
     def access_us(self, write: bool, sequential: bool) -> float:
         """Draw the access time of one I/O."""
@@ -110,6 +114,12 @@ class Disk:
         req.mark_started(now)
         ready = now + self.access_us(write, sequential)
         finish = self.interface.offer(ready, nbytes)
+        if self.tracer.enabled:
+            kind = "write" if write else "read"
+            self.tracer.emit(now, "host.disk", "device", req.id,
+                             f"{kind} {nbytes} B: access {ready - now:.3f} µs, done at "
+                             f"{finish:.3f} µs")
         yield env.timeout(finish - now)
+        self.busy_us += finish - now
         self.channels.release()
         self.completed += 1

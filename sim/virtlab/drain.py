@@ -15,6 +15,8 @@ from typing import Any
 import simpy
 from simpy.events import ProcessGenerator
 
+from virtlab.trace import NullTracer, Tracer
+
 __all__ = ["DrainLoop"]
 
 
@@ -47,7 +49,8 @@ class DrainLoop:
 
     def __init__(self, env: simpy.Environment, scope: str,
                  handle_batch: Callable[[list[Any]], ProcessGenerator], *, batch_limit: int,
-                 on_wake: Callable[[Any], ProcessGenerator] | None = None) -> None:
+                 on_wake: Callable[[Any], ProcessGenerator] | None = None,
+                 tracer: Tracer | None = None) -> None:
         if batch_limit < 1:
             raise ValueError(f"{scope}: batch_limit must be >= 1, got {batch_limit}")
         self.env = env
@@ -61,6 +64,7 @@ class DrainLoop:
         self.notifications = 0
         self.batches = 0
         self.items_handled = 0
+        self.tracer: Tracer = tracer if tracer is not None else NullTracer()
 
     def start(self) -> None:
         """Start the consumer process (after all components are wired)."""
@@ -81,8 +85,17 @@ class DrainLoop:
             self._asleep = False
             self.notifications += 1
             self._doorbell.succeed()
+            if self.tracer.enabled:
+                self._trace(item, "notify", "consumer was asleep: doorbell rung")
             return True
+        if self.tracer.enabled:
+            self._trace(item, "suppressed", f"consumer busy, {len(self._items)} queued")
         return False
+
+    def _trace(self, item: Any, kind: str, detail: str) -> None:
+        req = item[1] if isinstance(item, tuple) and len(item) > 1 else None
+        req_id = getattr(req, "id", -1)
+        self.tracer.emit(self.env.now, self.scope, kind, req_id, detail)
 
     def _drain(self) -> ProcessGenerator:
         items = self._items

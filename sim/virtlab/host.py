@@ -47,7 +47,7 @@ class Host:
         self.tracer: Tracer = tracer if tracer is not None else NullTracer()
         self.cpu = Cpu(env, host.cores, self.tracer)
         self.nic = Nic(nic)
-        self.disk = Disk(env, disk, streams.get("host.disk.service"))
+        self.disk = Disk(env, disk, streams.get("host.disk.service"), self.tracer)
         self._copy_bytes_per_us = bytes_per_us_from_gbytes_per_s(host.memcpy_gbytes_per_s)
         ghz = host.cpu_ghz
         self.exit_kernel_us = cycles_to_us(hypervisor.exit_kernel_cycles, ghz)

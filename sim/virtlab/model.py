@@ -103,6 +103,7 @@ class RunResult:
     cpu_label_us: dict[str, float]
     ring_stats: dict[str, tuple[int, int]]
     notifications: dict[str, int]
+    device_busy_us: dict[str, float]
     sim_now_us: float
     wall_s: float
     version: str
@@ -181,5 +182,7 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         in_flight=in_flight, arrived=arrived, in_flight_area=area,
         cpu_busy_us=dict(zip(CATEGORIES, cpu.busy_us, strict=True)),
         cpu_label_us=dict(cpu.label_us), ring_stats=rings, notifications=notifications,
+        device_busy_us={"disk": model.host.disk.busy_us, "nic.tx": model.host.nic.tx.busy_us,
+                        "nic.rx": model.host.nic.rx.busy_us},
         sim_now_us=now, wall_s=time.perf_counter() - wall_start, version=__version__,
         summaries=summaries)

@@ -198,28 +198,37 @@ class WorkloadRunner:
         else:
             yield from self._block_io(req, workload)
 
-    def _peer_sends(self, nbytes: int) -> ProcessGenerator:
+    def _peer_sends(self, nbytes: int, req_id: int) -> ProcessGenerator:
         nic = self.host.nic
         arrive_us = nic.rx.offer(self.env.now, nic.wire_bytes(nbytes))
+        if self.host.tracer.enabled:
+            self.host.trace("nic.rx", "wire", req_id, f"peer sends {nbytes} B, at "
+                                                               f"host NIC {arrive_us:.3f} µs")
         yield self.env.timeout(arrive_us - self.env.now)
 
     def _transaction(self, req: Request, workload: RequestResponse) -> ProcessGenerator:
         peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
         if peer_half_us > 0.0:
+            if self.host.tracer.enabled:
+                self.host.trace("peer", "stack", req.id, f"peer builds the request: "
+                                                         f"{peer_half_us:.3f} µs")
             yield self.env.timeout(peer_half_us)
-        yield from self._peer_sends(workload.request_bytes)
+        yield from self._peer_sends(workload.request_bytes, req.id)
         yield from self.path.receive(req, workload.request_bytes)
         yield from self.host.cpu.run(self.app, req, (
             (GUEST, workload.server_work_us, "application: serve request"),))
         yield from self.path.send(req, workload.response_bytes)
         if peer_half_us > 0.0:
+            if self.host.tracer.enabled:
+                self.host.trace("peer", "stack", req.id, f"peer receives the response: "
+                                                         f"{peer_half_us:.3f} µs")
             yield self.env.timeout(peer_half_us)
 
     def _stream_segment(self, req: Request, workload: BulkStream) -> ProcessGenerator:
         if workload.direction == "transmit":
             yield from self.path.send(req, self.unit_bytes)
         else:
-            yield from self._peer_sends(self.unit_bytes)
+            yield from self._peer_sends(self.unit_bytes, req.id)
             yield from self.path.receive(req, self.unit_bytes)
 
     def _block_io(self, req: Request, workload: BlockIO) -> ProcessGenerator:

@@ -79,7 +79,7 @@ class EmulatedPath(VmPath):
         self.iothread_ctx = ExecContext(host.env, f"{name}.vmm-iothread", 1)
         self.iothread = DrainLoop(host.env, f"{name}.vmm-iothread", self._iothread_batch,
                                   batch_limit=host.params.napi_budget,
-                                  on_wake=self._iothread_wake)
+                                  on_wake=self._iothread_wake, tracer=host.tracer)
         ahci = p.disk_controller == "ahci"
         depth = p.ahci_queue_depth if ahci else 1
         self.tags = Semaphore(host.env, f"{name}.{p.disk_controller}.tags", depth)

@@ -110,9 +110,9 @@ class ParavirtualPath(VmPath):
         self.net_ctx = ExecContext(env, f"{name}.{p.backend}-net", 1)
         self.blk_ctx = ExecContext(env, f"{name}.{p.backend}-blk", 1)
         self.net_backend = DrainLoop(env, f"{name}.{p.backend}-net", self._net_backend_batch,
-                                     batch_limit=p.batch_limit, on_wake=self._wake_net)
+                                     batch_limit=p.batch_limit, on_wake=self._wake_net, tracer=host.tracer)
         self.blk_backend = DrainLoop(env, f"{name}.{p.backend}-blk", self._blk_backend_batch,
-                                     batch_limit=p.batch_limit, on_wake=self._wake_blk)
+                                     batch_limit=p.batch_limit, on_wake=self._wake_blk, tracer=host.tracer)
         self.segment_bytes = host.nic_params.tso_bytes
 
     def loops(self) -> list[DrainLoop]:
@@ -132,8 +132,6 @@ class ParavirtualPath(VmPath):
             req.exits += 1
             yield from self.host.cpu.run(self.vcpu, req, (
                 (EXIT, self.host.exit_kernel_us, "kick: ioeventfd exit"),))
-        elif self.host.tracer.enabled:
-            self.host.trace(backend.scope, "kick-suppressed", req.id, "backend is busy")
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
         """Guest stack -> add to the tx ring (wait if full) -> kick if needed -> backend sends."""
@@ -212,6 +210,9 @@ class ParavirtualPath(VmPath):
                 self.txq.complete()
                 self.txq.reap()  # the frontend frees it at its next transmit (cost in ring_op)
                 arrive_us = host.nic.tx.offer(self.env.now, host.nic.wire_bytes(nbytes))
+                if host.tracer.enabled:
+                    host.trace("nic.tx", "wire", req.id, f"{nbytes} B on the wire, at peer "
+                                                         f"{arrive_us:.3f} µs")
                 event.succeed(arrive_us)
             else:  # RX: a posted guest buffer is needed; wait for one if the guest lags
                 wait = self.rxq.add()

@@ -42,11 +42,11 @@ class VmPath:
         budget = host.params.napi_budget
         self.softirq = ExecContext(host.env, f"{name}.host-softirq", 1)
         self.host_nic = DrainLoop(host.env, f"{name}.host-nic", self._host_rx_batch,
-                                  batch_limit=budget, on_wake=self._host_irq)
+                                  batch_limit=budget, on_wake=self._host_irq, tracer=host.tracer)
         self.guest_nic = DrainLoop(host.env, f"{name}.guest-nic", self._guest_nic_batch,
-                                   batch_limit=budget, on_wake=self._guest_irq)
+                                   batch_limit=budget, on_wake=self._guest_irq, tracer=host.tracer)
         self.guest_blk = DrainLoop(host.env, f"{name}.guest-blk", self._guest_blk_batch,
-                                   batch_limit=budget, on_wake=self._guest_irq)
+                                   batch_limit=budget, on_wake=self._guest_irq, tracer=host.tracer)
 
     def start(self) -> None:
         """Start every consumer process."""
