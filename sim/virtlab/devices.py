@@ -71,8 +71,9 @@ class Disk:
 
     Service of one I/O = access time (flash: mean per direction with ``service_cv``; rotating:
     seek + rotational delay unless sequential) followed by the transfer through the shared
-    interface. The interface slot is reserved when the access starts, which keeps one timeout
-    per I/O; with a single channel the device is an exact single-server FIFO queue.
+    interface, in the order the accesses end. With one channel the device is an exact
+    single-server FIFO queue (one timeout per I/O); with several, an M/G/c station followed by
+    a FIFO interface (two timeouts per I/O).
     """
 
     def __init__(self, env: simpy.Environment, params: DiskParams, stream: Stream,
@@ -110,16 +111,30 @@ class Disk:
         wait = self.channels.acquire()
         if wait is not None:
             yield wait
-        now = env.now
-        req.mark_started(now)
-        ready = now + self.access_us(write, sequential)
-        finish = self.interface.offer(ready, nbytes)
-        if self.tracer.enabled:
-            kind = "write" if write else "read"
-            self.tracer.emit(now, "host.disk", "device", req.id,
-                             f"{kind} {nbytes} B: access {ready - now:.3f} µs, done at "
-                             f"{finish:.3f} µs")
-        yield env.timeout(finish - now)
-        self.busy_us += finish - now
+        start = env.now
+        req.mark_started(start)
+        access_us = self.access_us(write, sequential)
+        if self.channels.capacity == 1:
+            # One channel: the interface is idle whenever the channel is free, so the whole
+            # service is known now and one timeout suffices.
+            finish = self.interface.offer(start + access_us, nbytes)
+            self._trace(req, write, nbytes, access_us, finish)
+            yield env.timeout(finish - start)
+        else:
+            # Several channels: transfers queue for the interface in the order their accesses
+            # end, which is only known once the access is over.
+            yield env.timeout(access_us)
+            finish = self.interface.offer(env.now, nbytes)
+            self._trace(req, write, nbytes, access_us, finish)
+            yield env.timeout(finish - env.now)
+        self.busy_us += finish - start
         self.channels.release()
         self.completed += 1
+
+    def _trace(self, req: Request, write: bool, nbytes: int, access_us: float,
+               finish_us: float) -> None:
+        if self.tracer.enabled:
+            kind = "write" if write else "read"
+            self.tracer.emit(self.env.now, "host.disk", "device", req.id,
+                             f"{kind} {nbytes} B: access {access_us:.3f} µs, done at "
+                             f"{finish_us:.3f} µs")

@@ -83,7 +83,8 @@ class Host:
         if self.tracer.enabled:
             self.trace("nic.tx", "wire", req.id, f"{nbytes} B on the wire, at peer "
                                                   f"{arrive_us:.3f} µs")
-        yield env.timeout(arrive_us - nic.tx.latency_us - env.now)
+        # free_at_us is when serialization of these bytes ends (>= now by construction).
+        yield env.timeout(nic.tx.free_at_us - env.now)
         if completions is not None and completions.push((TX_DONE, req, nbytes, None)):
             req.interrupts += 1
-        yield env.timeout(nic.tx.latency_us)
+        yield env.timeout(arrive_us - env.now)

@@ -150,7 +150,8 @@ class ParavirtualPath(VmPath):
         handed = self.env.event()
         yield from self._kick_if_needed(self.net_backend, (TX, req, nbytes, handed))
         arrive_us = yield handed
-        yield self.env.timeout(arrive_us - self.env.now)
+        # The vCPU may resume late (its kick waited for a busy vCPU) after the bytes arrived.
+        yield self.env.timeout(max(0.0, arrive_us - self.env.now))
 
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
