@@ -231,23 +231,35 @@ def _one_in_flight(workload: Any) -> dict[str, Any]:
     return {"window_bytes": min(workload.window_bytes, 65536)}
 
 
+def _param_tables() -> list[tuple[str, Any]]:
+    """Every parameter table with the name it has in a scenario file."""
+    from virtlab.config import PARAM_SECTIONS, GuestSpec, Scenario
+    from virtlab.workload import BlockIO, BulkStream, RequestResponse
+
+    tables: list[tuple[str, Any]] = [("top level of a scenario file", Scenario)]
+    tables += [(f"[{cls.section}]", cls) for cls in PARAM_SECTIONS]
+    tables += [("[[guests]]", GuestSpec)]
+    tables += [(f'[[guests.workloads]] kind = "{cls().kind}"', cls)
+               for cls in (RequestResponse, BulkStream, BlockIO)]
+    return tables
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
-    from virtlab.config import PARAM_SECTIONS
     from virtlab.params import describe
 
-    for cls in PARAM_SECTIONS:
-        rows = describe(cls)
+    for title, cls in _param_tables():
+        rows = [row for row in describe(cls) if row[0] != "kind"]
         if not rows:
             continue
         if args.markdown:
-            print(f"\n### `[{cls.section}]`\n\n{(cls.__doc__ or '').splitlines()[0]}\n")
+            print(f"\n### `{title}`\n\n{(cls.__doc__ or '').strip().splitlines()[0]}\n")
             print("| name | default | unit | allowed | meaning | source |")
             print("|---|---|---|---|---|---|")
             for name, default, info in rows:
                 print(f"| `{name}` | `{default}` | {info.unit} | {info.allowed()} | {info.doc} "
                       f"| {info.source} |")
         else:
-            print(f"[{cls.section}]")
+            print(title)
             for name, default, info in rows:
                 unit = f" {info.unit}" if info.unit else ""
                 print(f"  {name} = {default!r}{unit}  -- {info.doc} [source: {info.source}]")
