@@ -31,7 +31,7 @@ def _python() -> Path:
 
 def ensure_environment() -> None:
     """Create the virtual environment and install the package if needed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py must run under any python3
         sys.exit(f"virtlab needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:

@@ -22,14 +22,14 @@ def comparison():
 def test_throughput_order_native_container_paravirtual_emulated(comparison, guest):
     tput = [comparison.entry(a, guest).means["throughput_per_s"] for a in APPROACH_ORDER]
     native, container, paravirtual, emulated = tput
-    assert native >= container > paravirtual > emulated, dict(zip(APPROACH_ORDER, tput))
+    assert native >= container > paravirtual > emulated, dict(zip(APPROACH_ORDER, tput, strict=True))
 
 
 @pytest.mark.parametrize("guest", ["net", "disk"])
 def test_latency_order_is_the_reverse(comparison, guest):
     lat = [comparison.entry(a, guest).means["latency_mean_us"] for a in APPROACH_ORDER]
     native, container, paravirtual, emulated = lat
-    assert native <= container < paravirtual < emulated, dict(zip(APPROACH_ORDER, lat))
+    assert native <= container < paravirtual < emulated, dict(zip(APPROACH_ORDER, lat, strict=True))
 
 
 @pytest.mark.parametrize("guest", ["net", "disk"])

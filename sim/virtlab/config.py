@@ -53,6 +53,7 @@ class GuestSpec(Params):
     workloads: tuple[Workload, ...] = field(default=(RequestResponse(),))
 
     def check(self) -> None:
+        """A guest needs at least one workload, with unique names."""
         if not self.workloads:
             raise ConfigError("workloads", "a guest needs at least one workload")
         check_workload_names(self.name, self.workloads)
@@ -89,6 +90,7 @@ class Scenario(Params):
     guests: tuple[GuestSpec, ...] = field(default=(GuestSpec(),))
 
     def check(self) -> None:
+        """The window must be non-empty and guest names unique."""
         if self.warmup_us >= self.duration_us:
             raise ConfigError("warmup_us", f"must be below duration_us ({self.duration_us:g}), "
                                            f"got {self.warmup_us:g}")

@@ -45,6 +45,7 @@ class DrainLoop:
     on_wake:
         Optional generator function run when the consumer wakes, given the item that rang
         (the cost of an interrupt entry or a thread wake-up).
+
     """
 
     def __init__(self, env: simpy.Environment, scope: str,

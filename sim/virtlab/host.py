@@ -35,6 +35,7 @@ class Host:
         The run's random streams (the disk draws from ``"host.disk.service"``).
     tracer:
         Tracer shared by all components.
+
     """
 
     def __init__(self, env: simpy.Environment, host: HostParams, nic: NicParams,

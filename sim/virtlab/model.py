@@ -141,6 +141,7 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         Receives trace events (default: none).
     max_requests:
         Stop issuing new requests after this many per workload (used by ``virtlab trace``).
+
     """
     from virtlab import __version__
 

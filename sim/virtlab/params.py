@@ -86,6 +86,7 @@ def param(
         Allowed values for a string or enumerated parameter.
     power_of_two:
         The integer value must be a power of two.
+
     """
     info = ParamInfo(unit, source, doc, lo, hi, lo_open, choices, power_of_two)
     return dataclasses.field(default=default, metadata={"param": info})

@@ -71,6 +71,7 @@ class Streams:
         Root seed of the run (non-negative integer).
     replication:
         Replication index; replication ``r`` of every approach uses the same streams.
+
     """
 
     def __init__(self, seed: int, replication: int = 0) -> None:

@@ -53,6 +53,7 @@ class ListTracer:
     ----------
     scopes:
         If given, keep only events whose scope starts with one of these prefixes.
+
     """
 
     enabled = True

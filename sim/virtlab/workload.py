@@ -226,10 +226,22 @@ class WorkloadRunner:
 
     def _stream_segment(self, req: Request, workload: BulkStream) -> ProcessGenerator:
         if workload.direction == "transmit":
+            # One segment carries several application writes; the path charges one syscall,
+            # the remaining writes are charged here in the kernel that serves them.
+            extra_writes = max(0, -(-self.unit_bytes // workload.message_bytes) - 1)
+            if extra_writes:
+                yield from self.host.cpu.run(self.app, req, (
+                    (self.path.kernel_category, extra_writes * self.host.params.syscall_us,
+                     "application: further write syscalls"),))
             yield from self.path.send(req, self.unit_bytes)
         else:
             yield from self._peer_sends(self.unit_bytes, req.id)
             yield from self.path.receive(req, self.unit_bytes)
+            extra_reads = max(0, -(-self.unit_bytes // workload.message_bytes) - 1)
+            if extra_reads:
+                yield from self.host.cpu.run(self.app, req, (
+                    (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
+                     "application: further read syscalls"),))
 
     def _block_io(self, req: Request, workload: BlockIO) -> ProcessGenerator:
         write = self._mix.uniform() >= workload.read_fraction

@@ -35,6 +35,9 @@ class IOPath(Protocol):
     """
 
     approach: ClassVar[str]
+    #: Category (virtlab.records) of the kernel work done for the application: the host
+    #: kernel for native and containers, the guest kernel for virtual machines.
+    kernel_category: ClassVar[int]
 
     def start(self) -> None:
         """Start the path's processes (after all components are wired)."""

@@ -73,5 +73,5 @@ class ContainerPath(NativePath):
         return extra
 
     def extra_request_us(self) -> float:
-        """cgroup accounting, per request."""
+        """Cgroup accounting, per request."""
         return self.params.cgroup_charge_us

@@ -53,9 +53,11 @@ class NativePath:
         hp = host.params
         self.softirq = ExecContext(host.env, f"{name}.softirq", 1)
         self.nic_napi = DrainLoop(host.env, f"{name}.nic", self._nic_batch,
-                                  batch_limit=hp.napi_budget, on_wake=self._nic_irq, tracer=host.tracer)
+                                  batch_limit=hp.napi_budget, on_wake=self._nic_irq,
+                                  tracer=host.tracer)
         self.blk_napi = DrainLoop(host.env, f"{name}.blk", self._blk_batch,
-                                  batch_limit=hp.napi_budget, on_wake=self._blk_irq, tracer=host.tracer)
+                                  batch_limit=hp.napi_budget, on_wake=self._blk_irq,
+                                  tracer=host.tracer)
         self.segment_bytes = host.nic_params.tso_bytes
         # Per-operation costs, derived once.
         self.syscall_us = hp.syscall_us + self.extra_syscall_us()
