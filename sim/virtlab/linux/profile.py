@@ -1,0 +1,159 @@
+"""The calibrated profile: a TOML file that ``virtlab compare --profile FILE`` loads.
+
+Layout (the simulator's loader rejects any other table or key, except inside
+``[measurements]``, which is free-form and informational)::
+
+    [profile]       name, extends, description
+    [host]          syscall_us
+    [container]     syscall_extra_us, veth_hop_us (left out when not measured)
+    [measurements]  every median we measured, scalars only
+
+Every value gets a comment line saying where it came from, with its spread, so the file
+explains itself when a student opens it. Values are formatted by ``tomli_w`` (so strings are
+quoted correctly) and the finished text is parsed back with :mod:`tomllib` and checked against the
+allowed keys before it is written.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from virtlab.linux.calibrate import Calibration, profile_values
+
+__all__ = ["ALLOWED_KEYS", "render_profile", "validate_profile", "write_profile"]
+
+ALLOWED_KEYS: dict[str, set[str] | None] = {
+    "profile": {"name", "extends", "description"},
+    "host": {"syscall_us"},
+    "container": {"syscall_extra_us", "veth_hop_us"},
+    "measurements": None,  # free-form scalars
+}
+_REQUIRED = {"profile": {"name", "extends"}}
+
+
+def _line(key: str, value: Any) -> str:
+    import tomli_w  # a dependency of virtlab, imported late like everything here
+
+    if isinstance(value, float):
+        value = round(value, 4)
+    return tomli_w.dumps({key: value}).strip()
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" if line else "#" for line in text.splitlines()]
+
+
+def render_profile(calib: Calibration, hostname: str, when: str) -> str:
+    """Build the profile text from a calibration.
+
+    Parameters
+    ----------
+    calib:
+        From :func:`virtlab.linux.calibrate.run_calibration`.
+    hostname:
+        Goes into the profile's name and description.
+    when:
+        A timestamp (ISO 8601) for the description.
+
+    """
+    spreads = calib.spreads
+    derived = profile_values(calib)
+    lines = _comment(
+        f"Calibrated by `virtlab calibrate` on {hostname} ({platform.system()} "
+        f"{platform.release()}, {platform.machine()}, Python {platform.python_version()}),\n"
+        f"{when}, {calib.mode} mode, {calib.elapsed_s:.0f} s of measurement.\n"
+        "Every figure is a median over interleaved rounds (host and container alternate);\n"
+        "'IQR' is the interquartile range, n the number of rounds or samples.\n"
+        "Absolute numbers are this machine's: a VM's syscalls and loopback round trips are\n"
+        "slower than bare metal's. Compare ratios across machines, not raw values.")
+    lines += ["", "[profile]", _line("name", f"calibrated-{hostname}"),
+              _line("extends", "modern"),
+              _line("description", f"Measured by virtlab calibrate on {hostname} at {when}"),
+              "", "[host]"]
+    host = spreads["syscall_host_us"]
+    lines += _comment(f"Null syscall: os.getpid() per call minus the same loop over gc.isenabled()"
+                      f"\n(a builtin without a syscall), in plain forked children; µs,"
+                      f" IQR {host.q1:.4f}–{host.q3:.4f}, n={host.n}.")
+    lines += [_line("syscall_us", derived["syscall_us"]), "", "[container]"]
+    extra = spreads["syscall_extra_us"]
+    note = ""
+    if derived["syscall_extra_us_raw"] < 0:
+        raw = derived["syscall_extra_us_raw"]
+        note = (f"\nThe measured difference was negative ({raw:.4f} µs): noise around zero,"
+                "\nclamped to 0 because a cost cannot be negative.")
+    lines += _comment("Extra cost of the same syscall as PID 1 of a container (UTS, PID, mount, "
+                      "net, IPC\nnamespaces) vs a plain child: median over rounds of the paired "
+                      f"difference, µs,\nIQR {extra.q1:.4f}–{extra.q3:.4f}, n={extra.n}." + note)
+    lines.append(_line("syscall_extra_us", derived["syscall_extra_us"]))
+    if "veth_hop_us" in derived:
+        rtt = spreads["veth_rtt_extra_us"]
+        note = ""
+        if derived["veth_hop_us_raw"] < 0:
+            note = (f"\nThe median difference was negative ({2 * derived['veth_hop_us_raw']:.2f} µs"
+                    " per round trip):\nnoise around zero, clamped to 0.")
+        lines += _comment(
+            "Extra host-kernel cost per packet of the veth hop: half the median (over rounds) of\n"
+            "(round trip host->container over a veth pair) - (round trip host->host over lo),\n"
+            "1-byte TCP ping-pong. Each round trip crosses the pair once each way, and the path\n"
+            "is serial, so half the difference is what one small packet pays per crossing\n"
+            "(per packet, per direction, as the model charges it).\n"
+            f"Round-trip difference IQR {rtt.q1:.2f}–{rtt.q3:.2f} µs, n={rtt.n}. The bulk "
+            "figure\n(veth_extra_us_per_64KiB below) is per 64 KiB segment and mixes in MTU "
+            "effects." + note)
+        lines.append(_line("veth_hop_us", derived["veth_hop_us"]))
+    else:
+        lines += _comment("veth_hop_us is left out: the veth pair was not measured ("
+                          + calib.skipped.get("veth", "no measurement") + ").\nThe model keeps "
+                          "the value of the profile this one extends.")
+    lines += ["", "[measurements]"]
+    lines += _comment("Informational: recorded with results, not used by the model. Medians; "
+                      "µs unless\nthe name says otherwise (mib_s = MiB/s).")
+    lines.append(_line("mode", calib.mode))
+    for key, spread in spreads.items():
+        lines.append(_line(key, spread.median) + f"  # IQR {spread.q1:.4g}–{spread.q3:.4g}, "
+                     f"n={spread.n}")
+    for name, why in calib.skipped.items():
+        lines += _comment(f"skipped {name}: {why}")
+    text = "\n".join(lines) + "\n"
+    problems = validate_profile(tomllib.loads(text))
+    if problems:
+        raise ValueError("internal error, the profile would be rejected: " + "; ".join(problems))
+    return text
+
+
+def validate_profile(data: dict[str, Any]) -> list[str]:
+    """List what the simulator's loader would reject (empty list: fine)."""
+    problems = []
+    for table_name, content in data.items():
+        if table_name not in ALLOWED_KEYS:
+            problems.append(f"unknown table [{table_name}]")
+            continue
+        if not isinstance(content, dict):
+            problems.append(f"{table_name} must be a table")
+            continue
+        allowed = ALLOWED_KEYS[table_name]
+        for key, value in content.items():
+            if allowed is not None and key not in allowed:
+                problems.append(f"unknown key {table_name}.{key}")
+            if isinstance(value, dict | list):
+                problems.append(f"{table_name}.{key} must be a scalar")
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{table_name}.{key} is not finite")
+            elif table_name in ("host", "container") and not (
+                    isinstance(value, int | float) and value >= 0):
+                problems.append(f"{table_name}.{key} must be a number >= 0")
+    for table_name, keys in _REQUIRED.items():
+        missing = keys - set(data.get(table_name, {}))
+        problems += [f"missing {table_name}.{key}" for key in sorted(missing)]
+    return problems
+
+
+def write_profile(path: Path, text: str) -> None:
+    """Write the profile (replacing the file atomically, so a reader never sees half of it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,140 @@
+"""Tier 3 (root): real CPU cgroups, the shares the kernel really gives, and guaranteed cleanup.
+
+The expected values are the scheduler's definitions, not golden numbers: two always-runnable
+groups with weights w_a and w_b on one CPU get w_a/(w_a+w_b) of it; a quota q per period p
+caps a busy group at q/p. The tolerances are for a short run on a possibly noisy machine:
+±5 points for the weights, ±2 for the quota.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from linux_helpers import IS_LINUX, skip_unless_root, virtlab_env
+
+from virtlab.errors import PreflightError
+from virtlab.linux import cgroups, demo_cgroups, libc
+from virtlab.linux.container import CONTAINER_FLAGS, Container, ContainerSpec, Inside
+
+pytestmark = [pytest.mark.linux,
+              pytest.mark.skipif(not IS_LINUX, reason="needs Linux cgroups")]
+
+
+@pytest.fixture
+def layout() -> cgroups.CgroupLayout:
+    skip_unless_root()
+    try:
+        return cgroups.detect()
+    except PreflightError as exc:
+        pytest.skip(reason=str(exc))
+
+
+def test_weights_and_quota_give_the_expected_shares(layout: cgroups.CgroupLayout,
+                                                    no_leaks: object) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip(reason="needs 2 CPUs to run both experiments at once")
+    lines: list[str] = []
+    result = demo_cgroups.run_demo(seconds=2.0, out=lines.append)
+    assert result.share_a == pytest.approx(0.75, abs=0.05)
+    assert result.share_b == pytest.approx(0.25, abs=0.05)
+    assert result.share_q == pytest.approx(0.20, abs=0.02)
+    assert result.nr_periods >= 15
+    assert result.nr_throttled >= 0.8 * result.nr_periods  # throttled (almost) every period
+    assert result.leftovers == []
+    assert any("leftover groups: none" in line for line in lines)
+
+
+def test_the_group_holds_the_container_and_is_removed(layout: cgroups.CgroupLayout,
+                                                      no_leaks: object) -> None:
+    def payload(inside: Inside) -> str:
+        with open("/proc/self/cgroup", encoding="ascii") as handle:
+            inside.send("in", cgroup=handle.read())
+        inside.recv(timeout_s=10)
+        return "done"
+
+    with cgroups.CgroupSession(layout) as session:
+        group = session.group("t")
+        spec = ContainerSpec(flags=CONTAINER_FLAGS | libc.CLONE_NEWCGROUP,
+                             cgroup_procs=(group.procs_file,))
+        with Container(spec, payload) as ctr:
+            inside = ctr.wait_for("in")["cgroup"]
+            assert ctr.pid1 in group.pids()
+            assert ctr.launcher_pid in group.pids()  # it joined itself before forking PID 1
+            host_view = demo_cgroups.cpu_cgroup(ctr.pid1)
+            ctr.send(go=True)
+            ctr.result()
+        parent = session.parent
+    assert host_view.endswith(f"/{parent.name}/t")
+    assert ":/\n" in inside or inside.endswith(":/")  # the cgroup namespace hides the path
+    assert not parent.exists()
+
+
+def test_a_stale_group_from_a_killed_run_is_removed(layout: cgroups.CgroupLayout,
+                                                    no_leaks: object) -> None:
+    with open("/proc/sys/kernel/pid_max", encoding="ascii") as handle:
+        dead = int(handle.read()) - 1
+    try:
+        os.kill(dead, 0)
+        pytest.skip(reason=f"PID {dead} exists; cannot fake a dead owner")
+    except ProcessLookupError:
+        pass
+    stale = layout.mountpoint / f"virtlab-{dead}-0badc0"
+    stale.mkdir()
+    try:
+        with cgroups.CgroupSession(layout):
+            assert not stale.exists()
+    finally:
+        if stale.exists():
+            stale.rmdir()
+
+
+@contextlib.contextmanager
+def _start_demo(seconds: str) -> Iterator[subprocess.Popen[bytes]]:
+    # -u: unbuffered, so each line arrives as it is printed
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "virtlab", "demo", "cgroups",
+                             "--seconds", seconds], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=virtlab_env(), start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_for_text(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> str:
+    """Read the child's output (raw, unbuffered) until ``text`` appears."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and text.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    if text.encode() not in seen:
+        pytest.fail(f"never saw {text!r}; output so far:\n{seen.decode(errors='replace')}")
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_demo_removes_everything(layout: cgroups.CgroupLayout, sig: int,
+                                                  no_leaks: object) -> None:
+    with _start_demo("30") as proc:
+        _wait_for_text(proc, "Measure CPU time", timeout_s=20)
+        time.sleep(0.3)  # the containers are spinning inside their groups now
+        os.killpg(proc.pid, sig)  # what Ctrl-C does: the whole foreground process group
+        rest, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 130, rest
+        assert b"interrupted" in rest
