@@ -110,8 +110,8 @@ def render_profile(calib: Calibration, hostname: str, when: str) -> str:
                           + calib.skipped.get("veth", "no measurement") + ").\nThe model keeps "
                           "the value of the profile this one extends.")
     lines += ["", "[measurements]"]
-    lines += _comment("Informational: recorded with results, not used by the model. Medians; "
-                      "µs unless\nthe name says otherwise (mib_s = MiB/s).")
+    lines += _comment("Informational: kept here for reference; the model does not read "
+                      "them.\nMedians; µs unless the name says otherwise (mib_s = MiB/s).")
     lines.append(_line("mode", calib.mode))
     for key, spread in spreads.items():
         lines.append(_line(key, spread.median) + f"  # IQR {spread.q1:.4g}–{spread.q3:.4g}, "
