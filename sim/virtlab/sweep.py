@@ -82,21 +82,20 @@ def sweep(scenario: Scenario, factors: Mapping[str, Sequence[Any]],
             for key, value in values.items():
                 apply_assignment(data, key, value)
             variant = scenario_from_dict(data, scenario.profile)
-            variants = ([variant] if chosen is None
-                        else [variant.with_approach(a) for a in chosen])
-            prepared.append((values, variants))
+            prepared.append((values, [variant] if chosen is None
+                             else [variant.with_approach(a) for a in chosen]))
         except ConfigError as err:
             prepared.append((values, f"ConfigError: {err}"))
-    tasks = [(v, seed, r) for _, variants in prepared if not isinstance(variants, str)
-             for v in variants for r in range(replications)]
+    tasks = [(v, seed, r) for _, group in prepared if not isinstance(group, str)
+             for v in group for r in range(replications)]
     outcomes = iter(_map(tasks, jobs))
     points = []
-    for values, variants in prepared:
-        if isinstance(variants, str):
-            points.append(SweepPoint(values, None, variants))
+    for values, group in prepared:
+        if isinstance(group, str):
+            points.append(SweepPoint(values, None, group))
             continue
         results = []
-        for variant in variants:
+        for variant in group:
             chunk = [next(outcomes) for _ in range(replications)]
             errors = [c for c in chunk if isinstance(c, str)]
             if errors:
