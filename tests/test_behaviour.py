@@ -46,9 +46,14 @@ def test_shared_kernel_paths_take_no_exits(comparison, guest):
 
 
 def test_paravirtual_batches_notifications_under_load(comparison):
-    # The default network workload keeps 4 transactions in flight; the disk one 32 I/Os.
-    for guest in ("net", "disk"):
-        assert comparison.entry("paravirtual", guest).means["notifications_per_request"] < 0.5
+    # Block I/O at queue depth 32: the backend is busy when most requests are added, so the
+    # frontend kicks for few of them (available-buffer notifications).
+    assert comparison.entry("paravirtual", "disk").means["notifications_per_request"] < 0.5
+    # TCP_RR with 4 transactions in flight: completions reach a guest that is still polling,
+    # so fewer than one interrupt (used-buffer notification) per request. Each one-packet
+    # reply still finds vhost's transmit handler idle, so kicks stay near one per reply,
+    # as in vhost-net; tests/test_paravirtual_load.py shows both falling with load.
+    assert comparison.entry("paravirtual", "net").means["interrupts_per_request"] < 0.9
 
 
 def test_cpu_time_per_request_is_split_by_where_it_was_spent(comparison):

@@ -26,11 +26,12 @@ def test_parameter_page_is_up_to_date(capsys):
 
 def test_every_source_key_cited_in_code_is_explained():
     sources = (ROOT / "docs" / "sources.md").read_text(encoding="utf-8")
-    known = set(re.findall(r"^\| (S\d+b?(?:, S\d+b?)*|F14|B03) \|", sources, re.M))
+    known = set(re.findall(r"^\| ((?:S\d+b?|[A-Z]{1,2}\d\d)(?:, (?:S\d+b?|[A-Z]{1,2}\d\d))*) \|",
+                           sources, re.M))
     explained = {k.strip() for group in known for k in group.split(",")}
     cited = set()
     for path in (ROOT / "sim" / "virtlab").rglob("*.py"):
         for source in re.findall(r'source="([^"]*)"', path.read_text(encoding="utf-8")):
-            cited.update(re.findall(r"\b(S\d+b?|F14|B03)\b", source))
+            cited.update(re.findall(r"\b(S\d+b?|F14|B03|AA06|SU01)\b", source))
     missing = sorted(cited - explained)
     assert not missing, f"source keys cited in code but not in docs/sources.md: {missing}"

@@ -99,6 +99,31 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
                              "--set guests[0].vcpus=4 (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of tables (docs/results.md)")
+    _add_cpu_support_option(parser)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print where each request's time went (latency phases) and "
+                             "its VM exits by reason (emulated path)")
+
+
+class _CpuSupportAction(argparse.Action):
+    """``--cpu-support NAME`` is ``--set hypervisor.cpu_support=NAME``, in command-line order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        sets = list(getattr(namespace, "set", None) or [])
+        sets.append(f'hypervisor.cpu_support="{values}"')
+        namespace.set = sets
+        setattr(namespace, self.dest, values)
+
+
+def _add_cpu_support_option(parser: argparse.ArgumentParser) -> None:
+    from virtlab.cpusupport import PRESET_NAMES
+
+    parser.add_argument("--cpu-support", action=_CpuSupportAction, choices=PRESET_NAMES,
+                        metavar="PRESET",
+                        help="CPU virtualization support preset, one of "
+                             f"{', '.join(PRESET_NAMES)} (virtlab presets); explicit "
+                             "[hypervisor] costs still win")
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -125,6 +150,22 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
     print()
     print(comparison_table(comparison))
     print("Throughput and mean latency show the replication mean ± the 95 % CI half-width.")
+    from virtlab.report import scheduling_table
+
+    scheduling = scheduling_table(comparison)
+    if scheduling is not None:
+        print()
+        print(scheduling)
+    if getattr(args, "breakdown", False):
+        from virtlab.report import breakdown_table
+
+        print()
+        print(breakdown_table(comparison))
+        from virtlab.report import ring_table
+
+        rings = ring_table(comparison)
+        if rings:
+            print(rings)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -199,6 +240,14 @@ def _cmd_trace(args: argparse.Namespace) -> int:
               f"notifications {rec.notifications}, interrupts {rec.interrupts}, CPU "
               f"guest {rec.cpu_guest_us:.3f} / exit {rec.cpu_exit_us:.3f} / backend "
               f"{rec.cpu_backend_us:.3f} / host {rec.cpu_host_kernel_us:.3f} µs")
+        from virtlab.report import request_breakdown
+
+        for line in request_breakdown(rec):
+            print(line)
+    from virtlab.report import ring_summary
+
+    for line in ring_summary(result.path_stats):
+        print(line)
     return 0
 
 
@@ -302,10 +351,12 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def _one_in_flight(workload: Any) -> dict[str, Any]:
-    from virtlab.workload import BlockIO, BulkStream, RequestResponse
+    from virtlab.workload import BlockIO, BulkStream, CpuHog, RequestResponse
 
     if isinstance(workload, RequestResponse):
         return {"in_flight": 1}
+    if isinstance(workload, CpuHog):
+        return {"threads": 1}
     if isinstance(workload, BlockIO):
         return {"iodepth": 1, "jobs": 1}
     assert isinstance(workload, BulkStream)
@@ -337,13 +388,15 @@ def _cmd_params(args: argparse.Namespace) -> int:
             print("| name | default | unit | allowed | meaning | source |")
             print("|---|---|---|---|---|---|")
             for name, default, info in rows:
-                print(f"| `{name}` | `{default}` | {info.unit} | {info.allowed()} | {info.doc} "
+                shown = "preset" if default is None else default
+                print(f"| `{name}` | `{shown}` | {info.unit} | {info.allowed()} | {info.doc} "
                       f"| {info.source} |")
         else:
             print(title)
             for name, default, info in rows:
                 unit = f" {info.unit}" if info.unit else ""
-                print(f"  {name} = {default!r}{unit}  -- {info.doc} [source: {info.source}]")
+                shown = "(from the preset)" if default is None else repr(default)
+                print(f"  {name} = {shown}{unit}  -- {info.doc} [source: {info.source}]")
     return 0
 
 
@@ -396,6 +449,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--seed", type=int, default=0, help="root seed (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one parameter (repeatable)")
+    _add_cpu_support_option(p)
     p.set_defaults(func=_cmd_trace)
 
     p = sub.add_parser("sweep", help="run a grid of parameter values (what-if studies)",
@@ -437,7 +491,8 @@ def _add_optional_commands(sub: Any) -> None:
     """Commands from sub-packages (the Linux demo, the labs), registered if present."""
     import importlib
 
-    for module_name in ("virtlab.linux.commands", "virtlab.labs"):
+    for module_name in ("virtlab.linux.commands", "virtlab.labs",
+                        "virtlab.paths.emulation.commands"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:

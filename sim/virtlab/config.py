@@ -29,6 +29,7 @@ from virtlab.paths.container import ContainerParams
 from virtlab.paths.emulated import EmulatedParams
 from virtlab.paths.native import NativeParams
 from virtlab.paths.paravirtual import ParavirtualParams
+from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.workload import BlockIO, RequestResponse, Workload, check_workload_names
 
 __all__ = ["GuestSpec", "Scenario", "default_scenario", "load_scenario", "dump_scenario",
@@ -37,7 +38,7 @@ __all__ = ["GuestSpec", "Scenario", "default_scenario", "load_scenario", "dump_s
 #: Tables a profile may set, in the order they are documented.
 PARAM_SECTIONS: tuple[type[Params], ...] = (
     HostParams, NicParams, DiskParams, HypervisorParams, NativeParams, ContainerParams,
-    EmulatedParams, ParavirtualParams)
+    EmulatedParams, ParavirtualParams, SchedulerParams)
 _SECTION_NAMES = tuple(cls.section for cls in PARAM_SECTIONS)
 
 
@@ -51,12 +52,14 @@ class GuestSpec(Params):
     vcpus: int = param(2, lo=1, hi=1024, source="assumption",
                        doc="vCPUs (VM) or CPUs (container, native) the guest may use.")
     workloads: tuple[Workload, ...] = field(default=(RequestResponse(),))
+    sched: GuestSchedParams = field(default_factory=GuestSchedParams)
 
     def check(self) -> None:
-        """A guest needs at least one workload, with unique names."""
+        """A guest needs at least one workload, with unique names; caps fit its CPUs."""
         if not self.workloads:
             raise ConfigError("workloads", "a guest needs at least one workload")
         check_workload_names(self.name, self.workloads)
+        self.sched.check_cpus(self.vcpus)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +90,7 @@ class Scenario(Params):
     container: ContainerParams = field(default_factory=ContainerParams)
     emulated: EmulatedParams = field(default_factory=EmulatedParams)
     paravirtual: ParavirtualParams = field(default_factory=ParavirtualParams)
+    scheduler: SchedulerParams = field(default_factory=SchedulerParams)
     guests: tuple[GuestSpec, ...] = field(default=(GuestSpec(),))
 
     def check(self) -> None:

@@ -6,20 +6,27 @@ first come, first served and without preemption; acquisition order is always con
 then core, so no deadlock is possible. The busy time of the cores is accounted by category
 (:data:`virtlab.records.CATEGORIES`) and charged to the request the work was done for.
 
-This FIFO, non-preemptive core pool is the baseline scheduler; a proportional-share scheduler
-plugs in by replacing :class:`Semaphore` for the cores.
+This FIFO, non-preemptive core pool is the baseline scheduler (``[scheduler] host = "fifo"``).
+Any other scheduler plugs in as :attr:`Cpu.scheduler`, a
+:class:`~virtlab.sched.topology.HostScheduler`: the context is still acquired first, then the
+scheduler, not the FIFO pool, decides when the work gets a core. CPU-bound work (a busy loop)
+uses :meth:`Cpu.compute`, which the scheduler may time-slice and preempt.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import simpy
 from simpy.events import Event, ProcessGenerator
 
-from virtlab.records import CATEGORIES, Request
+from virtlab.records import CATEGORIES, GUEST, Request
 from virtlab.trace import NullTracer, Tracer
+
+if TYPE_CHECKING:
+    from virtlab.sched.topology import HostScheduler
 
 __all__ = ["Semaphore", "ExecContext", "Cpu", "Step"]
 
@@ -77,9 +84,18 @@ class ExecContext(Semaphore):
     """Where work runs: a guest's vCPUs, a backend thread, a softirq/NAPI instance.
 
     ``capacity`` is the number of pieces of work the context can run at once (vCPUs, threads).
+    ``role`` tells the CPU scheduler whose work this is: ``"vcpu"`` (the guest's own CPUs),
+    ``"backend"`` (a vhost worker, QEMU I/O thread or driver domain) or ``"kernel"`` (interrupt
+    and softirq work); ``None`` lets the scheduler infer it from the name
+    (:mod:`virtlab.sched.topology`).
     """
 
-    __slots__ = ()
+    __slots__ = ("role",)
+
+    def __init__(self, env: simpy.Environment, name: str, capacity: int,
+                 role: str | None = None) -> None:
+        super().__init__(env, name, capacity)
+        self.role = role
 
 
 class Cpu:
@@ -93,6 +109,7 @@ class Cpu:
         Number of physical cores.
     tracer:
         Receives one ``cpu`` event per step when enabled.
+
     """
 
     def __init__(self, env: simpy.Environment, cores: int, tracer: Tracer | None = None) -> None:
@@ -101,6 +118,8 @@ class Cpu:
         self.tracer: Tracer = tracer if tracer is not None else NullTracer()
         self.busy_us = [0.0] * len(CATEGORIES)
         self.label_us: dict[str, float] = {}
+        #: The scheduler deciding who gets a core; ``None``: the FIFO pool ``cores``.
+        self.scheduler: HostScheduler | None = None
 
     def run(self, ctx: ExecContext | None, req: Request, steps: Sequence[Step]
             ) -> ProcessGenerator:
@@ -120,9 +139,14 @@ class Cpu:
             wait = ctx.acquire()
             if wait is not None:
                 yield wait
-        wait = self.cores.acquire()
-        if wait is not None:
-            yield wait
+        scheduler = self.scheduler
+        if scheduler is None:
+            wait = self.cores.acquire()
+            if wait is not None:
+                yield wait
+        else:
+            got = scheduler.acquire(scheduler.leaf_of(ctx))
+            core = (yield got) if isinstance(got, Event) else got
         now = env.now
         req.mark_started(now)
         if self.tracer.enabled:
@@ -134,7 +158,10 @@ class Cpu:
                                      f"{label}: {duration_us:.3f} µs ({CATEGORIES[category]})")
                     t += duration_us
         yield env.timeout(total)
-        self.cores.release()
+        if scheduler is None:
+            self.cores.release()
+        else:
+            scheduler.finish(core)
         if ctx is not None:
             ctx.release()
         cpu_us = req.cpu_us
@@ -144,3 +171,34 @@ class Cpu:
             cpu_us[category] += duration_us
             busy[category] += duration_us
             labels[label] = labels.get(label, 0.0) + duration_us
+
+    def compute(self, ctx: ExecContext | None, req: Request, work_us: float, label: str,
+                category: int = GUEST) -> ProcessGenerator:
+        """Run CPU-bound work (a busy loop) for ``work_us`` in ``ctx``, charging it to ``req``.
+
+        Unlike :meth:`run`, the scheduler may split the work into quanta, let other work run
+        in between and preempt it for freshly woken work; the context stays held throughout
+        (the thread is runnable, not blocked). Under the FIFO pool it runs as one block.
+        """
+        if work_us <= 0.0:
+            return
+        scheduler = self.scheduler
+        if scheduler is None:
+            yield from self.run(ctx, req, ((category, work_us, label),))
+            return
+        if ctx is not None:
+            wait = ctx.acquire()
+            if wait is not None:
+                yield wait
+        req.mark_started(self.env.now)
+        if self.tracer.enabled:
+            scope = ctx.name if ctx is not None else "host"
+            self.tracer.emit(self.env.now, scope, "cpu", req.id,
+                             f"{label}: {work_us:.3f} µs of CPU-bound work "
+                             f"({CATEGORIES[category]}), in scheduler quanta")
+        yield scheduler.compute(scheduler.leaf_of(ctx), work_us)
+        if ctx is not None:
+            ctx.release()
+        req.cpu_us[category] += work_us
+        self.busy_us[category] += work_us
+        self.label_us[label] = self.label_us.get(label, 0.0) + work_us

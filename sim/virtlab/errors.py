@@ -19,6 +19,7 @@ class ConfigError(ValueError):
         Dotted name of the field as the user wrote it, e.g. ``"paravirtual.ring_size"``.
     message:
         What is wrong and what is allowed, e.g. ``"must be a power of two in [2, 32768], got 100"``.
+
     """
 
     def __init__(self, field: str, message: str) -> None:

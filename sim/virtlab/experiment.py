@@ -19,7 +19,8 @@ from typing import Any
 from virtlab.config import Scenario
 from virtlab.model import run
 from virtlab.paths import APPROACHES
-from virtlab.stats import METRICS, WorkloadSummary, mean_ci
+from virtlab.records import PHASES
+from virtlab.stats import METRICS, REPORTED_EXIT_REASONS, WorkloadSummary, mean_ci
 
 __all__ = ["Result", "Comparison", "replicate", "compare", "Entry"]
 
@@ -65,6 +66,17 @@ class Entry:
             "notifications_per_request": m["notifications_per_request"],
             "interrupts_per_request": m["interrupts_per_request"],
             "cpu_share": m["cpu_share"],
+            "exits_by_reason": {
+                reason: {"per_request": _none_if_nan(m[f"exits_{reason}_per_request"]),
+                         "cpu_us_per_request": _none_if_nan(m[f"exit_{reason}_us"])}
+                for reason in REPORTED_EXIT_REASONS},
+            "exits_user_per_request": _none_if_nan(m["exits_user_per_request"]),
+            "latency_breakdown_us": {phase: _none_if_nan(m[f"lat_{phase}_us"])
+                                     for phase in PHASES},
+            "rings": {"occupancy_mean": _none_if_nan(m["ring_occupancy_mean"]),
+                      "batch_mean": _none_if_nan(m["ring_batch_mean"])},
+            "scheduling": {key: _none_if_nan(m[key])
+                           for key in ("guest_cpu_pct", "nr_periods", "nr_throttled")},
             "ci_half_width": {k: _none_if_nan(v) for k, v in self.half_widths.items()},
         }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from virtlab.cpusupport import DEFAULT_PRESET, PRESET_FIELDS, PRESET_NAMES, cpu_support
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
 
@@ -117,21 +118,47 @@ class DiskParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HypervisorParams(Params):
-    """What the CPU's virtualization support costs (used by the emulated and paravirtual paths)."""
+    """What the CPU's virtualization support costs (used by the emulated and paravirtual paths).
+
+    ``cpu_support`` names a preset (:mod:`virtlab.cpusupport`); every cost below that is left
+    unset (``None``) takes the preset's value when the table is built, and a value set
+    explicitly wins over the preset. After construction every field holds its effective value.
+    """
 
     section = "hypervisor"
 
-    exit_kernel_cycles: float = param(1050.0, unit="cycles", source="S23 (1,018-1,110 cycles)",
-                                      lo=0.0, hi=1e7,
+    cpu_support: str = param(DEFAULT_PRESET, choices=PRESET_NAMES,
+                             source="virtlab.cpusupport (each preset cites its sources)",
+                             doc="CPU virtualization support preset; fills the unset costs "
+                                 "below.")
+    exit_kernel_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
+                                      source="preset; modern: S23 (1,018-1,110 cycles)",
                                       doc="VM exit and re-entry handled in the hypervisor kernel.")
-    user_exit_factor: float = param(3.3, source="S26 (nested ratio), assumption", lo=1.0,
-                                    hi=100.0, doc="A user-space (QEMU) exit costs this many "
-                                                  "kernel exits.")
-    hypercall_cycles: float = param(1550.0, unit="cycles", source="S24 (1,529-1,559 cycles)",
-                                    lo=0.0, hi=1e7, doc="Hypercall round trip.")
-    irq_inject_cycles: float = param(3300.0, unit="cycles", source="S25 (3,203-4,238 cycles)",
-                                     lo=0.0, hi=1e7, doc="Delivering one virtual interrupt.")
-    eoi_exit: bool = param(True, source="S30", doc="The guest's EOI write traps (no PV-EOI).")
+    user_exit_factor: float = param(None, source="preset; modern: S26 (nested ratio), assumption",
+                                    lo=1.0, hi=100.0, doc="A user-space (QEMU) exit costs this "
+                                                          "many kernel exits.")
+    hypercall_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
+                                    source="preset; modern: S24 (1,529-1,559 cycles)",
+                                    doc="Hypercall round trip.")
+    irq_inject_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
+                                     source="preset; modern: S25 (3,203-4,238 cycles)",
+                                     doc="Delivering one virtual interrupt (with the exit that "
+                                         "forces it).")
+    eoi_exit: bool = param(None, source="preset; S30",
+                           doc="The guest's EOI write traps (no PV-EOI).")
     posted_interrupts: bool = param(
-        False, source="S30b",
+        None, source="preset; S30b",
         doc="APICv posted interrupts: no injection work and no EOI exit.")
+    coalesced_mmio: bool = param(
+        None, source="preset; QEMU/KVM coalesced MMIO (mechanics.md 3.1)",
+        doc="Side-effect-free MMIO writes are queued in the kernel instead of exiting to the "
+            "user-space device model.")
+
+    def __post_init__(self) -> None:
+        # Fill the unset costs from the preset before the usual validation sees them.
+        preset = cpu_support(self.cpu_support) if isinstance(self.cpu_support, str) else None
+        if preset is not None:
+            for name in PRESET_FIELDS:
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, getattr(preset, name))
+        Params.__post_init__(self)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import simpy
 
@@ -18,6 +20,7 @@ from virtlab.paths.native import NativePath
 from virtlab.paths.paravirtual import ParavirtualPath
 from virtlab.records import CATEGORIES, RequestRecord
 from virtlab.rng import Streams
+from virtlab.sched.topology import HostScheduler, build_scheduler
 from virtlab.stats import WorkloadSummary, summarize_records
 from virtlab.trace import NullTracer, Tracer
 from virtlab.workload import WorkloadRunner
@@ -50,9 +53,13 @@ class Model:
     scenario: Scenario
     host: Host
     guests: list[GuestModel]
+    #: The CPU scheduler (None: the foundation's FIFO core pool); ``host.cpu.scheduler``.
+    scheduler: HostScheduler | None = None
 
     def start(self) -> None:
         """Start paths first (their consumers must sleep before work arrives), then workloads."""
+        if self.scheduler is not None:
+            self.scheduler.start()
         for guest in self.guests:
             guest.path.start()
         for guest in self.guests:
@@ -72,15 +79,19 @@ def build(env: simpy.Environment, scenario: Scenario, streams: Streams,
                 tracer)
     ids = itertools.count()
     guests = []
+    scheduler = build_scheduler(env, scenario.scheduler, scenario.host.cores, host.tracer)
+    host.cpu.scheduler = scheduler
     for spec in scenario.guests:
         vcpu = ExecContext(env, f"{spec.name}.vcpu", spec.vcpus)
+        if scheduler is not None:
+            scheduler.add_guest(spec.name, spec.approach, spec.sched, spec.vcpus, vcpu)
         path_class = PATH_CLASSES[spec.approach]
         path = path_class(host, spec.name, vcpu, scenario.path_params(spec.approach))
         runners = [WorkloadRunner(env, host, spec.name, vcpu, path, workload, streams,
                                   ids.__next__, max_requests)
                    for workload in spec.workloads]
         guests.append(GuestModel(spec, vcpu, path, runners))
-    return Model(env, scenario, host, guests)
+    return Model(env, scenario, host, guests, scheduler)
 
 
 @dataclass
@@ -108,6 +119,12 @@ class RunResult:
     wall_s: float
     version: str
     summaries: list[WorkloadSummary] = field(default_factory=list)
+    #: Per scheduling node (guest groups, ``kernel``/``dom0``): core time ``cpu_us`` and
+    #: policy counters over the measurement window; empty under the FIFO core pool.
+    sched_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Per guest whose path keeps ring observations (paravirtual): each ring's occupancy over
+    #: time and batch sizes, and kick / interrupt / wake-up counters (docs/paravirtual.md).
+    path_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def utilisation(self) -> float:
@@ -150,9 +167,13 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
     streams = Streams(seed, replication)
     model = build(env, scenario, streams, tracer or NullTracer(), max_requests)
     model.start()
+    if model.scheduler is not None:
+        model.scheduler.window_stats(scenario.warmup_us, scenario.duration_us)
     until = scenario.duration_us + scenario.cooldown_us
     env.run(until=until)
     now = env.now
+    if model.scheduler is not None:
+        model.scheduler.close_window()
     records: list[RequestRecord] = []
     in_flight: list[tuple[str, str, int, float]] = []
     arrived: dict[str, int] = {}
@@ -167,14 +188,24 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
                              for r in runner.in_flight.values())
             arrived[runner.scope] = runner.arrived
             area[runner.scope] = runner.in_flight_area(now)
-            summaries.append(summarize_records(
+            summary = summarize_records(
                 frozen, guest=guest.spec.name, workload=runner.workload.name,
                 approach=guest.spec.approach, kind=runner.workload.kind, window_us=window,
-                cores=scenario.host.cores))
+                cores=scenario.host.cores)
+            if model.scheduler is not None:
+                summary = _with_sched_stats(summary, model.scheduler, guest.spec.name, window)
+            ring_metrics = getattr(guest.path, "summary_metrics", None)
+            if ring_metrics is not None:  # paths with observable rings (paravirtual)
+                summary = dataclasses.replace(summary, **ring_metrics(now))
+            summaries.append(summary)
     rings: dict[str, tuple[int, int]] = {}
     notifications: dict[str, int] = {}
+    path_stats: dict[str, dict[str, Any]] = {}
     for guest in model.guests:
         rings.update(guest.path.ring_stats())
+        stats_of = getattr(guest.path, "path_stats", None)
+        if stats_of is not None:
+            path_stats[guest.spec.name] = stats_of(now)
         for loop in guest.path.loops():
             notifications[loop.scope] = loop.notifications
     cpu = model.host.cpu
@@ -186,4 +217,19 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         device_busy_us={"disk": model.host.disk.busy_us, "nic.tx": model.host.nic.tx.busy_us,
                         "nic.rx": model.host.nic.rx.busy_us},
         sim_now_us=now, wall_s=time.perf_counter() - wall_start, version=__version__,
-        summaries=summaries)
+        summaries=summaries,
+        sched_stats=model.scheduler.window if model.scheduler is not None else {},
+        path_stats=path_stats)
+
+
+def _with_sched_stats(summary: WorkloadSummary, scheduler: HostScheduler, guest: str,
+                      window_us: tuple[float, float]) -> WorkloadSummary:
+    """Add the guest's CPU share and CFS bandwidth counters over the window to ``summary``."""
+    import dataclasses
+
+    row = scheduler.window.get(scheduler.guest_nodes[guest].name, {})
+    span_us = window_us[1] - window_us[0]
+    nan = float("nan")
+    return dataclasses.replace(
+        summary, guest_cpu_pct=100.0 * row.get("cpu_us", nan) / span_us,
+        nr_periods=row.get("nr_periods", nan), nr_throttled=row.get("nr_throttled", nan))

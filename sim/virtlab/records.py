@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CATEGORIES", "GUEST", "EXIT", "BACKEND", "HOST", "Request", "RequestRecord"]
+__all__ = ["CATEGORIES", "GUEST", "EXIT", "BACKEND", "HOST", "Request", "RequestRecord",
+           "EXIT_REASONS", "PHASES"]
 
 #: Where host CPU time is spent, in the order of :attr:`Request.cpu_us`.
 CATEGORIES = ("guest", "exit", "backend", "host_kernel")
 GUEST, EXIT, BACKEND, HOST = range(4)
+
+# One shared NaN for "not accounted", so that equal runs give equal records (NaN != NaN, but
+# tuple comparison treats the same object as equal).
+_NAN = float("nan")
+
+#: Why a VM exit happened, in the order of :attr:`Request.exit_counts`. Exits a path counts only
+#: in ``exits`` (without a reason) are reported as ``other``.
+EXIT_REASONS = ("mmio", "pio", "inject", "eoi")
+
+#: Phases of a request's latency ("where did the time go"), in the order of
+#: :attr:`Request.phase_us`. Paths that account them (the emulated path) split every microsecond
+#: between arrival and completion into exactly one phase; see ``virtlab.paths.emulation.phases``.
+PHASES = ("guest", "exits", "device_model", "copies", "host_kernel", "device", "interrupt",
+          "queueing", "outside")
 
 
 class Request:
@@ -19,7 +34,8 @@ class Request:
     """
 
     __slots__ = ("id", "guest", "workload", "path", "kind", "nbytes", "arrival_us", "start_us",
-                 "done_us", "exits", "notifications", "interrupts", "cpu_us")
+                 "done_us", "exits", "notifications", "interrupts", "cpu_us", "exit_counts",
+                 "exit_reason_us", "exits_user", "phase_us", "phase_mark_us")
 
     def __init__(self, req_id: int, guest: str, workload: str, path: str, kind: str,
                  nbytes: int, arrival_us: float) -> None:
@@ -36,6 +52,15 @@ class Request:
         self.notifications = 0
         self.interrupts = 0
         self.cpu_us = [0.0, 0.0, 0.0, 0.0]
+        # Exits by reason (EXIT_REASONS) with their CPU time, and how many of them reached a
+        # user-space device model; kept by paths that know why they exit.
+        self.exit_counts = [0, 0, 0, 0]
+        self.exit_reason_us = [0.0, 0.0, 0.0, 0.0]
+        self.exits_user = 0
+        # Latency phases (PHASES), None unless the path accounts them; phase_mark_us is the
+        # moment up to which the latency has been split (see paths.emulation.phases).
+        self.phase_us: list[float] | None = None
+        self.phase_mark_us = arrival_us
 
     def mark_started(self, now_us: float) -> None:
         """Set the start time if it is not set yet."""
@@ -44,14 +69,27 @@ class Request:
 
     def freeze(self) -> RequestRecord:
         """Return the immutable record of this (completed) request."""
+        cpu = self.cpu_us
+        counts = self.exit_counts
+        times = self.exit_reason_us
+        phases = self.phase_us
+        if phases is None:
+            lat: tuple[float, ...] | list[float] = _NO_PHASES
+        else:
+            # Time after the path handed the request back (the peer, the wire) is outside.
+            lat = phases[:-1]
+            lat.append(phases[-1] + (self.done_us - self.phase_mark_us))
+        # Positional, in field order: a record is built for every request, so this is hot.
         return RequestRecord(
-            id=self.id, guest=self.guest, workload=self.workload, path=self.path,
-            kind=self.kind, nbytes=self.nbytes, arrival_us=self.arrival_us,
-            start_us=self.start_us, done_us=self.done_us, exits=self.exits,
-            notifications=self.notifications, interrupts=self.interrupts,
-            cpu_guest_us=self.cpu_us[GUEST], cpu_exit_us=self.cpu_us[EXIT],
-            cpu_backend_us=self.cpu_us[BACKEND], cpu_host_kernel_us=self.cpu_us[HOST],
-        )
+            self.id, self.guest, self.workload, self.path, self.kind, self.nbytes,
+            self.arrival_us, self.start_us, self.done_us, self.exits, self.notifications,
+            self.interrupts, cpu[GUEST], cpu[EXIT], cpu[BACKEND], cpu[HOST],
+            counts[0], counts[1], counts[2], counts[3], self.exits - sum(counts),
+            self.exits_user, times[0], times[1], times[2], times[3], cpu[EXIT] - sum(times),
+            *lat)
+
+
+_NO_PHASES = (_NAN,) * len(PHASES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +112,29 @@ class RequestRecord:
     cpu_exit_us: float
     cpu_backend_us: float
     cpu_host_kernel_us: float
+    # Exits by reason and their CPU time (EXIT_REASONS + "other"), exits to user space.
+    exits_mmio: int = 0
+    exits_pio: int = 0
+    exits_inject: int = 0
+    exits_eoi: int = 0
+    exits_other: int = 0
+    exits_user: int = 0
+    exit_mmio_us: float = 0.0
+    exit_pio_us: float = 0.0
+    exit_inject_us: float = 0.0
+    exit_eoi_us: float = 0.0
+    exit_other_us: float = 0.0
+    # Latency split into PHASES (NaN for paths that do not account phases); they sum to
+    # latency_us.
+    lat_guest_us: float = _NAN
+    lat_exits_us: float = _NAN
+    lat_device_model_us: float = _NAN
+    lat_copies_us: float = _NAN
+    lat_host_kernel_us: float = _NAN
+    lat_device_us: float = _NAN
+    lat_interrupt_us: float = _NAN
+    lat_queueing_us: float = _NAN
+    lat_outside_us: float = _NAN
 
     @property
     def latency_us(self) -> float:

@@ -9,7 +9,8 @@ from typing import Any
 from virtlab.config import Scenario
 from virtlab.experiment import Comparison, Entry
 
-__all__ = ["effective_parameters", "comparison_table"]
+__all__ = ["effective_parameters", "comparison_table", "breakdown_table", "request_breakdown",
+           "scheduling_table"]
 
 
 def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
@@ -81,3 +82,140 @@ def comparison_table(comparison: Comparison) -> str:
                 f"{_num(m['interrupts_per_request'], 2):>6}")
         out.append("")
     return "\n".join(out)
+
+
+def scheduling_table(comparison: Comparison) -> str | None:
+    """CPU each guest's scheduling group got over the window, or None under the FIFO pool.
+
+    One row per approach and guest: CPU time in % of one core (replication mean ± CI) and,
+    for CFS groups with a quota, bandwidth periods and the periods in which it was throttled.
+    """
+    rows = []
+    seen: set[tuple[str, str]] = set()
+    for e in comparison.entries:
+        if e.error is not None or (e.approach, e.guest) in seen:
+            continue
+        if math.isnan(e.means.get("guest_cpu_pct", float("nan"))):
+            continue
+        seen.add((e.approach, e.guest))
+        rows.append(e)
+    if not rows:
+        return None
+    out = ["CPU scheduling over the measurement window (per guest's scheduling group):",
+           f"{'approach':<12} {'guest':<12} {'CPU % of a core':>16} {'nr_periods':>11} "
+           f"{'nr_throttled':>13}"]
+    for e in rows:
+        m = e.means
+        out.append(f"{e.approach:<12} {e.guest:<12} {_pm(e, 'guest_cpu_pct', 2):>16} "
+                   f"{_num(m['nr_periods'], 1):>11} {_num(m['nr_throttled'], 1):>13}")
+    return "\n".join(out)
+
+
+def breakdown_table(comparison: Comparison) -> str:
+    """Where each request's time went, and why it exited: one block per guest workload.
+
+    The latency phases (``records.PHASES``) are replication means in µs and add up to the mean
+    latency; paths that do not split latency into phases show ``-``. The exit columns count
+    exits per request by reason, with the CPU time those exits cost per request.
+    """
+    from virtlab.records import PHASES
+    from virtlab.stats import REPORTED_EXIT_REASONS
+
+    short = {"guest": "guest", "exits": "exits", "device_model": "dev.model",
+             "copies": "copies", "host_kernel": "host", "device": "device",
+             "interrupt": "irq", "queueing": "queue", "outside": "outside"}
+    head = (f"{'approach':<12} {'mean µs':>9} | "
+            + " ".join(f"{short[p]:>9}" for p in PHASES)
+            + " | exits/req: " + " ".join(f"{r:>6}" for r in REPORTED_EXIT_REASONS)
+            + f" {'user':>6} | exit µs/req: " + " ".join(f"{r:>6}" for r in
+                                                          REPORTED_EXIT_REASONS))
+    entries = comparison.entries
+    keys: list[tuple[str, str]] = []
+    for e in entries:
+        if (e.guest, e.workload) not in keys:
+            keys.append((e.guest, e.workload))
+    out = ["Where did the time go? Latency split into phases (µs per request, they add up to "
+           "the mean),", "and VM exits per request by reason with their CPU time."]
+    for guest, workload in keys:
+        rows = [e for e in entries if (e.guest, e.workload) == (guest, workload)]
+        out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
+        out.append(head)
+        for e in rows:
+            if e.error is not None:
+                out.append(f"{e.approach:<12} FAILED: {e.error}")
+                continue
+            m = e.means
+            out.append(
+                f"{e.approach:<12} {_num(m['latency_mean_us'], 1):>9} | "
+                + " ".join(f"{_num(m[f'lat_{p}_us'], 1):>9}" for p in PHASES)
+                + " |            "
+                + " ".join(f"{_num(m[f'exits_{r}_per_request'], 2):>6}"
+                           for r in REPORTED_EXIT_REASONS)
+                + f" {_num(m['exits_user_per_request'], 2):>6} |              "
+                + " ".join(f"{_num(m[f'exit_{r}_us'], 2):>6}" for r in REPORTED_EXIT_REASONS))
+        out.append("")
+    return "\n".join(out)
+
+
+def request_breakdown(record: Any) -> list[str]:
+    """Lines describing one request's latency phases and exits by reason (for traces)."""
+    from virtlab.records import PHASES
+    from virtlab.stats import REPORTED_EXIT_REASONS
+
+    lines = []
+    phases = [(p, getattr(record, f"lat_{p}_us")) for p in PHASES]
+    if not any(math.isnan(v) for _, v in phases):
+        parts = ", ".join(f"{p} {v:.3f}" for p, v in phases if v != 0.0)
+        lines.append(f"  where the {record.latency_us:.3f} µs went: {parts} µs")
+    exits = ", ".join(f"{r} {getattr(record, f'exits_{r}')} ({getattr(record, f'exit_{r}_us'):.3f}"
+                      f" µs)" for r in REPORTED_EXIT_REASONS if getattr(record, f"exits_{r}"))
+    if exits:
+        lines.append(f"  exits by reason: {exits}; {record.exits_user} reached user space")
+    return lines
+
+
+def ring_table(comparison: Comparison) -> str:
+    """Paravirtual rings per guest workload: notifications, occupancy and batch sizes.
+
+    Empty when no entry has rings. ``kicks`` and ``irqs`` are per request; ``occupancy`` is the
+    time-weighted mean backlog summed over the guest's rings; ``batch`` is the mean number of
+    entries a backend run or a guest poll took at once.
+    """
+    rows = [e for e in comparison.entries
+            if e.error is None and not math.isnan(e.means.get("ring_occupancy_mean", math.nan))]
+    if not rows:
+        return ""
+    out = ["Paravirtual rings (per request: notifications = kicks or event-channel sends, "
+           "interrupts; ring backlog and batch sizes):",
+           f"{'guest.workload':<20} {'approach':<12} {'kicks':>6} {'irqs':>6} "
+           f"{'occupancy':>10} {'batch':>6}"]
+    for e in rows:
+        m = e.means
+        out.append(f"{e.guest + '.' + e.workload:<20} {e.approach:<12} "
+                   f"{_num(m['notifications_per_request'], 2):>6} "
+                   f"{_num(m['interrupts_per_request'], 2):>6} "
+                   f"{_num(m['ring_occupancy_mean'], 2):>10} {_num(m['ring_batch_mean'], 2):>6}")
+    return "\n".join(out)
+
+
+def ring_summary(path_stats: dict[str, dict[str, Any]]) -> list[str]:
+    """Lines describing each guest's rings and notification counters (for traces)."""
+    lines = []
+    for guest, stats in path_stats.items():
+        mode = "event index" if stats.get("event_idx") else "flag hints"
+        lines.append(f"rings of {guest} (backend {stats.get('backend')}, {mode}):")
+        for name, ring in stats.get("rings", {}).items():
+            if not ring["batches"] and not ring["max_occupancy"]:
+                continue
+            lines.append(f"  {name}: backlog max {ring['max_occupancy']} of {ring['size']}, "
+                         f"mean {ring['mean_occupancy']:.2f}; {ring['batches']} batches, "
+                         f"sizes {ring['batch_sizes']}")
+        groups: dict[str, list[str]] = {}
+        for key, value in stats.get("counters", {}).items():
+            if value:
+                prefix, _, counter = key.rpartition(".")
+                groups.setdefault(prefix or guest, []).append(f"{counter.replace('_', ' ')} "
+                                                              f"{value:g}")
+        for prefix, items in groups.items():
+            lines.append(f"  {prefix}: {', '.join(items)}")
+    return lines

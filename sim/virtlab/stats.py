@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 import numpy as np
 
-from virtlab.records import CATEGORIES, RequestRecord
+from virtlab.records import CATEGORIES, EXIT_REASONS, PHASES, RequestRecord
 
 __all__ = ["WorkloadSummary", "summarize_records", "t_quantile", "mean_ci", "METRICS"]
 
@@ -84,6 +85,58 @@ class WorkloadSummary:
     notifications_per_request: float
     interrupts_per_request: float
     cpu_share: float
+    # Exits per request by reason, their CPU time per request, and exits that reached a
+    # user-space device model (see records.EXIT_REASONS).
+    exits_mmio_per_request: float = float("nan")
+    exits_pio_per_request: float = float("nan")
+    exits_inject_per_request: float = float("nan")
+    exits_eoi_per_request: float = float("nan")
+    exits_other_per_request: float = float("nan")
+    exits_user_per_request: float = float("nan")
+    exit_mmio_us: float = float("nan")
+    exit_pio_us: float = float("nan")
+    exit_inject_us: float = float("nan")
+    exit_eoi_us: float = float("nan")
+    exit_other_us: float = float("nan")
+    # Mean latency split into records.PHASES (NaN for paths that do not account phases).
+    lat_guest_us: float = float("nan")
+    lat_exits_us: float = float("nan")
+    lat_device_model_us: float = float("nan")
+    lat_copies_us: float = float("nan")
+    lat_host_kernel_us: float = float("nan")
+    lat_device_us: float = float("nan")
+    lat_interrupt_us: float = float("nan")
+    lat_queueing_us: float = float("nan")
+    lat_outside_us: float = float("nan")
+    # CPU scheduling over the window (NaN under the FIFO core pool): CPU time of the guest's
+    # scheduling group in % of one core, and its CFS bandwidth periods and throttled periods.
+    guest_cpu_pct: float = float("nan")
+    nr_periods: float = float("nan")
+    nr_throttled: float = float("nan")
+    # Paravirtual rings (NaN for other paths), over the whole run: time-weighted mean backlog
+    # summed over the guest's rings (requests waiting for the backend, completions waiting for
+    # the guest), and mean entries taken per backend run or guest poll.
+    ring_occupancy_mean: float = float("nan")
+    ring_batch_mean: float = float("nan")
+
+
+#: Exit reasons as reported (the path's own reasons plus "other").
+REPORTED_EXIT_REASONS = (*EXIT_REASONS, "other")
+
+
+_MEAN_FIELDS = (tuple(f"exits_{r}" for r in REPORTED_EXIT_REASONS)
+                + tuple(f"exit_{r}_us" for r in REPORTED_EXIT_REASONS)
+                + ("exits_user",) + tuple(f"lat_{p}_us" for p in PHASES))
+_SUMMARY_NAMES = (tuple(f"exits_{r}_per_request" for r in REPORTED_EXIT_REASONS)
+                  + tuple(f"exit_{r}_us" for r in REPORTED_EXIT_REASONS)
+                  + ("exits_user_per_request",) + tuple(f"lat_{p}_us" for p in PHASES))
+_GET_MEAN_FIELDS = attrgetter(*_MEAN_FIELDS)
+
+
+def _exit_and_phase_means(rows: Sequence[RequestRecord]) -> dict[str, float]:
+    """Per-request means of the exit-reason and latency-phase fields of ``rows``."""
+    means = np.array(list(map(_GET_MEAN_FIELDS, rows)), dtype=float).mean(axis=0)
+    return {name: float(value) for name, value in zip(_SUMMARY_NAMES, means, strict=True)}
 
 
 #: Numeric metrics of a summary, averaged across replications.
@@ -122,4 +175,5 @@ def summarize_records(records: Sequence[RequestRecord], *, guest: str, workload:
         notifications_per_request=sum(r.notifications for r in rows) / n,
         interrupts_per_request=sum(r.interrupts for r in rows) / n,
         cpu_share=float(cpu.sum()) / (cores * (end - start)),
+        **_exit_and_phase_means(rows),
     )

@@ -8,6 +8,8 @@
   simulated request is one such segment carrying several application writes, not one MTU frame.
 * :class:`BlockIO`: fio. ``jobs`` x ``iodepth`` I/Os of ``block_bytes`` outstanding (closed) or
   Poisson arrivals (open), random or sequential, with a read fraction.
+* :class:`CpuHog`: a busy loop (a noisy neighbour, or each container of a shares experiment):
+  ``threads`` CPU-bound threads; each completed ``chunk_us`` of CPU counts as one request.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from virtlab.records import GUEST, Request
 from virtlab.rng import Streams
 from virtlab.units import per_us_from_per_s
 
-__all__ = ["RequestResponse", "BulkStream", "BlockIO", "Workload", "WorkloadRunner"]
+__all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Workload", "WorkloadRunner"]
 
 _LOOP = dict(choices=("closed", "open"), source="assumption (netperf, fio: closed)",
              doc="'closed': a fixed number outstanding; 'open': Poisson arrivals at rate_per_s.")
@@ -90,7 +92,31 @@ class BlockIO(Params):
                               source="assumption", doc="I/O arrival rate in open loop.")
 
 
-Workload = RequestResponse | BulkStream | BlockIO
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CpuHog(Params):
+    """A CPU-bound busy loop: ``threads`` threads that always want a CPU.
+
+    The work is handed to the scheduler as preemptible CPU time (it runs in the scheduler's
+    quanta); each ``chunk_us`` of CPU a thread receives completes one request, so throughput
+    times ``chunk_us`` is the CPU the hog got. With ``think_us`` > 0 a thread sleeps that long
+    after each chunk (a partly busy guest).
+    """
+
+    kind: str = param("cpu", choices=("cpu",), source="-", doc="Workload type tag.")
+    name: str = param("hog", source="-", doc="Name of the workload within its guest.")
+    threads: int = param(1, lo=1, hi=4096,
+                         source="published-results.md 5 (one busy loop per container)",
+                         doc="CPU-bound threads; each holds one of the guest's CPUs while it "
+                             "runs or waits for a core.")
+    chunk_us: float = param(10_000.0, unit="µs", lo=1.0, hi=1e9, source="assumption",
+                            doc="CPU time counted as one completed request.")
+    think_us: float = param(0.0, unit="µs", lo=0.0, hi=1e9, source="assumption",
+                            doc="Sleep after each chunk (0: always runnable).")
+    loop: str = param("closed", choices=("closed",), source="-",
+                      doc="Always 'closed': the threads loop.")
+
+
+Workload = RequestResponse | BulkStream | BlockIO | CpuHog
 
 
 class WorkloadRunner:
@@ -127,6 +153,9 @@ class WorkloadRunner:
         elif isinstance(workload, BlockIO):
             self.unit_bytes = workload.block_bytes
             self.outstanding = workload.iodepth * workload.jobs
+        elif isinstance(workload, CpuHog):
+            self.unit_bytes = 0
+            self.outstanding = workload.threads
         else:
             self.unit_bytes = workload.request_bytes + workload.response_bytes
             self.outstanding = workload.in_flight
@@ -195,6 +224,8 @@ class WorkloadRunner:
             yield from self._transaction(req, workload)
         elif isinstance(workload, BulkStream):
             yield from self._stream_segment(req, workload)
+        elif isinstance(workload, CpuHog):
+            yield from self._cpu_chunk(req, workload)
         else:
             yield from self._block_io(req, workload)
 
@@ -242,6 +273,12 @@ class WorkloadRunner:
                 yield from self.host.cpu.run(self.app, req, (
                     (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
                      "application: further read syscalls"),))
+
+    def _cpu_chunk(self, req: Request, workload: CpuHog) -> ProcessGenerator:
+        yield from self.host.cpu.compute(self.app, req, workload.chunk_us,
+                                         "application: CPU-bound loop", GUEST)
+        if workload.think_us > 0.0:
+            yield self.env.timeout(workload.think_us)
 
     def _block_io(self, req: Request, workload: BlockIO) -> ProcessGenerator:
         write = self._mix.uniform() >= workload.read_fraction

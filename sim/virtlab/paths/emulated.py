@@ -1,73 +1,63 @@
-"""Full virtualization: trap-and-emulate devices (an e1000-like NIC, an AHCI/IDE-like disk).
+"""Full virtualization: trap-and-emulate devices driven by register-level access profiles.
 
-The unmodified guest driver programs the device through its registers; each register access
-traps (a VM exit to user space), a device model in the VMM does the work on the vCPU's thread,
-copies data between guest memory and its buffers, and completes with an injected interrupt
-whose handler causes more exits (mechanics.md 3 and 5b(a)-(c)):
+The unmodified guest driver programs an emulated device through its registers. Which accesses
+each operation makes is data (:mod:`virtlab.paths.emulation.accesses`: e1000 and pcnet32 NICs,
+AHCI and IDE disks); every access traps and is priced by who emulates it and by the CPU support
+preset (:mod:`virtlab.paths.emulation.exits`). Per request (mechanics.md 3, 5b(a)-(c)):
 
-* transmit: one tail-register (TDT) write per burst of ``tx_doorbell_batch`` packets (S17);
-* interrupt: ICR read, IMC write, STATUS read, IMS write, STATUS read = 5 exits (S17), plus the
-  EOI exit without APICv (S30), plus one RDT refill write per receive poll (S17);
-* disk: AHCI 2 writes to issue and 5 accesses per interrupt, 32 tags (S20); IDE 19 port
-  accesses to issue and 7 to complete, one command at a time (S19).
+* **transmit**: guest stack -> descriptors in guest memory -> doorbell (e1000: TDT write per
+  burst; pcnet32: RAP + RDP per packet) -> the device model walks the descriptors, copies the
+  payload out of guest memory (``dma_copies``), segments it into wire frames in software and
+  writes each to the tap (``tap_copies``), on the vCPU's thread (blocking it) or on the VMM's
+  I/O thread -> wire; it then raises a transmit-done interrupt;
+* **receive**: host NIC + bridge -> the VMM's I/O thread reads the tap and copies each frame
+  into a guest buffer -> receive interrupt -> handler (trapping accesses, EOI) -> poll (guest
+  stack) -> refill (e1000: RDT) -> unmask (trapping accesses) -> application;
+* **disk**: command slot (AHCI 32, IDE 1) -> issue accesses -> device model submits AIO ->
+  device -> completion on the I/O thread -> interrupt (handler accesses) -> application.
+
+Each request's latency is split into phases (:mod:`virtlab.paths.emulation.phases`) and its
+exits counted by reason (MMIO, port I/O, interrupt injection, EOI).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from simpy.events import ProcessGenerator
 
 from virtlab.cpu import ExecContext, Semaphore
 from virtlab.drain import DrainLoop
-from virtlab.host import BLK_DONE, RX, Host
-from virtlab.params import Params, param
+from virtlab.host import BLK, BLK_DONE, RX, TX, TX_DONE, Host
+from virtlab.paths.emulation.exits import ExitCosts, OperationCost, combine
+from virtlab.paths.emulation.interrupts import DeviceInterrupt, acquire_for_interrupt
+from virtlab.paths.emulation.phases import (
+    COPIES,
+    DEVICE,
+    DEVICE_MODEL,
+    HOST_KERNEL,
+    INTERRUPT,
+    charge,
+    enter,
+)
+from virtlab.paths.emulation.phases import GUEST as P_GUEST
+from virtlab.paths.emulation.plans import Plan, Planner
+from virtlab.paths.emulation.settings import EmulatedParams
 from virtlab.paths.vm import VmPath
-from virtlab.records import BACKEND, EXIT, GUEST, HOST, Request
+from virtlab.records import BACKEND, GUEST, HOST, Request
 
 __all__ = ["EmulatedPath", "EmulatedParams"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EmulatedParams(Params):
-    """Register-access counts and device-model costs of the emulated devices."""
-
-    section = "emulated"
-
-    tx_doorbell_batch: int = param(
-        64, lo=1, hi=65536, source="S17 (xmit_more defers the TDT write to the end of a burst)",
-        doc="Packets per transmit tail-register write (1 = one exit per packet).")
-    irq_exits: int = param(5, lo=0, hi=1000, source="S17 (ICR, IMC, STATUS, IMS, STATUS)",
-                           doc="Trapping register accesses per NIC interrupt.")
-    rx_refill_exits: int = param(1, lo=0, hi=1000, source="S17 (RDT write per refill)",
-                                 doc="Trapping writes per receive poll (ring refill).")
-    device_tso: bool = param(True, source="S18 (QEMU's e1000 emulates TSO)",
-                             doc="The emulated NIC accepts 64 KiB segments (else MTU packets).")
-    copies_per_packet: int = param(1, lo=0, hi=8, source="S18 (DMA copy guest <-> buffer)",
-                                   doc="Copies of the payload made by the device model.")
-    device_access_us: float = param(1.0, unit="µs", lo=0.0, hi=1e4, source="assumption",
-                                    doc="Device-model work per trapped register access.")
-    disk_controller: str = param("ahci", choices=("ahci", "ide"), source="S19, S20",
-                                 doc="Emulated disk controller.")
-    ahci_issue_exits: int = param(2, lo=0, hi=1000, source="S20 (SActive + CI writes)",
-                                  doc="Trapping writes to issue one AHCI command.")
-    ahci_complete_exits: int = param(5, lo=0, hi=1000, source="S20",
-                                     doc="Trapping accesses per AHCI interrupt.")
-    ahci_queue_depth: int = param(32, lo=1, hi=32, source="S20 (NCQ tags)",
-                                  doc="AHCI commands in flight.")
-    ide_issue_exits: int = param(19, lo=0, hi=1000, source="S19 (derived, LBA48 BMDMA)",
-                                 doc="Trapping port accesses to issue one IDE DMA command.")
-    ide_complete_exits: int = param(7, lo=0, hi=1000, source="S19 (derived)",
-                                    doc="Trapping port accesses to complete one IDE command.")
 
 
 class EmulatedPath(VmPath):
     """A guest using emulated hardware.
 
     Components beyond :class:`~virtlab.paths.vm.VmPath`: the VMM's I/O thread ``iothread``
-    (receives packets from the tap and completes disk AIO) and the controller's command slots
-    ``tags`` (32 for AHCI, 1 for IDE).
+    (tap receive, disk completions, and transmits or submissions when
+    ``device_model_thread = "iothread"``), the controller's command slots ``tags`` (its
+    ``queue_depth``), and the devices' interrupt lines ``guest_nic`` and ``guest_blk``
+    (:class:`~virtlab.paths.emulation.interrupts.DeviceInterrupt`).
     """
 
     approach: ClassVar[str] = "emulated"
@@ -76,127 +66,271 @@ class EmulatedPath(VmPath):
                  params: EmulatedParams | None = None) -> None:
         super().__init__(host, name, vcpu)
         p = self.params = params if params is not None else EmulatedParams()
-        self.iothread_ctx = ExecContext(host.env, f"{name}.vmm-iothread", 1)
-        self.iothread = DrainLoop(host.env, f"{name}.vmm-iothread", self._iothread_batch,
-                                  batch_limit=host.params.napi_budget,
-                                  on_wake=self._iothread_wake, tracer=host.tracer)
-        ahci = p.disk_controller == "ahci"
-        depth = p.ahci_queue_depth if ahci else 1
-        self.tags = Semaphore(host.env, f"{name}.{p.disk_controller}.tags", depth)
-        self.issue_exits = p.ahci_issue_exits if ahci else p.ide_issue_exits
-        self.complete_exits = p.ahci_complete_exits if ahci else p.ide_complete_exits
-        self.segment_bytes = (host.nic_params.tso_bytes if p.device_tso
-                              else host.nic_params.payload_per_frame_bytes)
+        env = host.env
+        hp = host.params
+        self.iothread_ctx = ExecContext(env, f"{name}.vmm-iothread", 1)
+        # Interrupt work runs on one of the guest's vCPUs, taken at interrupt priority
+        # (acquire_for_interrupt); this context only names that work for CPU schedulers.
+        self.irq_ctx = ExecContext(env, f"{name}.vcpu-intr", vcpu.capacity)
+        if hasattr(self.irq_ctx, "role"):
+            self.irq_ctx.role = "vcpu"
+        self.iothread = DrainLoop(env, f"{name}.vmm-iothread", self._iothread_batch,
+                                  batch_limit=hp.napi_budget, on_wake=self._iothread_wake,
+                                  tracer=host.tracer)
+        self.tags = Semaphore(env, f"{name}.{p.disk_controller}.tags", p.disk.queue_depth)
+        self.on_vcpu = p.device_model_thread == "vcpu"
+        self.costs = costs = ExitCosts(host, p.device_access_cycles,
+                                       p.device_model_location == "kernel", host.tracer.enabled)
+        injection, eoi = costs.injection(hp.irq_us), costs.eoi()
+        nic, disk = p.nic, p.disk
+        self.nic_deliver = combine("nic interrupt", injection,
+                                   costs.operation(f"{p.nic_model} irq entry", nic.irq_entry),
+                                   eoi)
+        self.nic_finish = costs.operation(f"{p.nic_model} irq exit", nic.irq_exit)
+        self.nic_refill_finish = combine(
+            "refill + irq exit", costs.operation(f"{p.nic_model} rx refill", nic.rx_refill),
+            self.nic_finish)
+        self.blk_deliver = combine("disk interrupt", injection,
+                                   costs.operation(f"{p.disk_controller} irq entry",
+                                                   disk.irq_entry), eoi)
+        self.blk_finish = costs.operation(f"{p.disk_controller} irq exit", disk.irq_exit)
+        self.blk_issue = costs.operation(f"{p.disk_controller} issue", disk.issue)
+        # The devices' interrupt lines; a partial binds each device's delivery work.
+        self.guest_nic = DeviceInterrupt(  # type: ignore[assignment]
+            env, f"{name}.{p.nic_model}.irq",
+            deliver=partial(self._deliver, work=self.nic_deliver),
+            handle_batch=self._poll_nic, finish=self._finish_nic, batch_limit=hp.napi_budget,
+            min_interval_us=p.irq_min_interval_us, tracer=host.tracer)
+        self.guest_blk = DeviceInterrupt(  # type: ignore[assignment]
+            env, f"{name}.{p.disk_controller}.irq",
+            deliver=partial(self._deliver, work=self.blk_deliver),
+            handle_batch=self._poll_blk, finish=self._finish_blk, batch_limit=hp.napi_budget,
+            min_interval_us=p.irq_min_interval_us, poll_until_empty=False, tracer=host.tracer)
+        self.plans = Planner(host, p, costs, self.on_vcpu, self.blk_issue)
 
     def loops(self) -> list[DrainLoop]:
-        """Consumers: host NIC, guest interrupt handlers and the VMM I/O thread."""
+        """Consumers: host NIC, the devices' interrupt handlers and the VMM I/O thread."""
         return [*super().loops(), self.iothread]
 
     def ring_stats(self) -> dict[str, tuple[int, int]]:
         """The controller's command slots."""
         return {self.tags.name: (self.tags.capacity, self.tags.max_in_use)}
 
-    def _exit_steps(self, count: int, what: str) -> tuple[tuple[int, float, str], ...]:
-        host = self.host
-        return ((EXIT, count * host.exit_user_us, f"{count} exits to the VMM ({what})"),
-                (BACKEND, count * self.params.device_access_us, f"device model ({what})"))
+    def interrupt_guest(self, loop: Any, item: Any) -> bool:
+        """Raise ``item``'s cause on a device line (interrupts are counted on delivery)."""
+        return bool(loop.push(item))
+
+    # Running planned work ---------------------------------------------------------------------
+    def _start(self, ctx: ExecContext, req: Request, plan: Plan) -> ProcessGenerator:
+        """Count ``plan``'s exits on ``req`` and return the CPU work to ``yield from``.
+
+        Not a generator itself: delegating straight to :meth:`Cpu.run` keeps one generator
+        frame fewer on every resume (the caller then charges ``plan.parts`` if critical).
+        """
+        if plan.exits is not None:
+            plan.exits.count(req)
+        return self.host.cpu.run(ctx, req, plan.steps)
+
+    def _run_irq(self, req: Request, plan: Plan) -> ProcessGenerator:
+        """Run interrupt work on a vCPU taken at interrupt priority (no phase accounting)."""
+        wait = acquire_for_interrupt(self.vcpu)
+        if wait is not None:
+            yield wait
+        if plan.exits is not None:
+            plan.exits.count(req)
+        yield from self.host.cpu.run(self.irq_ctx, req, plan.steps)
+        self.vcpu.release()
 
     # Transmit ----------------------------------------------------------------------------------
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """Guest stack -> descriptors -> TDT exit -> device model copies and sends (vCPU blocked)."""
+        """Guest stack -> doorbell exits -> device model copies and sends -> wire, per burst."""
+        env = self.env
+        enter(req, env.now)
+        bursts = self.plans.tx(nbytes)
+        last = len(bursts) - 1
+        arrive_us = env.now
+        handed = None
+        for index, (vcpu_plan, model_plan, size) in enumerate(bursts):
+            yield from self._start(self.vcpu, req, vcpu_plan)
+            charge(req, vcpu_plan.parts, env.now)
+            if self.on_vcpu:
+                arrive_us, raised = self._put_on_wire(req, size)
+                if raised and index < last:
+                    # The virtual interrupt is taken before the guest builds the next burst.
+                    yield env.timeout(0.0)
+            else:
+                handed = env.event() if index == last else None
+                self.iothread.push((TX, req, size, handed, model_plan))
+        if handed is not None:
+            arrive_us = yield handed
+        start = env.now
+        yield env.timeout(arrive_us - start)
+        charge(req, ((DEVICE, arrive_us - start),), env.now)
+
+    def _put_on_wire(self, req: Request, nbytes: int) -> tuple[float, bool]:
+        """Hand frames to the NIC and raise transmit-done.
+
+        Returns when the last byte reaches the peer, and whether an interrupt was raised.
+        """
         host = self.host
-        hp = host.params
-        packets = host.segments(nbytes, self.segment_bytes)
-        doorbells = -(-packets // self.params.tx_doorbell_batch)
-        req.exits += doorbells
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.syscall_us + host.copy_us(nbytes) + packets * hp.stack_pkt_us,
-             "guest: send syscall + copy + stack tx"),
-            *self._exit_steps(doorbells, "TDT write"),
-            (BACKEND, self.params.copies_per_packet * host.copy_us(nbytes),
-             "device model: DMA copy"),
-            (HOST, hp.syscall_us + packets * hp.bridge_pkt_us, "host: tap write + bridge"),
-        ))
-        yield from host.transmit(req, nbytes, self.guest_nic)
+        arrive_us: float = host.nic.tx.offer(self.env.now, host.nic.wire_bytes(nbytes))
+        if host.tracer.enabled:
+            host.trace("nic.tx", "wire", req.id, f"{nbytes} B on the wire, at peer "
+                                                  f"{arrive_us:.3f} µs")
+        return arrive_us, self.guest_nic.push((TX_DONE, req, nbytes, None))
 
     # Receive -----------------------------------------------------------------------------------
+    def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
+        """Host NIC -> bridge -> I/O thread -> interrupt -> guest stack -> application."""
+        env = self.env
+        hp = self.host.params
+        enter(req, env.now)
+        done = env.event()
+        self.host_nic.push((RX, req, nbytes, done))
+        yield done
+        app_us = hp.ctx_switch_us + hp.syscall_us + self.host.copy_us(nbytes)
+        yield from self.host.cpu.run(self.vcpu, req, (
+            (GUEST, hp.ctx_switch_us, "guest: wake application"),
+            (GUEST, hp.syscall_us + self.host.copy_us(nbytes), "guest: recv syscall + copy")))
+        charge(req, ((P_GUEST, app_us),), env.now)
+
+    def _host_irq(self, item: Any) -> ProcessGenerator:
+        irq_us = self.host.params.irq_us
+        yield from self.host.cpu.run(self.softirq, item[1], (
+            (HOST, irq_us, "host NIC interrupt"),))
+        charge(item[1], ((HOST_KERNEL, irq_us),), self.env.now)
+
+    def _host_rx_batch(self, batch: list[Any]) -> ProcessGenerator:
+        host = self.host
+        for item in batch:
+            us = host.segments(item[2], host.nic_params.tso_bytes) * host.params.bridge_pkt_us
+            yield from host.cpu.run(self.softirq, item[1], (
+                (HOST, us, "host: NIC rx + bridge + tap"),))
+            charge(item[1], ((HOST_KERNEL, us),), self.env.now)
+            self.forward_rx(item)
+
     def forward_rx(self, item: Any) -> None:
         """The tap wakes the VMM's I/O thread."""
         self.iothread.push(item)
 
+    # The VMM's I/O thread ----------------------------------------------------------------------
     def _iothread_wake(self, item: Any) -> ProcessGenerator:
+        us = self.host.params.ctx_switch_us
         yield from self.host.cpu.run(self.iothread_ctx, item[1], (
-            (BACKEND, self.host.params.ctx_switch_us, "wake VMM I/O thread"),))
+            (BACKEND, us, "wake VMM I/O thread"),))
+        if item[0] != TX or item[3] is not None:  # an early burst's wake overlaps the vCPU
+            charge(item[1], ((DEVICE_MODEL, us),), self.env.now)
 
     def _iothread_batch(self, batch: list[Any]) -> ProcessGenerator:
-        host = self.host
-        p = self.params
+        ctx = self.iothread_ctx
         for item in batch:
-            kind, req, nbytes, _done = item
+            kind, req, nbytes = item[0], item[1], item[2]
             if kind == RX:
-                yield from host.cpu.run(self.iothread_ctx, req, (
-                    (BACKEND, p.device_access_us + p.copies_per_packet * host.copy_us(nbytes),
-                     "device model: rx DMA copy"),))
-                self.interrupt_guest(self.guest_nic, item)
-            else:  # BLK_DONE: the host's AIO completion reaches the device model
-                yield from host.cpu.run(self.iothread_ctx, req, (
-                    (HOST, 0.5 * host.params.blk_io_us, "host: AIO completion"),
-                    (BACKEND, p.device_access_us, "device model: complete command"),))
-                self.interrupt_guest(self.guest_blk, item)
+                plan = self.plans.rx(nbytes)
+                yield from self._start(ctx, req, plan)
+                charge(req, plan.parts, self.env.now)
+                self.guest_nic.push(item)
+            elif kind == BLK_DONE:
+                copies = self.params.disk_dma_copies * self.host.copy_us(nbytes)
+                host_us = 0.5 * self.host.params.blk_io_us
+                yield from self.host.cpu.run(ctx, req, (
+                    (HOST, host_us, "host: AIO completion"),
+                    (BACKEND, copies, "device model: copy disk data")))
+                charge(req, ((HOST_KERNEL, host_us), (COPIES, copies)), self.env.now)
+                self.guest_blk.push(item)
+            elif kind == TX:
+                yield from self._start(ctx, req, item[4])
+                arrive_us, _raised = self._put_on_wire(req, nbytes)
+                if item[3] is not None:  # the last burst; earlier ones overlap the vCPU's work
+                    charge(req, item[4].parts, self.env.now)
+                    item[3].succeed(arrive_us)
+            else:  # BLK: submit the command on the I/O thread
+                yield from self._start(ctx, req, self.plans.block[1])
+                charge(req, self.plans.block[1].parts, self.env.now)
+                self.env.process(self._serve_block(item))
 
-    def _guest_irq(self, item: Any) -> ProcessGenerator:
-        host = self.host
-        req = item[1]
-        exits = self.complete_exits if item[0] == BLK_DONE else self.params.irq_exits
-        req.exits += exits + host.eoi_exits
-        yield from host.cpu.run(self.vcpu, req, (
-            (EXIT, host.irq_inject_us, "interrupt injection"),
-            (GUEST, host.params.irq_us, "guest: interrupt handler"),
-            *self._exit_steps(exits, "interrupt registers"),
-            (EXIT, host.eoi_exits * host.exit_kernel_us, "EOI exit"),
-        ))
+    # Interrupts --------------------------------------------------------------------------------
+    def _deliver(self, pending: list[Any], held_from_us: float | None, *,
+                 work: OperationCost) -> ProcessGenerator:
+        """Deliver one interrupt for ``pending``; each critical item waited through it."""
+        env = self.env
+        first = pending[0][1]
+        first.interrupts += 1
+        critical = [item[1] for item in pending if item[0] != TX_DONE]
+        if held_from_us is not None:  # mitigation held the interrupt back: delivery latency
+            for req in critical:
+                held = env.now - max(held_from_us, req.phase_mark_us)
+                charge(req, ((INTERRUPT, held),), env.now)
+        work.count(first)
+        wait = acquire_for_interrupt(self.vcpu)
+        if wait is not None:
+            yield wait
+        yield from self.host.cpu.run(self.irq_ctx, first, work.steps)
+        self.vcpu.release()
+        for req in critical:
+            charge(req, work.parts, env.now)
 
-    def _guest_nic_batch(self, batch: list[Any]) -> ProcessGenerator:
-        host = self.host
-        refill_req = None
+    def _poll_nic(self, batch: list[Any]) -> ProcessGenerator:
+        stack_pkt_us = self.host.params.stack_pkt_us
         for kind, req, nbytes, done in batch:
-            if kind == RX:
-                packets = host.segments(nbytes, self.segment_bytes)
-                yield from host.cpu.run(self.vcpu, req, (
-                    (GUEST, packets * host.params.stack_pkt_us, "guest: stack rx"),))
+            if kind == RX:  # transmit completions only free descriptors (not modelled)
+                us = self.host.nic.frames(nbytes) * stack_pkt_us
+                wait = acquire_for_interrupt(self.vcpu)
+                if wait is not None:
+                    yield wait
+                yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
+                                                                 "guest: stack rx"),))
+                self.vcpu.release()
+                charge(req, ((P_GUEST, us),), self.env.now)
                 done.succeed()
-                refill_req = refill_req or req
-        if refill_req is not None and self.params.rx_refill_exits:
-            refill_req.exits += self.params.rx_refill_exits
-            yield from host.cpu.run(self.vcpu, refill_req,
-                                    self._exit_steps(self.params.rx_refill_exits, "RDT refill"))
+
+    def _finish_nic(self, handled: list[Any]) -> ProcessGenerator:
+        received = any(item[0] == RX for item in handled)
+        work = self.nic_refill_finish if received else self.nic_finish
+        yield from self._run_irq(handled[-1][1], Plan(work.steps, (), work))
+
+    def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:
+        us = 0.5 * self.host.params.blk_io_us
+        for _kind, req, _nbytes, done in batch:
+            wait = acquire_for_interrupt(self.vcpu)
+            if wait is not None:
+                yield wait
+            yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
+                                                             "guest: block completion"),))
+            self.vcpu.release()
+            charge(req, ((P_GUEST, us),), self.env.now)
+            self.tags.release()
+            done.succeed()
+
+    def _finish_blk(self, handled: list[Any]) -> ProcessGenerator:
+        work = self.blk_finish
+        yield from self._run_irq(handled[-1][1], Plan(work.steps, (), work))
 
     # Block I/O ---------------------------------------------------------------------------------
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
-        """Guest block layer -> register exits -> device model AIO -> disk -> interrupt."""
-        host = self.host
-        hp = host.params
+        """Command slot -> issue exits -> device model submits -> disk -> interrupt."""
+        env = self.env
+        enter(req, env.now)
         wait = self.tags.acquire()
         if wait is not None:
             yield wait
-        req.exits += self.issue_exits
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.syscall_us + 0.5 * hp.blk_io_us, "guest: submit + block layer"),
-            *self._exit_steps(self.issue_exits, "command issue"),
-            (HOST, hp.syscall_us + 0.5 * hp.blk_io_us, "host: AIO submit"),
-        ))
-        yield from host.disk.serve(req, nbytes, write, sequential)
-        done = self.env.event()
-        self.iothread.push((BLK_DONE, req, nbytes, done))
+        yield from self._start(self.vcpu, req, self.plans.block[0])
+        charge(req, self.plans.block[0].parts, env.now)
+        done = env.event()
+        item = (BLK, req, nbytes, done, write, sequential)
+        if self.on_vcpu:
+            yield from self._serve_block(item)
+        else:
+            self.iothread.push(item)
         yield done
-        yield from host.cpu.run(self.vcpu, req, ((GUEST, hp.ctx_switch_us,
-                                                   "guest: wake application"),))
+        us = self.host.params.ctx_switch_us
+        yield from self.host.cpu.run(self.vcpu, req, ((GUEST, us, "guest: wake application"),))
+        charge(req, ((P_GUEST, us),), env.now)
 
-    def _guest_blk_batch(self, batch: list[Any]) -> ProcessGenerator:
-        host = self.host
-        for _kind, req, _nbytes, done in batch:
-            yield from host.cpu.run(self.vcpu, req, (
-                (GUEST, 0.5 * host.params.blk_io_us, "guest: block completion"),))
-            self.tags.release()
-            done.succeed()
+    def _serve_block(self, item: Any) -> ProcessGenerator:
+        _kind, req, nbytes, done, write, sequential = item
+        start = self.env.now
+        yield from self.host.disk.serve(req, nbytes, write, sequential)
+        charge(req, ((DEVICE, self.env.now - start),), self.env.now)
+        self.iothread.push((BLK_DONE, req, nbytes, done))

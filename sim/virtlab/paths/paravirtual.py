@@ -1,15 +1,20 @@
-"""Paravirtualization: a frontend and a backend sharing bounded rings (virtio-style).
+"""Paravirtualization: split drivers sharing rings with the backend (virtio, Xen).
 
-No hardware is emulated. The guest's frontend driver places requests on a ring and notifies
-the backend (a *kick*: one lightweight exit through ioeventfd, S8) only when the backend sleeps;
-a busy backend drains everything queued in the meantime without further kicks (S1, S3, S7).
-The backend (vhost in the host kernel, or QEMU's I/O thread) copies data, talks to the host's
-bridge or disk, puts completions on the used ring and interrupts the guest only if the guest is
-not already polling (NAPI, S5). A full ring blocks the frontend: back-pressure, never loss.
+No hardware is emulated. The guest's frontend driver places requests on a shared ring and
+notifies the backend only when the ring's suppression rule says the backend sleeps; the backend
+drains everything queued in the meantime, puts completions on the ring and interrupts the guest
+only if the guest asked for it (mechanics.md 1, 2, 5b(d)-(i)). Three backends:
 
-Simplifications of this first version, deepened later: a ring is a bounded slot pool with
-free-running indexes, not the descriptor table itself; transmit completions are reaped by the
-next transmit (no transmit interrupt); a block request takes one slot (indirect descriptors).
+* ``vhost``: a worker thread in the host kernel (virtio rings, S7), woken through ioeventfd;
+* ``qemu``: QEMU's user-space I/O thread (virtio rings, S6), ~20 µs to wake (S29);
+* ``xen``: netback/blkback in a driver domain (Xen rings, grant tables, event channels;
+  S10-S16), whose vCPU must be scheduled before it can work.
+
+The rings themselves are real data structures (:mod:`virtlab.paths.virtqueue`,
+:mod:`virtlab.paths.xenring`); the SimPy components that drive them and charge the cost of
+each step are :mod:`virtlab.paths.virtio` (with ``virtio_net`` and ``virtio_blk``) and
+:mod:`virtlab.paths.xen` (with ``xen_net`` and ``xen_blk``). docs/paravirtual.md walks
+through all of it.
 """
 
 from __future__ import annotations
@@ -19,82 +24,155 @@ from typing import Any, ClassVar
 
 from simpy.events import ProcessGenerator
 
-from virtlab.cpu import ExecContext, Semaphore
+from virtlab.cpu import ExecContext
 from virtlab.drain import DrainLoop
-from virtlab.host import BLK, BLK_DONE, RX, TX, Host
+from virtlab.errors import ConfigError
+from virtlab.host import Host
 from virtlab.params import Params, param
+from virtlab.paths.pvcommon import (
+    EXIT_EOI,
+    PH_GUEST,
+    PH_HOST,
+    PH_INTERRUPT,
+    PH_OUTSIDE,
+    PH_VCPU_WAKEUP,
+    PhasedStep,
+    count_exits,
+    mark,
+)
 from virtlab.paths.vm import VmPath
-from virtlab.records import BACKEND, EXIT, GUEST, HOST, Request
+from virtlab.records import EXIT, GUEST, HOST, Request
 
-__all__ = ["ParavirtualPath", "ParavirtualParams", "Ring"]
+__all__ = ["ParavirtualPath", "ParavirtualParams"]
+
+_A = "assumption"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParavirtualParams(Params):
-    """Ring sizes, backend choice and costs of the paravirtual path."""
+    """Rings, suppression rules, backend and costs of the paravirtual path."""
 
     section = "paravirtual"
 
+    backend: str = param("vhost", choices=("vhost", "qemu", "xen"),
+                         source="mechanics.md 1.5 (vhost, QEMU), 2 (Xen)",
+                         doc="vhost worker in the host kernel, QEMU's user-space I/O thread, or "
+                             "netback/blkback in a Xen driver domain.")
+    # virtio rings ------------------------------------------------------------------------------
     ring_size: int = param(256, lo=2, hi=32768, power_of_two=True,
                            source="S1 (power of two, max 32768), S6 (QEMU default 256)",
                            doc="Descriptors per virtqueue.")
-    backend: str = param("vhost", choices=("vhost", "qemu"), source="mechanics.md 1.5",
-                         doc="vhost worker in the host kernel, or QEMU's user-space I/O thread.")
-    backend_pkt_us: float = param(0.5, unit="µs", lo=0.0, hi=1e4, source="assumption",
-                                  doc="Backend work per request or packet (pop, translate, "
+    event_idx: bool = param(True, source="S1, S3 (VIRTIO_F_EVENT_IDX)",
+                            doc="Suppress notifications by event index (vring_need_event); "
+                                "false: by the NO_NOTIFY / NO_INTERRUPT flag hints.")
+    indirect_descriptors: bool = param(
+        True, source="S1 (VIRTQ_DESC_F_INDIRECT; Linux uses it for chains of 2+ elements)",
+        doc="A chain of two or more elements takes one table entry.")
+    start_index: int = param(0, lo=0, hi=(1 << 32) - 1,
+                             source="S1, S10 (indexes start at 0); set near 65535 to watch the "
+                                    "16-bit wrap",
+                             doc="Initial value of every ring index.")
+    ring_op_us: float = param(0.1, unit="µs", lo=0.0, hi=1e4, source=_A,
+                              doc="Frontend work to add or reclaim one chain or ring slot.")
+    backend_pkt_us: float = param(0.5, unit="µs", lo=0.0, hi=1e4, source=_A,
+                                  doc="Backend work per chain or request (pop, translate, "
                                       "push used).")
-    ring_op_us: float = param(0.1, unit="µs", lo=0.0, hi=1e4, source="assumption",
-                              doc="Frontend work to add or reap one descriptor chain.")
-    batch_limit: int = param(64, lo=1, hi=32768, source="S7 (VHOST_NET_BATCH 64)",
-                             doc="Requests the backend handles before re-checking for others.")
+    tx_stop_free: int = param(19, lo=1, hi=32768,
+                              source="S5 (2 + MAX_SKB_FRAGS; MAX_SKB_FRAGS = 17 assumed)",
+                              doc="The guest stops its transmit queue when fewer descriptors "
+                                  "are free (at most ring_size).")
+    tx_irq_delay_fraction: float = param(0.75, lo=0.0, hi=1.0, source="S4 (3/4 rule)",
+                                         doc="Stopped transmit queue: interrupt after this "
+                                             "fraction of outstanding buffers is used.")
+    rx_refill_fraction: float = param(0.5, lo=0.0, hi=1.0, lo_open=True,
+                                      source="S5 (refill when half the ring is free)",
+                                      doc="The guest refills receive buffers when this "
+                                          "fraction of the ring is free.")
+    rx_buffer_bytes: int = param(4096, unit="bytes", lo=64, hi=1 << 20,
+                                 source="assumption (mergeable buffers of one page)",
+                                 doc="Size of one posted receive buffer.")
+    halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
+                                source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",
+                                doc="An idle vCPU polls this long before its thread sleeps; "
+                                    "0 = halt at once (before Linux 4.0).")
+    wake_latency_us: float = param(
+        0.0, unit="µs", lo=0.0, hi=1e6,
+        source="assumption (0: the woken thread's core is awake; an idle core first takes the "
+               "IPI and leaves its idle state)",
+        doc="Delay, not CPU time, before a woken vhost worker or halted vCPU thread runs.")
+    # vhost and QEMU ----------------------------------------------------------------------------
+    vhost_signal_batch: int = param(64, lo=1, hi=32768, source="S7 (VHOST_NET_BATCH 64)",
+                                    doc="Used entries the backend publishes before it checks "
+                                        "whether to interrupt.")
+    vhost_pkt_weight: int = param(256, lo=1, hi=1 << 20, source="S7 (VHOST_NET_PKT_WEIGHT)",
+                                  doc="Packets per run before the worker yields.")
+    vhost_byte_weight_bytes: int = param(524288, unit="bytes", lo=1, hi=1 << 40,
+                                         source="S7 (VHOST_NET_WEIGHT 0x80000)",
+                                         doc="Bytes per run before the worker yields.")
+    vhost_busyloop_us: float = param(0.0, unit="µs", lo=0.0, hi=1e6,
+                                     source="S7 (busyloop_timeout, default 0)",
+                                     doc="The worker polls an empty ring this long before it "
+                                         "re-enables notifications and sleeps.")
+    qemu_tx_burst: int = param(256, lo=1, hi=1 << 20, source="S6 (TX_BURST 256)",
+                               doc="Packets QEMU sends per bottom-half run.")
     qemu_notify_latency_us: float = param(
         20.0, unit="µs", lo=0.0, hi=1e6, source="S29 (guest -> QEMU iothread notify)",
         doc="Latency of waking QEMU's I/O thread (backend = 'qemu' only).")
+    # Xen ---------------------------------------------------------------------------------------
+    xen_net_ring_slots: int = param(256, lo=2, hi=1 << 20, power_of_two=True,
+                                    source="S12, S13 (256 entries on a 4 KiB page)",
+                                    doc="Slots of netfront's transmit and receive rings.")
+    xen_blk_ring_page_order: int = param(0, lo=0, hi=9, source="S11 (ring-page-order, 0)",
+                                         doc="blkif ring pages = 2**order; 32 requests each.")
+    xen_blk_max_segments: int = param(11, lo=1, hi=4096,
+                                      source="S11 (BLKIF_MAX_SEGMENTS_PER_REQUEST)",
+                                      doc="4 KiB segments per block request.")
+    xen_grant_mode: str = param("map", choices=("map", "copy"),
+                                source="S16 (netback copies 128 B, maps the rest)",
+                                doc="Transmit: grant-map pages (unmap flushes TLBs) or grant-copy "
+                                    "them.")
+    xen_tx_copy_bytes: int = param(128, unit="bytes", lo=0, hi=1 << 16,
+                                   source="S16 (XEN_NETBACK_TX_COPY_LEN)",
+                                   doc="Header bytes netback grant-copies in map mode.")
+    xen_rx_copy_batch: int = param(64, lo=1, hi=4352, source="S16 (ops per GNTTABOP_copy)",
+                                   doc="Grant-copy operations per hypercall on receive.")
+    xen_persistent_grants: bool = param(False, source="S11 (feature-persistent)",
+                                        doc="Block: map each grant once and copy data through "
+                                            "it instead of map/unmap per request.")
+    grant_op_us: float = param(0.2, unit="µs", lo=0.0, hi=1e4,
+                               source="assumption (mechanics.md 4: no per-op figure found)",
+                               doc="Hypervisor work per grant map, unmap or copy operation.")
+    tlb_flush_us: float = param(1.1, unit="µs", lo=0.0, hi=1e4,
+                                source="S13, S35 mechanism; IPI round trip S25 (~3,300 "
+                                       "cycles)",
+                                doc="TLB shootdown per backend vCPU after a batch of unmaps.")
+    driver_domain_vcpus: int = param(1, lo=1, hi=1024, source=_A,
+                                     doc="vCPUs of the driver domain running the backends.")
+    domain_switch_us: float = param(2.0, unit="µs", lo=0.0, hi=1e4, source=_A,
+                                    doc="Xen schedules a blocked domain's vCPU to deliver an "
+                                        "event (driver domain or guest).")
 
-
-class Ring:
-    """A bounded shared ring seen as slots with free-running 16-bit indexes.
-
-    States of a slot: *free* -> *available* (frontend added it) -> *used* (backend completed
-    it) -> *free* (frontend reaped it). Invariants: ``0 <= (avail_idx - used_idx) mod 2**16
-    <= size`` counts slots not yet completed; a frontend that finds no free slot waits
-    (back-pressure), and nothing is dropped.
-    """
-
-    def __init__(self, env: Any, name: str, size: int) -> None:
-        self.name = name
-        self.size = size
-        self.slots = Semaphore(env, name, size)
-        self.avail_idx = 0
-        self.used_idx = 0
-
-    def add(self) -> Any:
-        """Take a free slot (None) or return an event to wait for one."""
-        return self.slots.acquire()
-
-    def publish(self) -> None:
-        """Make one added slot available to the backend."""
-        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
-
-    def complete(self) -> None:
-        """The backend marks one slot used."""
-        self.used_idx = (self.used_idx + 1) & 0xFFFF
-
-    def reap(self) -> None:
-        """The frontend frees one used slot."""
-        self.slots.release()
-
-    @property
-    def outstanding(self) -> int:
-        """Slots made available and not yet used (mod 2**16 arithmetic)."""
-        return (self.avail_idx - self.used_idx) & 0xFFFF
+    def check(self) -> None:
+        """A block request (three descriptors) must fit a ring without indirect ones."""
+        if not self.indirect_descriptors and self.ring_size < 3:
+            raise ConfigError("ring_size", "without indirect descriptors a block request "
+                                           "(header + data + status) needs at least 3 "
+                                           "descriptors; use 4 or more")
 
 
 class ParavirtualPath(VmPath):
-    """A guest with split drivers: network and block frontends, a backend per device.
+    """A guest with split drivers: a network and a block frontend, each with its backend.
 
-    Components beyond :class:`~virtlab.paths.vm.VmPath`: rings ``txq``, ``rxq``, ``blkq``; the
-    network backend ``net_backend`` and the block backend ``blk_backend`` (each one thread).
+    Components beyond :class:`~virtlab.paths.vm.VmPath`: ``net`` and ``blk``, built for the
+    chosen backend (:class:`~virtlab.paths.virtio_net.VirtioNet` /
+    :class:`~virtlab.paths.virtio_blk.VirtioBlk` or :class:`~virtlab.paths.xen_net.XenNet` /
+    :class:`~virtlab.paths.xen_blk.XenBlk`). The guest's interrupt handlers are the
+    devices' own NAPI-style loops driven by the rings' suppression rules, so the base class's
+    generic ``guest_nic`` / ``guest_blk`` loops are not started.
+
+    The vCPU is *halted* when an interrupt finds none of its vCPUs busy: KVM must wake the
+    vCPU thread (a host context switch) unless halt polling catches the interrupt; Xen must
+    schedule the blocked domain (``domain_switch_us``).
     """
 
     approach: ClassVar[str] = "paravirtual"
@@ -103,178 +181,159 @@ class ParavirtualPath(VmPath):
                  params: ParavirtualParams | None = None) -> None:
         super().__init__(host, name, vcpu)
         p = self.params = params if params is not None else ParavirtualParams()
-        env = host.env
-        self.txq = Ring(env, f"{name}.virtio-net.txq", p.ring_size)
-        self.rxq = Ring(env, f"{name}.virtio-net.rxq", p.ring_size)
-        self.blkq = Ring(env, f"{name}.virtio-blk.vq", p.ring_size)
-        self.net_ctx = ExecContext(env, f"{name}.{p.backend}-net", 1)
-        self.blk_ctx = ExecContext(env, f"{name}.{p.backend}-blk", 1)
-        self.net_backend = DrainLoop(env, f"{name}.{p.backend}-net", self._net_backend_batch,
-                                     batch_limit=p.batch_limit, on_wake=self._wake_net, tracer=host.tracer)
-        self.blk_backend = DrainLoop(env, f"{name}.{p.backend}-blk", self._blk_backend_batch,
-                                     batch_limit=p.batch_limit, on_wake=self._wake_blk, tracer=host.tracer)
         self.segment_bytes = host.nic_params.tso_bytes
+        self.nobody = Request(-1, name, "-", self.approach, "-", 0, 0.0)
+        # A guest kernel path that must not be interleaved with other work on its vCPU (a send
+        # from the stack to the kick, a NAPI poll) holds a vCPU (hold_vcpu) and runs its steps
+        # through this proxy, which never blocks and which CPU schedulers see as the vCPU.
+        self.vcpu_held = ExecContext(host.env, vcpu.name, 1 << 30, role="vcpu")
+        self._vcpu_busy_until_us = 0.0
+        self.vcpu_wakeups = 0
+        self.driver_ctx: ExecContext | None = None
+        if p.backend == "xen":
+            self.driver_ctx = ExecContext(host.env, f"{name}.driver-domain",
+                                          p.driver_domain_vcpus)
+            # The driver domain owns the physical NIC: its interrupt and the bridge run there.
+            self.softirq = self.driver_ctx
+            from virtlab.paths.xen_blk import XenBlk
+            from virtlab.paths.xen_net import XenNet
+
+            self.net: Any = XenNet(self)
+            self.blk: Any = XenBlk(self)
+        else:
+            from virtlab.paths.virtio_blk import VirtioBlk
+            from virtlab.paths.virtio_net import VirtioNet
+
+            self.net = VirtioNet(self)
+            self.blk = VirtioBlk(self)
+
+    # IOPath ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Post receive buffers, then start the host NIC queue and both devices."""
+        self.host_nic.start()
+        self.net.start()
+        self.blk.start()
 
     def loops(self) -> list[DrainLoop]:
-        """Consumers: host NIC, guest interrupt handlers and both backends."""
-        return [*super().loops(), self.net_backend, self.blk_backend]
+        """Generic consumers still in use: the host NIC queue (the rings have their own)."""
+        return [self.host_nic]
 
     def ring_stats(self) -> dict[str, tuple[int, int]]:
-        """Capacity and maximum occupancy of each ring."""
-        return {r.name: (r.size, r.slots.max_in_use) for r in (self.txq, self.rxq, self.blkq)}
+        """Capacity and maximum occupancy of every ring."""
+        return {m.name: (m.size, m.max_occupancy) for m in self.monitors()}
 
-    # Frontend side -----------------------------------------------------------------------------
-    def _kick_if_needed(self, backend: DrainLoop, item: Any) -> ProcessGenerator:
-        """Publish ``item``; kick (one lightweight exit) only if the backend sleeps."""
-        req = item[1]
-        if backend.push(item):
-            req.notifications += 1
-            req.exits += 1
-            yield from self.host.cpu.run(self.vcpu, req, (
-                (EXIT, self.host.exit_kernel_us, "kick: ioeventfd exit"),))
+    def monitors(self) -> list[Any]:
+        """The ring monitors of both devices."""
+        return [*self.net.monitors(), *self.blk.monitors()]
+
+    def path_stats(self, until_us: float) -> dict[str, Any]:
+        """Rings (occupancy over time, batch sizes) and notification counters, for results."""
+        return {"backend": self.params.backend, "event_idx": self.params.event_idx,
+                "rings": {m.name: m.summary(until_us) for m in self.monitors()},
+                "counters": {**self.net.counters(), **self.blk.counters(),
+                             "vcpu_wakeups": self.vcpu_wakeups}}
+
+    def summary_metrics(self, until_us: float) -> dict[str, float]:
+        """Ring-level means for workload summaries: occupancy and batch size."""
+        monitors = self.monitors()
+        batches = sum(sum(m.batches.values()) for m in monitors)
+        items = sum(sum(k * n for k, n in m.batches.items()) for m in monitors)
+        return {"ring_occupancy_mean": sum(m.mean_occupancy(until_us) for m in monitors),
+                "ring_batch_mean": items / batches if batches else float("nan")}
+
+    def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
+        """Host NIC -> bridge -> backend -> guest ring -> guest stack -> application."""
+        mark(req, PH_OUTSIDE, self.env.now)   # the peer and the wire, before the host
+        yield from super().receive(req, nbytes)
+        mark(req, PH_GUEST, self.env.now)     # waking the application and the recv copy
+        self.guest_busy()
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """Guest stack -> add to the tx ring (wait if full) -> kick if needed -> backend sends."""
-        host = self.host
-        hp = host.params
-        packets = host.segments(nbytes, self.segment_bytes)
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.syscall_us + host.copy_us(nbytes) + packets * hp.stack_pkt_us,
-             "guest: send syscall + copy + stack tx"),
-            (GUEST, self.params.ring_op_us, "guest: add descriptor chain"),
-        ))
-        wait = self.txq.add()
-        if wait is not None:
-            yield wait
-        self.txq.publish()
-        handed = self.env.event()
-        yield from self._kick_if_needed(self.net_backend, (TX, req, nbytes, handed))
-        arrive_us = yield handed
-        # The vCPU may resume late (its kick waited for a busy vCPU) after the bytes arrived.
-        yield self.env.timeout(max(0.0, arrive_us - self.env.now))
+        """The network frontend's transmit path."""
+        mark(req, PH_OUTSIDE, self.env.now)   # the application, before the driver
+        yield from self.net.send(req, nbytes)
 
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
-        """Guest block layer -> add to the ring -> kick if needed -> backend AIO -> interrupt."""
-        host = self.host
-        hp = host.params
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.syscall_us + 0.5 * hp.blk_io_us, "guest: submit + block layer"),
-            (GUEST, self.params.ring_op_us, "guest: add descriptor chain"),
-        ))
-        wait = self.blkq.add()
-        if wait is not None:
-            yield wait
-        self.blkq.publish()
-        done = self.env.event()
-        yield from self._kick_if_needed(self.blk_backend, (BLK, req, nbytes, done, write,
-                                                           sequential))
-        yield done
-        yield from host.cpu.run(self.vcpu, req, ((GUEST, hp.ctx_switch_us,
-                                                   "guest: wake application"),))
-
-    # Backend side ------------------------------------------------------------------------------
-    def _wake(self, ctx: ExecContext, item: Any) -> ProcessGenerator:
-        if self.params.backend == "qemu":
-            yield self.env.timeout(self.params.qemu_notify_latency_us)
-        yield from self.host.cpu.run(ctx, item[1], (
-            (BACKEND, self.host.params.ctx_switch_us, f"wake {ctx.name}"),))
-
-    def _wake_net(self, item: Any) -> ProcessGenerator:
-        yield from self._wake(self.net_ctx, item)
-
-    def _wake_blk(self, item: Any) -> ProcessGenerator:
-        yield from self._wake(self.blk_ctx, item)
-
-    def _inject(self, ctx: ExecContext, loop: DrainLoop, item: Any) -> ProcessGenerator:
-        """Complete ``item`` to the guest; pay for an interrupt only if the guest sleeps."""
-        if self.interrupt_guest(loop, item) and self.host.irq_inject_us > 0.0:
-            yield from self.host.cpu.run(ctx, item[1], (
-                (EXIT, self.host.irq_inject_us, "irqfd: inject interrupt"),))
+        """The block frontend's path."""
+        mark(req, PH_OUTSIDE, self.env.now)
+        yield from self.blk.block_io(req, nbytes, write, sequential)
 
     def forward_rx(self, item: Any) -> None:
-        """The tap wakes the network backend (a host-internal eventfd, not a guest kick)."""
-        self.net_backend.push(item)
+        """The bridge hands a received packet to the network backend."""
+        mark(item[1], PH_HOST, self.env.now)
+        self.net.deliver(item)
 
-    def _net_backend_batch(self, batch: list[Any]) -> ProcessGenerator:
+    def _host_irq(self, item: Any) -> ProcessGenerator:
+        """The physical NIC interrupt; under Xen it is an upcall into the driver domain."""
         host = self.host
-        p = self.params
-        for item in batch:
-            kind, req, nbytes, event = item
-            if kind == TX:
-                packets = host.segments(nbytes, self.segment_bytes)
-                yield from host.cpu.run(self.net_ctx, req, (
-                    (BACKEND, p.backend_pkt_us + host.copy_us(nbytes),
-                     "backend: pop tx + copy from guest"),
-                    (HOST, packets * host.params.bridge_pkt_us, "host: tap + bridge + driver"),
-                ))
-                self.txq.complete()
-                self.txq.reap()  # the frontend frees it at its next transmit (cost in ring_op)
-                arrive_us = host.nic.tx.offer(self.env.now, host.nic.wire_bytes(nbytes))
-                if host.tracer.enabled:
-                    host.trace("nic.tx", "wire", req.id, f"{nbytes} B on the wire, at peer "
-                                                         f"{arrive_us:.3f} µs")
-                event.succeed(arrive_us)
-            else:  # RX: a posted guest buffer is needed; wait for one if the guest lags
-                wait = self.rxq.add()
-                if wait is not None:
-                    yield wait
-                self.rxq.publish()
-                yield from host.cpu.run(self.net_ctx, req, (
-                    (BACKEND, p.backend_pkt_us + host.copy_us(nbytes),
-                     "backend: copy into guest buffer"),))
-                self.rxq.complete()
-                yield from self._inject(self.net_ctx, self.guest_nic, item)
+        steps: list[tuple[int, float, str]] = [(HOST, host.params.irq_us, "host NIC interrupt")]
+        if self.driver_ctx is not None:
+            steps.insert(0, (EXIT, host.irq_inject_us, "xen: upcall to the driver domain"))
+            if self.driver_ctx.in_use == 0:
+                steps.insert(0, (EXIT, self.params.domain_switch_us,
+                                 "xen: schedule the driver domain's vCPU"))
+        yield from host.cpu.run(self.softirq, item[1], steps)
 
-    def _blk_backend_batch(self, batch: list[Any]) -> ProcessGenerator:
+    def hold_vcpu(self) -> ProcessGenerator:
+        """Take one of the guest's vCPUs (wait if all are busy); run steps on ``vcpu_held``."""
+        wait = self.vcpu.acquire()
+        if wait is not None:
+            yield wait
+
+    def release_vcpu(self) -> None:
+        """Give back the vCPU taken by :meth:`hold_vcpu`."""
+        self.vcpu.release()
+        self.guest_busy()
+
+    # vCPU halting ------------------------------------------------------------------------------
+    def guest_busy(self) -> None:
+        """Note that the guest's vCPU worked until now (for halt polling)."""
+        self._vcpu_busy_until_us = self.env.now
+
+    def vcpu_wake_delay_us(self) -> float:
+        """Delay before an interrupt reaches a halted vCPU whose thread sleeps (KVM only)."""
+        if (self.vcpu.in_use > 0 or self.params.backend == "xen"
+                or self.env.now - self._vcpu_busy_until_us <= self.params.halt_poll_us):
+            return 0.0
+        return self.params.wake_latency_us
+
+    def vcpu_wake_steps(self) -> tuple[list[PhasedStep], int]:
+        """Steps (and VM exits) to deliver an interrupt to a guest whose vCPUs are all idle.
+
+        None if a vCPU is busy. KVM: the idle vCPU had exited on HLT; unless halt polling is
+        still spinning, its thread sleeps and the host must wake it. Xen: the blocked vCPU must
+        be scheduled.
+        """
+        if self.vcpu.in_use > 0:
+            return [], 0
         host = self.host
-        p = self.params
-        for item in batch:
-            req = item[1]
-            if item[0] == BLK:
-                yield from host.cpu.run(self.blk_ctx, req, (
-                    (BACKEND, p.backend_pkt_us, "backend: pop request"),
-                    (HOST, host.params.syscall_us + 0.5 * host.params.blk_io_us,
-                     "host: AIO submit"),))
-                self.env.process(self._serve_block(item))
-            else:  # BLK_DONE
-                yield from host.cpu.run(self.blk_ctx, req, (
-                    (HOST, 0.5 * host.params.blk_io_us, "host: AIO completion"),
-                    (BACKEND, p.backend_pkt_us, "backend: push used"),))
-                self.blkq.complete()
-                yield from self._inject(self.blk_ctx, self.guest_blk, item)
+        self.vcpu_wakeups += 1
+        if self.params.backend == "xen":
+            return [(EXIT, self.params.domain_switch_us, "xen: schedule the guest's vCPU",
+                     PH_VCPU_WAKEUP)], 0
+        idle_us = self.env.now - self._vcpu_busy_until_us
+        steps: list[PhasedStep] = [(EXIT, host.exit_kernel_us, "HLT exit of the idle vCPU",
+                                    PH_VCPU_WAKEUP)]
+        if idle_us > self.params.halt_poll_us:
+            steps.append((HOST, host.params.ctx_switch_us, "host: wake the halted vCPU thread",
+                          PH_VCPU_WAKEUP))
+        return steps, 1
 
-    def _serve_block(self, item: Any) -> ProcessGenerator:
-        _kind, req, nbytes, done, write, sequential = item
-        yield from self.host.disk.serve(req, nbytes, write, sequential)
-        self.blk_backend.push((BLK_DONE, req, nbytes, done))
+    def count_irq_exits(self, req: Request, exits: int) -> None:
+        """Count the exits of one interrupt taken for ``req``: the EOI, and a HLT if any."""
+        if exits:
+            eoi = self.host.eoi_exits if self.params.backend != "xen" else 0
+            count_exits(req, EXIT_EOI, eoi, eoi * self.host.exit_kernel_us)
+            count_exits(req, None, exits - eoi, (exits - eoi) * self.host.exit_kernel_us)
 
-    # Guest interrupt side ----------------------------------------------------------------------
-    def _guest_irq(self, item: Any) -> ProcessGenerator:
+    def guest_irq_steps(self, what: str) -> tuple[list[PhasedStep], int]:
+        """Steps (and VM exits) of taking one interrupt (or Xen upcall) in the guest."""
         host = self.host
-        req = item[1]
-        req.exits += host.eoi_exits
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, host.params.irq_us, "guest: interrupt handler"),
-            (EXIT, host.eoi_exits * host.exit_kernel_us, "EOI exit"),
-        ))
-
-    def _guest_nic_batch(self, batch: list[Any]) -> ProcessGenerator:
-        host = self.host
-        for _kind, req, nbytes, done in batch:
-            packets = host.segments(nbytes, self.segment_bytes)
-            yield from host.cpu.run(self.vcpu, req, (
-                (GUEST, packets * host.params.stack_pkt_us + self.params.ring_op_us,
-                 "guest: stack rx + reap + refill"),))
-            self.rxq.reap()
-            done.succeed()
-
-    def _guest_blk_batch(self, batch: list[Any]) -> ProcessGenerator:
-        host = self.host
-        for item in batch:
-            req, done = item[1], item[3]
-            yield from host.cpu.run(self.vcpu, req, (
-                (GUEST, 0.5 * host.params.blk_io_us + self.params.ring_op_us,
-                 "guest: block completion + reap"),))
-            self.blkq.reap()
-            done.succeed()
+        steps, exits = self.vcpu_wake_steps()
+        steps.append((GUEST, host.params.irq_us, f"guest: {what} interrupt handler",
+                      PH_INTERRUPT))
+        if self.params.backend != "xen" and host.eoi_exits:
+            steps.append((EXIT, host.eoi_exits * host.exit_kernel_us, "EOI exit", PH_INTERRUPT))
+            exits += host.eoi_exits
+        return steps, exits

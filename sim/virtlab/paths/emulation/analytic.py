@@ -1,0 +1,178 @@
+"""The bill of one isolated request on the emulated path, computed from the parameters alone.
+
+With one request in the system nothing waits, so its latency is the sum of the steps on its
+critical path and its exits are what the access tables say. This module writes that sum out,
+step by step, from a scenario's parameters, without running the model; the lab's check script
+prints it next to a simulated run, and the tests compare the two.
+
+Only the critical path is billed: the receive interrupt's refill and unmask, and the whole
+transmit-completion interrupt, happen after the data has moved on (they cost CPU time and
+exits, which :attr:`Bill.exits` counts, but no latency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from virtlab.config import Scenario
+from virtlab.paths.emulation.accesses import Access
+from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s
+
+__all__ = ["Line", "Bill", "transaction_bill", "disk_read_bill"]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One step on the critical path: its latency phase, what it is, and its duration (µs)."""
+
+    phase: str
+    what: str
+    us: float
+
+
+@dataclass
+class Bill:
+    """The steps of one request and the exits it causes (by reason, and to user space)."""
+
+    lines: list[Line] = field(default_factory=list)
+    exits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("mmio", "pio", "inject", "eoi"), 0))
+    user_exits: int = 0
+
+    @property
+    def latency_us(self) -> float:
+        """Sum of the steps."""
+        return sum(line.us for line in self.lines)
+
+    def add(self, phase: str, what: str, us: float) -> None:
+        """Append a step (steps of zero duration are left out)."""
+        if us > 0.0:
+            self.lines.append(Line(phase, what, us))
+
+    def by_phase(self) -> dict[str, float]:
+        """Total duration per phase."""
+        out: dict[str, float] = {}
+        for line in self.lines:
+            out[line.phase] = out.get(line.phase, 0.0) + line.us
+        return out
+
+
+class _Prices:
+    def __init__(self, s: Scenario) -> None:
+        h, hv, e = s.host, s.hypervisor, s.emulated
+        cycles_per_us = h.cpu_ghz * 1000.0
+        self.s = s
+        self.kernel = hv.exit_kernel_cycles / cycles_per_us
+        self.user = self.kernel * hv.user_exit_factor
+        self.model = e.device_access_cycles / cycles_per_us
+        self.posted = hv.posted_interrupts
+        self.inject = 0.0 if self.posted else hv.irq_inject_cycles / cycles_per_us
+        self.eoi = 1 if hv.eoi_exit and not self.posted else 0
+
+    def copy(self, nbytes: int) -> float:
+        return nbytes / bytes_per_us_from_gbytes_per_s(self.s.host.memcpy_gbytes_per_s)
+
+    def frames(self, nbytes: int) -> int:
+        return max(1, -(-nbytes // self.s.nic.payload_per_frame_bytes))
+
+    def wire(self, nbytes: int) -> float:
+        nic = self.s.nic
+        wire_bytes = nbytes + self.frames(nbytes) * nic.frame_overhead_bytes
+        return wire_bytes / bytes_per_us_from_gbps(nic.line_rate_gbps) + nic.wire_latency_us
+
+    def accesses(self, bill: Bill, name: str, table: tuple[Access, ...], *,
+                 on_path: bool = True) -> None:
+        """Count the exits of ``table``; bill them if they are on the critical path."""
+        e, hv = self.s.emulated, self.s.hypervisor
+        for access in table:
+            bill.exits[access.space] += 1
+            model = self.model
+            if access.handler == "hypervisor":
+                cost, model, how = self.kernel, 0.0, "kernel exit (hypervisor)"
+            elif hv.coalesced_mmio and access.coalescible and access.space == "mmio":
+                cost, how = self.kernel, "kernel exit (coalesced MMIO)"
+            elif e.device_model_location == "kernel":
+                cost, how = self.kernel, "kernel exit (in-kernel device model)"
+            else:
+                cost, how = self.user, "exit to the user-space device model"
+                bill.user_exits += 1
+            if on_path:
+                bill.add("exits", f"{name}: {access.op} {access.register}, {how}", cost)
+                bill.add("device_model", f"{name}: device model emulates {access.register}",
+                         model)
+
+    def interrupt(self, bill: Bill, name: str, entry: tuple[Access, ...],
+                  after: tuple[Access, ...], on_path: bool) -> None:
+        """One interrupt: injection, handler entry accesses, EOI; ``after`` is off the path."""
+        bill.exits["inject"] += 0 if self.posted else 1
+        bill.exits["eoi"] += self.eoi
+        h = self.s.host
+        if on_path:
+            bill.add("interrupt", f"{name}: inject the virtual interrupt", self.inject)
+            bill.add("interrupt", f"{name}: guest interrupt entry", h.irq_us)
+        self.accesses(bill, name, entry, on_path=on_path)
+        if on_path:
+            bill.add("interrupt", f"{name}: EOI exit", self.eoi * self.kernel)
+        self.accesses(bill, name, after, on_path=False)
+
+
+def transaction_bill(s: Scenario, request_bytes: int = 100, response_bytes: int = 200) -> Bill:
+    """One request/response transaction on the emulated NIC, isolated (as in ``trace``).
+
+    Assumes each message fits in one packet and one doorbell, and the guest has at least two
+    vCPUs (the application runs while the receive interrupt finishes its refill and unmask).
+    """
+    p, h, e = _Prices(s), s.host, s.emulated
+    nic = e.nic
+    copies = e.tap_copies + e.dma_copies
+    bill = Bill()
+    bill.add("outside", "peer builds the request", 0.5 * s.nic.peer_stack_us)
+    bill.add("outside", "request on the wire", p.wire(request_bytes))
+    bill.add("host_kernel", "host NIC interrupt", h.irq_us)
+    bill.add("host_kernel", "host bridge + tap", h.bridge_pkt_us)
+    bill.add("device_model", "wake the VMM's I/O thread", h.ctx_switch_us)
+    bill.add("host_kernel", "tap read", p.frames(request_bytes) * h.syscall_us)
+    bill.add("copies", "copies skb -> model -> guest buffer", copies * p.copy(request_bytes))
+    bill.add("device_model", "device model receives the frame",
+             p.frames(request_bytes) * e.rx_frame_cycles / (h.cpu_ghz * 1000.0))
+    p.interrupt(bill, "rx interrupt", nic.irq_entry, nic.rx_refill + nic.irq_exit, True)
+    bill.add("guest", "guest stack rx", p.frames(request_bytes) * h.stack_pkt_us)
+    bill.add("guest", "wake the application, recv + copy",
+             h.ctx_switch_us + h.syscall_us + p.copy(request_bytes))
+    bill.add("guest", "send syscall + copy + stack tx",
+             h.syscall_us + p.copy(response_bytes) + h.stack_pkt_us)
+    p.accesses(bill, "tx doorbell", nic.tx_doorbell)
+    frames = p.frames(response_bytes)
+    bill.add("device_model", "device model transmits the frame",
+             frames * e.tx_frame_cycles / (h.cpu_ghz * 1000.0))
+    bill.add("copies", "copies guest -> model -> skb", copies * p.copy(response_bytes))
+    bill.add("host_kernel", "tap write + bridge", frames * (h.syscall_us + h.bridge_pkt_us))
+    bill.add("device", "response on the wire", p.wire(response_bytes))
+    bill.add("outside", "peer receives the response", 0.5 * s.nic.peer_stack_us)
+    p.interrupt(bill, "tx-done interrupt", nic.irq_entry, nic.irq_exit, False)
+    return bill
+
+
+def disk_read_bill(s: Scenario, nbytes: int = 4096) -> Bill:
+    """One disk read with deterministic service (``disk.service_cv = 0``), isolated."""
+    p, h, e = _Prices(s), s.host, s.emulated
+    disk = e.disk
+    bill = Bill()
+    bill.add("guest", "guest submit + block layer", h.syscall_us + 0.5 * h.blk_io_us)
+    p.accesses(bill, "issue", disk.issue)
+    if e.device_model_thread == "iothread":
+        bill.add("device_model", "kick the I/O thread", h.syscall_us)
+        bill.add("device_model", "wake the VMM's I/O thread", h.ctx_switch_us)
+    bill.add("device_model", "device model decodes and submits",
+             e.disk_command_cycles / (h.cpu_ghz * 1000.0))
+    bill.add("host_kernel", "host AIO submit", h.syscall_us + 0.5 * h.blk_io_us)
+    access = s.disk.read_access_us if s.disk.kind == "flash" else 0.0
+    bill.add("device", "device access + transfer",
+             access + nbytes / (s.disk.interface_mbytes_per_s * 1e6 / 1e6))
+    bill.add("device_model", "wake the VMM's I/O thread", h.ctx_switch_us)
+    bill.add("host_kernel", "host AIO completion", 0.5 * h.blk_io_us)
+    bill.add("copies", "device-model copies", e.disk_dma_copies * p.copy(nbytes))
+    p.interrupt(bill, "completion interrupt", disk.irq_entry, disk.irq_exit, True)
+    bill.add("guest", "guest block completion", 0.5 * h.blk_io_us)
+    bill.add("guest", "wake the application", h.ctx_switch_us)
+    return bill

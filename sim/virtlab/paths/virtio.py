@@ -1,0 +1,237 @@
+"""virtio-net and virtio-blk: Linux's guest drivers and a vhost or QEMU backend, over real rings.
+
+Guest side (S5, S46; mechanics.md 1.4, 5b(d)-(f)):
+
+* transmit adds one chain per packet (12-byte header + data), kicks once at the end of the burst
+  if :meth:`~virtlab.paths.virtqueue.SplitVirtqueue.kick_prepare` says so, reclaims finished
+  chains at the next transmit, and stops the queue when fewer than ``tx_stop_free`` descriptors
+  are free; a stopped queue asks for a *delayed* interrupt (3/4 rule) and restarts from it;
+* receive is NAPI: the interrupt disables callbacks, polls at most ``napi_budget`` packets,
+  refills buffers when ``rx_refill_fraction`` of the ring is free, and re-enables callbacks
+  (re-checking the ring) only when a poll ends under budget;
+* a block request is a chain of header + data + status; completions are reaped until
+  re-enabling callbacks finds the used ring empty.
+
+Backend side (S6, S7): one worker per device sleeps on a :class:`~virtlab.paths.pvcommon.Doorbell`
+(the ioeventfd) with notifications enabled; woken, it disables them, serves chains, publishes
+used entries in batches of ``vhost_signal_batch`` and interrupts only if ``need_interrupt``
+says so; after ``vhost_pkt_weight`` packets or ``vhost_byte_weight_bytes`` it yields; when the
+ring is empty it (optionally busy-polls, then) re-enables notifications and re-checks before
+sleeping. The QEMU backend is the same loop in user space: waking it takes
+``qemu_notify_latency_us`` and each packet costs a tap syscall.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from simpy.events import Event, ProcessGenerator
+
+from virtlab.cpu import ExecContext
+from virtlab.paths.pvcommon import (
+    EXIT_INJECT,
+    EXIT_MMIO,
+    PH_EXITS,
+    PH_GUEST,
+    PH_INTERRUPT,
+    PH_QUEUEING,
+    PH_WAKEUP,
+    Doorbell,
+    PhasedStep,
+    RingMonitor,
+    count_exits,
+    run_phased,
+)
+from virtlab.paths.virtqueue import SplitVirtqueue
+from virtlab.records import BACKEND, EXIT, Request
+
+if TYPE_CHECKING:
+    from virtlab.paths.paravirtual import ParavirtualPath
+
+__all__ = ["VirtioDevice"]
+
+
+class VirtioDevice:
+    """What both virtio devices share: queues, kicks, the worker's wake-up, signalling.
+
+    The backend worker is one thread (``worker``) sleeping on ``kick_bell`` (its ioeventfd).
+
+    Parameters
+    ----------
+    path:
+        The paravirtual path this device belongs to (host, vCPU, parameters, tracer).
+    kind:
+        ``"net"`` or ``"blk"``, used in scope names.
+
+    """
+
+    def __init__(self, path: ParavirtualPath, kind: str) -> None:
+        self.path = path
+        self.host = path.host
+        self.env = path.env
+        self.params = path.params
+        p = path.params
+        self.scope = f"{path.name}.virtio-{kind}"
+        self.backend_name = "vhost" if p.backend == "vhost" else "qemu"
+        self.worker = ExecContext(self.env, f"{path.name}.{self.backend_name}-{kind}", 1)
+        self.kick_bell = Doorbell(self.env, f"{self.worker.name}.kick")
+        self.kicks = self.suppressed_kicks = self.interrupts = self.suppressed_interrupts = 0
+        self.worker_wakeups = 0
+        self.busy_poll_us = 0.0
+        self._poll_waiter: Event | None = None
+        # The worker's wake cost is charged to the first request it serves after waking.
+        self._wake_due = False
+        self._gap_is_wakeup = False
+        self._wake_label = f"wake {self.worker.name}"
+
+    def _queue(self, name: str) -> tuple[SplitVirtqueue, RingMonitor]:
+        p = self.params
+        vq = SplitVirtqueue(p.ring_size, event_idx=p.event_idx, indirect=p.indirect_descriptors,
+                            start_index=p.start_index, delay_fraction=p.tx_irq_delay_fraction)
+        # About 200 samples over a default run; enough to plot occupancy over time.
+        monitor = RingMonitor(self.env, f"{self.scope}.{name}", p.ring_size, 150.0)
+        return vq, monitor
+
+    def _trace(self, scope: str, kind: str, req: Request, detail: str) -> None:
+        self.host.trace(scope, kind, req.id, detail)
+
+    # Guest side ---------------------------------------------------------------------------------
+    def _kick(self, vq: SplitVirtqueue, scope: str, req: Request) -> ProcessGenerator:
+        """End of a burst: notify the backend (a lightweight ioeventfd exit) if the ring says so.
+
+        Called with a vCPU held (:meth:`ParavirtualPath.hold_vcpu`): the exit follows the
+        driver's work without other work on the vCPU in between.
+        """
+        kick = vq.kick_prepare()
+        if self.host.tracer.enabled:
+            old, new = vq.last_kick_window
+            rule = (f"avail_event={vq.avail_event} in [{old},{new})?" if vq.event_idx
+                    else f"NO_NOTIFY={vq.used_flags & 1}")
+            self._trace(scope, "kick" if kick else "kick-suppressed", req,
+                        f"{rule} -> {'notify' if kick else 'no notification'}")
+        if not kick:
+            self.suppressed_kicks += 1
+            self.poke()
+            return
+        self.kicks += 1
+        req.notifications += 1
+        count_exits(req, EXIT_MMIO, 1, self.host.exit_kernel_us)
+        yield from run_phased(self.host.cpu, self.path.vcpu_held, req, (
+            (EXIT, self.host.exit_kernel_us, "kick: ioeventfd exit", PH_EXITS),), PH_GUEST)
+        self._queue_work(vq)
+        self.kick_bell.ring()
+
+    def _queue_work(self, vq: SplitVirtqueue) -> None:
+        """A kick on ``vq`` queues the handler of that queue (subclasses with several)."""
+
+    # Backend side -------------------------------------------------------------------------------
+    def poke(self) -> None:
+        """New work is visible in the ring: a busy-polling worker notices it (no exit)."""
+        waiter = self._poll_waiter
+        if waiter is not None:
+            self._poll_waiter = None
+            waiter.succeed()
+
+    def _busy_poll(self, limit_us: float) -> ProcessGenerator:
+        """Poll with notifications off until work appears or ``limit_us`` passes.
+
+        The polling thread is assumed to have a core to itself: the time is reported as
+        ``busy_poll_us`` rather than taken from the shared cores.
+        """
+        start = self.env.now
+        self._poll_waiter = self.env.event()
+        yield self._poll_waiter | self.env.timeout(limit_us)
+        found = self._poll_waiter is None
+        self._poll_waiter = None
+        self.busy_poll_us += self.env.now - start
+        return found
+
+    def _sleep(self) -> ProcessGenerator:
+        """Sleep on the kick eventfd; on waking, pay the wake-up (QEMU: notify latency)."""
+        wait = self.kick_bell.wait()
+        if wait is None:
+            return
+        yield wait
+        self.worker_wakeups += 1
+        self._wake_due = True
+        # QEMU's end-to-end notify latency (S29) already includes its thread's wake-up.
+        delay = (self.params.qemu_notify_latency_us if self.backend_name == "qemu"
+                 else self.params.wake_latency_us)
+        if delay > 0.0:
+            if self.host.tracer.enabled:
+                self.host.tracer.emit(self.env.now, self.worker.name, "wake-latency", -1,
+                                      f"the worker's core wakes up: {delay:.3f} µs")
+            yield self.env.timeout(delay)
+        if not self.params.event_idx:
+            # With flag hints the worker sets NO_NOTIFY only once it runs, so the wake-up is a
+            # window in which kicks still come (event index needs no such step: its
+            # disable_notify is a no-op). Elsewhere the wake-up is merged into the first work.
+            yield from run_phased(self.host.cpu, self.worker, self.path.nobody, (
+                (BACKEND, self.host.params.ctx_switch_us, self._wake_label, PH_WAKEUP),),
+                PH_QUEUEING, account=False)
+            self._wake_due = False
+            self._gap_is_wakeup = True
+
+    def _backend_steps(self, req: Request, steps: list[PhasedStep]) -> tuple[list[PhasedStep],
+                                                                            int]:
+        """Prepend the wake-up to the first work after waking; return steps and gap phase."""
+        if not self._wake_due:
+            if self._gap_is_wakeup:
+                self._gap_is_wakeup = False
+                return steps, PH_WAKEUP
+            return steps, PH_QUEUEING
+        self._wake_due = False
+        wake = (BACKEND, self.host.params.ctx_switch_us, self._wake_label, PH_WAKEUP)
+        return [wake, *steps], PH_WAKEUP
+
+    def _run_backend(self, req: Request, steps: list[PhasedStep],
+                      event: tuple[str, str, str] | None = None) -> ProcessGenerator:
+        """Run backend work (after the wake-up, if due) and trace a ring event at its start.
+
+        ``event = (scope, kind, detail)`` is emitted at the moment the work after the wake-up
+        began, so a trace reads wake -> pop -> work even though the chain was read first.
+        """
+        steps, gap = self._backend_steps(req, steps)
+        yield from run_phased(self.host.cpu, self.worker, req, steps, gap)
+        if event is not None and self.host.tracer.enabled:
+            work_us = sum(s[1] for s in steps if s[2] != self._wake_label)
+            self.host.tracer.emit(self.env.now - work_us, event[0], event[1], req.id, event[2])
+
+    def _signal(self, vq: SplitVirtqueue, scope: str, req: Request, irq: Doorbell,
+                account: bool) -> ProcessGenerator:
+        """Publish the used index; interrupt the guest (irqfd injection) if the ring says so."""
+        vq.flush_used()
+        need = vq.need_interrupt()
+        if self.host.tracer.enabled:
+            old, new = vq.last_signal_window
+            if not vq.callbacks_enabled:
+                rule = "driver polls, callbacks off:"
+            elif vq.event_idx:
+                rule = f"used_event={vq.used_event} in [{old},{new})?"
+            else:
+                rule = f"NO_INTERRUPT={vq.avail_flags & 1}"
+            self._trace(scope, "interrupt" if need else "irq-suppressed", req,
+                        f"{rule} {vq.indexes()}")
+        if not need:
+            if vq.used_idx != vq.last_signal_window[0]:
+                self.suppressed_interrupts += 1
+            return
+        self.interrupts += 1
+        req.interrupts += 1
+        inject = self.host.irq_inject_us
+        if inject > 0.0:
+            count_exits(req, EXIT_INJECT, 1, inject)
+            yield from run_phased(self.host.cpu, self.worker, req, (
+                (EXIT, inject, "irqfd: inject interrupt", PH_INTERRUPT),), PH_QUEUEING,
+                account=account)
+        irq.ring()
+
+    def counters(self) -> dict[str, int]:
+        """Kicks, interrupts and wake-ups, sent and suppressed."""
+        return {f"{self.scope}.kicks": self.kicks,
+                f"{self.scope}.kicks_suppressed": self.suppressed_kicks,
+                f"{self.scope}.interrupts": self.interrupts,
+                f"{self.scope}.interrupts_suppressed": self.suppressed_interrupts,
+                f"{self.scope}.backend_wakeups": self.worker_wakeups}
+
+

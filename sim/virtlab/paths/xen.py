@@ -1,0 +1,156 @@
+"""Xen split drivers: netfront/netback and blkfront/blkback over shared rings (mechanics.md 2).
+
+The backends run in a *driver domain* (``ParavirtualPath.driver_ctx``, ``driver_domain_vcpus``
+vCPUs) that also owns the physical NIC. Notifications are event channels: the sender makes an
+``EVTCHNOP_send`` hypercall; Xen delivers an upcall, scheduling the receiving domain's vCPU
+first if it was blocked (``domain_switch_us``). Whether to send is decided by the ring's
+``*_event`` hold-off (:class:`~virtlab.paths.xenring.XenSharedRing`); a consumer going idle runs
+the final check.
+
+Data moves through grants (5b(g)-(i)):
+
+* transmit: netback grant-copies the first ``xen_tx_copy_bytes`` and grant-maps the rest
+  (``xen_grant_mode = "map"``), later unmapping them, which flushes the TLB of every driver-domain
+  vCPU; or grant-copies everything (``"copy"``);
+* receive: netback grant-copies into pages the frontend posted, ``xen_rx_copy_batch`` operations
+  per hypercall;
+* block: blkback maps each segment and unmaps it after the I/O, or with persistent grants maps
+  each page once and the frontend copies data through it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from simpy.events import ProcessGenerator
+
+from virtlab.paths.pvcommon import (
+    PH_COPIES,
+    PH_EXITS,
+    PH_INTERRUPT,
+    PH_QUEUEING,
+    PH_WAKEUP,
+    Doorbell,
+    PhasedStep,
+    RingMonitor,
+    run_phased,
+)
+from virtlab.paths.xenring import EventChannel, GrantTable, XenSharedRing
+from virtlab.records import BACKEND, EXIT, Request
+
+if TYPE_CHECKING:
+    from virtlab.paths.paravirtual import ParavirtualPath
+
+__all__ = ["XenDevice"]
+
+
+class XenDevice:
+    """What netfront/netback and blkfront/blkback share: event channels and wake-ups.
+
+    A *channel* here is one direction of notification: an :class:`EventChannel` (the pending
+    bit at the receiver) and the :class:`Doorbell` its handler sleeps on.
+    """
+
+    def __init__(self, path: ParavirtualPath, kind: str) -> None:
+        self.path = path
+        self.host = path.host
+        self.env = path.env
+        self.params = path.params
+        self.scope = f"{path.name}.xen-{kind}"
+        assert path.driver_ctx is not None
+        self.driver = path.driver_ctx
+        self.grants = GrantTable()
+        self.sends = self.suppressed = self.upcalls = 0
+        self.backend_wakeups = 0
+
+    def _channel(self, name: str) -> tuple[EventChannel, Doorbell]:
+        return EventChannel(f"{self.scope}.{name}"), Doorbell(self.env, f"{self.scope}.{name}")
+
+    def _monitor(self, name: str, size: int) -> RingMonitor:
+        return RingMonitor(self.env, f"{self.scope}.{name}", size, 150.0)
+
+    def _trace(self, scope: str, kind: str, req: Request, detail: str) -> None:
+        self.host.trace(scope, kind, req.id, detail)
+
+    def _notify(self, notify: bool, ring: XenSharedRing, scope: str, req: Request,
+                channel: tuple[EventChannel, Doorbell], ctx: Any, *, to_backend: bool,
+                account: bool = True) -> ProcessGenerator:
+        """After a push: if the ring says so, send an event (a hypercall) and upcall the peer."""
+        if self.host.tracer.enabled:
+            old, new = ring.last_push_window
+            event = ring.req_event if to_backend else ring.rsp_event
+            self._trace(scope, "evtchn-send" if notify else "notify-suppressed", req,
+                        f"{'req' if to_backend else 'rsp'}_event={event} in ({old},{new}]? "
+                        f"{ring.indexes()}")
+        if not notify:
+            self.suppressed += 1
+            return
+        self.sends += 1
+        if to_backend:
+            req.notifications += 1
+        else:
+            req.interrupts += 1
+        yield from run_phased(self.host.cpu, ctx, req, (
+            (EXIT, self.host.hypercall_us, "EVTCHNOP_send hypercall",
+             PH_EXITS if to_backend else PH_INTERRUPT),), PH_QUEUEING, account=account)
+        chan, bell = channel
+        if chan.send():
+            self.upcalls += 1
+            bell.ring()
+
+    def _sleep(self, channel: tuple[EventChannel, Doorbell]) -> ProcessGenerator:
+        """A backend thread sleeps on its channel; returns True if it really slept."""
+        chan, bell = channel
+        wait = bell.wait()
+        if wait is not None:
+            yield wait
+        chan.clear()
+        return wait is not None
+
+    def _backend_wake_steps(self, thread: bool) -> list[PhasedStep]:
+        """Upcall into the driver domain (scheduling its vCPU if it was blocked) + thread."""
+        self.backend_wakeups += 1
+        steps: list[PhasedStep] = []
+        if self.driver.in_use == 0:
+            steps.append((EXIT, self.params.domain_switch_us,
+                          "xen: schedule the driver domain's vCPU", PH_WAKEUP))
+        steps.append((EXIT, self.host.irq_inject_us, "xen: upcall to the driver domain",
+                      PH_WAKEUP))
+        if thread:
+            steps.append((BACKEND, self.host.params.ctx_switch_us, "wake backend kthread",
+                          PH_WAKEUP))
+        return steps
+
+    def _upcall_steps(self, what: str) -> list[PhasedStep]:
+        """The guest takes an upcall: scheduling its vCPU if blocked, delivery and handler."""
+        steps, _exits = self.path.guest_irq_steps(what)
+        return [(EXIT, self.host.irq_inject_us, "xen: upcall to the guest", PH_INTERRUPT),
+                *steps]
+
+    def counters(self) -> dict[str, float]:
+        """Event-channel sends and upcalls, suppressed notifications, grant operations."""
+        g = self.grants
+        return {f"{self.scope}.evtchn_sends": self.sends,
+                f"{self.scope}.notifications_suppressed": self.suppressed,
+                f"{self.scope}.upcalls": self.upcalls,
+                f"{self.scope}.backend_wakeups": self.backend_wakeups,
+                f"{self.scope}.grant_maps": g.maps, f"{self.scope}.grant_unmaps": g.unmaps,
+                f"{self.scope}.grant_copies": g.copies}
+
+    def _hypercall_steps(self, what: str, ops: int, copy_bytes: int, unmap: bool
+                         ) -> list[PhasedStep]:
+        """One batched grant hypercall of ``ops`` operations (+ TLB shootdown for unmaps)."""
+        host = self.host
+        p = self.params
+        steps: list[PhasedStep] = [
+            (EXIT, host.hypercall_us, f"xen: {what} hypercall", PH_COPIES),
+            (BACKEND, ops * p.grant_op_us + host.copy_us(copy_bytes),
+             f"xen: {ops} grant op(s)" + (f", {copy_bytes} B copied" if copy_bytes else ""),
+             PH_COPIES)]
+        if unmap:
+            steps.append((BACKEND, p.tlb_flush_us * p.driver_domain_vcpus,
+                          f"TLB flush of {p.driver_domain_vcpus} driver-domain vCPU(s)",
+                          PH_COPIES))
+        return steps
+
+

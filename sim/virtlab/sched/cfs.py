@@ -1,0 +1,186 @@
+"""CFS group scheduling with bandwidth control (mechanics.md 5.2, S38, S39).
+
+Each group (a container's cgroup, or a KVM guest's) carries a **virtual runtime**: running
+``ran`` µs advances it by ``ran * unit / weight``, where ``unit`` is the default weight (100 for
+cgroup v2 ``cpu.weight``, 1024 for v1 ``cpu.shares``). The runnable group with the smallest
+vruntime runs next, so over a long window each busy group's CPU time is proportional to its
+weight. A group that wakes from sleep is placed at most ``cfs_sleeper_credit_us`` behind the
+smallest vruntime (it cannot bank the time it slept), and preempts a CPU-bound group that is
+more than ``cfs_wakeup_granularity_us`` (in its own weighted time) ahead of it.
+
+**Bandwidth control**: a group with a quota gets ``cfs_quota_us`` of runtime per
+``cfs_period_us`` in a global pool. A core running the group takes runtime from the pool in
+slices of ``cfs_bandwidth_slice_us``; what a stint does not use goes back to the pool when it
+ends (the kernel keeps up to 1 ms per CPU; we return it all). When the pool is empty the group
+is **throttled**: it cannot start until the period timer refills the pool. Statistics as in
+``cpu.stat``: ``nr_periods`` (periods in which the group was active), ``nr_throttled`` (periods
+in which it was throttled) and ``throttled_us``.
+
+States of a group: *asleep*, *runnable*, *running*, *throttled* (runnable, pool empty).
+Invariants: vruntime never decreases; per period a group runs at most its quota plus the
+overrun of short work already running when the pool emptied (paid back from the next period).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simpy.events import ProcessGenerator
+
+from virtlab.sched.base import INF, Node, Policy
+from virtlab.sched.params import GuestSchedParams
+
+__all__ = ["CfsPolicy", "CfsGroup"]
+
+
+class CfsGroup(Node):
+    """A CFS group (see the module docstring)."""
+
+    __slots__ = ("weight", "vruntime", "quota_us", "period_us", "pool_us", "silo",
+                 "throttled_at", "throttled_period", "active_period", "nr_periods",
+                 "nr_throttled", "throttled_us", "slices", "period_end_us")
+
+    def __init__(self, name: str, policy: Policy, limit: float, weight: int,
+                 sched: GuestSchedParams) -> None:
+        super().__init__(name, policy, limit=limit)
+        self.weight = weight
+        self.vruntime = 0.0
+        self.quota_us = None if sched.cfs_quota_us < 0.0 else sched.cfs_quota_us
+        self.period_us = sched.cfs_period_us
+        self.pool_us = self.quota_us if self.quota_us is not None else INF
+        self.silo: dict[int, float] = {}  # runtime handed to each core's current stint
+        self.throttled_at: float | None = None
+        self.throttled_period = False
+        self.active_period = False
+        self.nr_periods = 0
+        self.nr_throttled = 0
+        self.throttled_us = 0.0
+        self.slices = 0
+        self.period_end_us = self.period_us
+
+
+class CfsPolicy(Policy):
+    """The Completely Fair Scheduler's group level, with bandwidth control."""
+
+    name = "cfs"
+
+    def __init__(self, params: Any, cores: int) -> None:
+        super().__init__(params, cores)
+        self.unit = 1024 if params.cgroup == "v1" else 100
+        self.min_vruntime = 0.0
+
+    def _make(self, name: str, sched: GuestSchedParams, cpus: int, limit: float) -> Node:
+        return CfsGroup(name, self, limit, sched.cfs_weight(self.params.cgroup), sched)
+
+    def _started(self, node: Node) -> None:
+        assert isinstance(node, CfsGroup) and self.dispatcher is not None
+        if node.quota_us is not None:
+            self.dispatcher.env.process(self._run_periods(node))
+
+    def _run_periods(self, group: CfsGroup) -> ProcessGenerator:
+        """The period timer: count the period, then refill the pool (debts carry over)."""
+        env = self.dispatcher.env  # type: ignore[union-attr]
+        assert group.quota_us is not None
+        while True:
+            group.period_end_us = env.now + group.period_us
+            yield env.timeout(group.period_us)
+            now = env.now
+            if group.active_period or group.active > 0:
+                group.nr_periods += 1
+            if group.throttled_period:
+                group.nr_throttled += 1
+            if group.throttled_at is not None:
+                group.throttled_us += now - group.throttled_at
+                group.throttled_at = None
+                self.trace(group, "sched", "unthrottled: quota refilled")
+            group.throttled_period = False
+            group.active_period = group.active > 0
+            group.pool_us = group.quota_us + min(group.pool_us, 0.0)
+            self.dispatcher.reschedule()  # type: ignore[union-attr]
+
+    def _update_min_vruntime(self) -> None:
+        smallest = min((n.vruntime for n in self.nodes if n.active > 0),  # type: ignore[attr-defined]
+                       default=None)
+        if smallest is not None and smallest > self.min_vruntime:
+            self.min_vruntime = smallest
+
+    # Questions ---------------------------------------------------------------------------------
+    def eligible(self, node: Node, now: float) -> bool:
+        """Not while throttled (the pool of this period is empty)."""
+        assert isinstance(node, CfsGroup)
+        if node.pool_us > 0.0:
+            return True
+        if node.throttled_at is None:
+            node.throttled_at = now
+            node.throttled_period = True
+            self.trace(node, "sched", f"throttled: quota of {node.quota_us:g} µs used")
+        return False
+
+    def key(self, node: Node, head_seq: int, now: float) -> tuple[Any, ...]:
+        """Smallest virtual runtime first."""
+        return (node.vruntime, head_seq)  # type: ignore[attr-defined]
+
+    def quantum_us(self, node: Node, core: int, now: float) -> float:
+        """The base slice, or what is left of the runtime this core took from the pool."""
+        assert isinstance(node, CfsGroup)
+        quantum = self.params.cfs_base_slice_us
+        if node.quota_us is not None:
+            quantum = min(quantum, node.silo.get(core, 0.0))
+        return quantum
+
+    def preempt_delay_us(self, waker: Node, running: Node, stint_us: float,
+                         now: float) -> float | None:
+        """Preempt if the waker is more than the wakeup granularity behind."""
+        assert isinstance(waker, CfsGroup) and isinstance(running, CfsGroup)
+        current = running.vruntime + stint_us * self.unit / running.weight
+        granularity = self.params.cfs_wakeup_granularity_us * self.unit / waker.weight
+        return 0.0 if waker.vruntime + granularity < current else None
+
+    # Reports -----------------------------------------------------------------------------------
+    def on_wake(self, node: Node, now: float) -> None:
+        """Place a waking group at most the sleeper credit behind min_vruntime."""
+        assert isinstance(node, CfsGroup)
+        self._update_min_vruntime()
+        placed = self.min_vruntime - self.params.cfs_sleeper_credit_us
+        if placed > node.vruntime:
+            node.vruntime = placed
+        node.active_period = True
+
+    def start(self, node: Node, core: int, now: float) -> None:
+        """With a quota, take a slice of runtime from the global pool."""
+        assert isinstance(node, CfsGroup)
+        if node.quota_us is not None:
+            take = min(self.params.cfs_bandwidth_slice_us, max(node.pool_us, 0.0))
+            node.pool_us -= take
+            node.silo[core] = take
+            node.slices += 1
+
+    def stop(self, node: Node, core: int, ran_us: float, start_us: float, now: float) -> None:
+        """Advance the virtual runtime; settle the slice with the pool."""
+        assert isinstance(node, CfsGroup)
+        node.vruntime += ran_us * self.unit / node.weight
+        if node.quota_us is not None:
+            # Return what the stint did not use, or pay its overrun (short work) from the pool.
+            node.pool_us += node.silo.pop(core) - ran_us
+        self._update_min_vruntime()
+
+    def stats(self, node: Node) -> dict[str, float]:
+        """Weight and vruntime; with a quota, ``cpu.stat``'s counters as of now.
+
+        A period that ends exactly now counts even if its timer has not run yet (a run stops
+        before the events of its last instant).
+        """
+        assert isinstance(node, CfsGroup)
+        row = {"weight": float(node.weight), "vruntime_us": node.vruntime}
+        if node.quota_us is None:
+            return row
+        now = self.dispatcher.env.now if self.dispatcher is not None else 0.0
+        periods, throttled, throttled_us = node.nr_periods, node.nr_throttled, node.throttled_us
+        if node.throttled_at is not None:
+            throttled_us += now - node.throttled_at
+        if now >= node.period_end_us - 1e-6:
+            periods += node.active_period or node.active > 0
+            throttled += node.throttled_period
+        row.update({"nr_periods": float(periods), "nr_throttled": float(throttled),
+                    "throttled_us": throttled_us, "bandwidth_slices": float(node.slices)})
+        return row

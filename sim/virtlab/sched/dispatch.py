@@ -1,0 +1,467 @@
+"""The dispatcher: who runs on the host's cores, under a hierarchy of scheduling policies.
+
+Work arrives as **jobs** on **leaves**. A leaf is where a context's work queues (a guest's
+vCPUs, a container's tasks, dom0's backends, the host kernel); its ``chain`` lists the nodes
+above it from the root, e.g. ``(dom0, container-a)`` under a credit hypervisor, so each level's
+policy decides among its own nodes. Two kinds of job:
+
+* **short, non-preemptible** work (every step of an I/O path, :meth:`Dispatcher.acquire`): once
+  on a core it runs to the end, as kernel paths and exits do;
+* **CPU-bound, preemptible** work (a busy loop, :meth:`Dispatcher.compute`): it runs in quanta
+  the policies size, is re-queued when a quantum ends, and a woken leaf may preempt it.
+
+Time-slicing only CPU-bound work keeps proportional sharing exact over long windows while the
+number of events stays small: a 3 ms quantum costs one event per core every 3 ms.
+
+States of a core: *idle*; *busy* with a stint of one leaf, running short work or a quantum of
+CPU-bound work; *grace*: CPU-bound work just finished and its leaf may continue the stint at
+the same instant (a busy loop's next chunk), so that chunk boundaries are invisible to the
+policies; *limbo*: free while work waits, to be given away once every event of the current
+instant has run (so work that arrives at the same instant competes too). Invariants: at the
+end of every instant a core is idle only if no waiting leaf may start (work conservation,
+except while policies hold leaves back); a leaf's jobs start in arrival order; a node never
+runs on more than ``limit`` cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import simpy
+from simpy.events import Event
+
+from virtlab.sched.base import INF, Node, Policy
+from virtlab.sched.work import MIN_QUANTUM_US, Core, Job, Leaf, SchedRecorder
+from virtlab.trace import NullTracer, Tracer
+
+__all__ = ["Dispatcher", "Leaf", "Core", "Job", "SchedRecorder"]
+
+#: Shortest timer delay: below it a decision is due now (a float ``now + 1e-13`` would be
+#: ``now`` again late in a run, and a timer loop at one instant would never end).
+_MIN_DELAY_US = 1e-6
+_EPS = 1e-9
+_KERNEL_KEY = (0,)
+
+
+class Dispatcher:
+    """The host's cores under a hierarchy of policies (one per level).
+
+    Parameters
+    ----------
+    env:
+        The SimPy environment.
+    cores:
+        Number of physical cores.
+    tracer:
+        Receives ``sched`` events (preemptions, throttling) when enabled.
+
+    """
+
+    def __init__(self, env: simpy.Environment, cores: int, tracer: Tracer | None = None) -> None:
+        self.env = env
+        self.cores = [Core(i) for i in range(cores)]
+        self._idle = list(reversed(self.cores))  # pop() hands out core 0 first
+        self._limbo: list[Core] = []  # free cores waiting for the end of the instant
+        self._settling = False
+        self._waiting: list[Leaf] = []
+        self._seq = 0
+        self._release_armed = INF
+        self._recheck_armed = INF
+        self.policies: list[Policy] = []
+        self.nodes: list[Node] = []
+        self.tracer: Tracer = tracer if tracer is not None else NullTracer()
+        self.recorder: SchedRecorder | None = None
+        self.preemptions = 0
+        self.started = False
+
+    # Wiring ------------------------------------------------------------------------------------
+    def add_policy(self, policy: Policy) -> Policy:
+        """Register a policy (its timers start with :meth:`start`)."""
+        self.policies.append(policy)
+        if self.started:
+            policy.attach(self)
+        return policy
+
+    def add_node(self, node: Node) -> Node:
+        """Register a node for reports."""
+        self.nodes.append(node)
+        return node
+
+    def start(self) -> None:
+        """Start the policies' timers (after every node is wired)."""
+        self.started = True
+        for policy in self.policies:
+            policy.attach(self)
+
+    def trace(self, scope: str, kind: str, detail: str) -> None:
+        """Emit a trace event now if tracing is on."""
+        if self.tracer.enabled:
+            self.tracer.emit(self.env.now, scope, kind, -1, detail)
+
+    # Entry points ------------------------------------------------------------------------------
+    def acquire(self, leaf: Leaf) -> Core | Event:
+        """Short work of ``leaf`` wants a core: the core now, or an event whose value is it.
+
+        The caller holds the core for the work's duration and then calls :meth:`finish`.
+        """
+        now = self.env.now
+        self._activate(leaf, now)
+        core = leaf.grace_core
+        if core is not None:
+            self._reclaim(core, leaf, None, now)
+            return core
+        if self._idle and not leaf.queue and self._startable(leaf, now):
+            core = self._idle.pop()
+            self._begin(core, leaf, None, now)
+            return core
+        job = Job(leaf, 0.0, self.env.event(), False)
+        self._enqueue(leaf, job, now)
+        self._reschedule(now)
+        return job.event
+
+    def finish(self, core: Core) -> None:
+        """The short work holding ``core`` is done."""
+        now = self.env.now
+        leaf = core.leaf
+        assert leaf is not None
+        self._stop(core, now)
+        self._deactivate(leaf, now)
+        self._dispatch(core, now)
+
+    def compute(self, leaf: Leaf, work_us: float) -> Event:
+        """CPU-bound work of ``leaf``; the returned event fires when ``work_us`` has run."""
+        now = self.env.now
+        self._activate(leaf, now)
+        job = Job(leaf, work_us, self.env.event(), True)
+        core = leaf.grace_core
+        if core is not None:
+            self._reclaim(core, leaf, job, now)
+        elif self._idle and not leaf.queue and self._startable(leaf, now):
+            self._begin(self._idle.pop(), leaf, job, now)
+        else:
+            self._enqueue(leaf, job, now)
+            self._reschedule(now)
+        return job.event
+
+    def reschedule(self) -> None:
+        """Re-decide now (policies call this when a period refills or a cap lifts)."""
+        self._reschedule(self.env.now)
+
+    # Accounting --------------------------------------------------------------------------------
+    def usage_us(self, node: Node, now: float) -> float:
+        """Core time of ``node`` up to ``now``, including stints still running."""
+        total = node.cpu_us
+        for core in self.cores:
+            if core.leaf is not None and node in core.leaf.chain:
+                total += now - core.stint_start_us
+        return total
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Every node's core time and policy counters at this instant."""
+        now = self.env.now
+        out = {}
+        for node in self.nodes:
+            row = {"cpu_us": self.usage_us(node, now)}
+            if node.policy is not None:
+                row.update(node.policy.stats(node))
+            out[node.name] = row
+        return out
+
+    # Internals: queues -------------------------------------------------------------------------
+    def _activate(self, leaf: Leaf, now: float) -> None:
+        for node in leaf.chain:
+            if node.active == 0 and node.policy is not None:
+                node.policy.on_wake(node, now)
+            node.active += 1
+            if node.active > node.peak_active:
+                node.peak_active = node.active
+
+    def _deactivate(self, leaf: Leaf, now: float) -> None:
+        for node in leaf.chain:
+            node.active -= 1
+            if node.active == 0 and node.policy is not None:
+                node.policy.on_sleep(node, now)
+
+    def _enqueue(self, leaf: Leaf, job: Job, now: float, front: bool = False) -> None:
+        self._seq += 1
+        job.seq = self._seq
+        job.enqueued_us = now
+        if front:
+            leaf.queue.appendleft(job)
+        else:
+            leaf.queue.append(job)
+        if not leaf.waiting:
+            leaf.waiting = True
+            self._waiting.append(leaf)
+
+    def _pop(self, leaf: Leaf) -> Job:
+        job = leaf.queue.popleft()
+        if not leaf.queue:
+            leaf.waiting = False
+            self._waiting.remove(leaf)
+        return job
+
+    def _startable(self, leaf: Leaf, now: float) -> bool:
+        for node in leaf.chain:
+            if node.running >= node.limit:
+                return False
+            if node.policy is not None and not node.policy.eligible(node, now):
+                return False
+        return True
+
+    def _pick(self, now: float) -> Leaf | None:
+        """The waiting leaf that runs next among those that may start now."""
+        return self._best([leaf for leaf in self._waiting if self._startable(leaf, now)], now)
+
+    def _best(self, candidates: list[Leaf], now: float) -> Leaf | None:
+        """Smallest key, level by level from the root (a node's key uses its oldest work)."""
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        heads: dict[Node, int] = {}
+        for leaf in candidates:
+            head = leaf.queue[0].seq
+            for node in leaf.chain:
+                if heads.get(node, head + 1) > head:
+                    heads[node] = head
+        best, best_key = None, None
+        for leaf in candidates:
+            key = tuple(_KERNEL_KEY if node.policy is None
+                        else (1, node.policy.key(node, heads[node], now)) for node in leaf.chain)
+            if best_key is None or key < best_key:
+                best, best_key = leaf, key
+        return best
+
+    # Internals: cores --------------------------------------------------------------------------
+    def _begin(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
+        core.leaf = leaf
+        core.grace = False
+        core.stint_start_us = now
+        for node in leaf.chain:
+            node.running += 1
+            if node.policy is not None:
+                node.policy.start(node, core.index, now)
+        if job is not None and self.recorder is not None and job.enqueued_us < now:
+            self.recorder.waits.append((leaf.name, job.enqueued_us, now))
+        if job is None or not job.preemptible:
+            core.job = None
+            if job is not None:
+                job.event.succeed(core)
+            return
+        core.job = job
+        core.job_start_us = now
+        quantum = INF
+        for node in leaf.chain:
+            if node.policy is not None:
+                quantum = min(quantum, node.policy.quantum_us(node, core.index, now))
+        core.quantum_end_us = now + max(quantum, MIN_QUANTUM_US)
+        self._arm_slice(core, now)
+
+    def _arm_slice(self, core: Core, now: float) -> None:
+        job = core.job
+        assert job is not None
+        end = min(core.quantum_end_us, now + job.remaining_us)
+        core.token += 1
+        self._after(end - now, self._slice_end, core, core.token)
+
+    def _after(self, delay_us: float, callback: Callable[..., None], *args: Any) -> None:
+        event = self.env.timeout(max(delay_us, 0.0))
+        event.callbacks.append(lambda _event: callback(*args))
+
+    def _slice_end(self, core: Core, token: int) -> None:
+        if core.token != token:
+            return  # preempted meanwhile
+        now = self.env.now
+        job = core.job
+        assert job is not None
+        job.remaining_us -= now - core.job_start_us
+        core.job_start_us = now
+        leaf = job.leaf
+        if job.remaining_us <= _EPS:
+            # Done: keep the stint for one instant in case the leaf continues (next chunk).
+            core.job = None
+            core.grace = True
+            leaf.grace_core = core
+            core.token += 1
+            # The job's event first: its process resumes (and may reclaim the core) before
+            # the grace end, scheduled after it at the same instant, is processed.
+            job.event.succeed()
+            self._after(0.0, self._grace_end, core, core.token)
+            return
+        self._stop(core, now)
+        self._enqueue(leaf, job, now, front=True)  # a new sequence number: back of the round
+        self._dispatch(core, now)
+
+    def _grace_end(self, core: Core, token: int) -> None:
+        if core.token != token or not core.grace:
+            return
+        now = self.env.now
+        leaf = core.leaf
+        assert leaf is not None
+        leaf.grace_core = None
+        self._stop(core, now)
+        self._deactivate(leaf, now)
+        self._dispatch(core, now)
+
+    def _reclaim(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
+        """``leaf`` continues its stint on its grace core with new work."""
+        leaf.grace_core = None
+        core.grace = False
+        core.token += 1  # cancels the pending grace end
+        for node in leaf.chain:
+            node.active -= 1  # the finished job; the new one keeps the node active
+        core.job = job
+        if job is not None:
+            core.job_start_us = now
+            self._arm_slice(core, now)
+
+    def _stop(self, core: Core, now: float) -> None:
+        leaf = core.leaf
+        assert leaf is not None
+        start = core.stint_start_us
+        ran = now - start
+        for node in leaf.chain:
+            node.running -= 1
+            node.cpu_us += ran
+            if node.policy is not None:
+                node.policy.stop(node, core.index, ran, start, now)
+        if self.recorder is not None and ran > 0.0:
+            self.recorder.runs.append((leaf.name, core.index, start, now))
+        core.leaf = None
+        core.job = None
+        core.grace = False
+        core.token += 1
+
+    def _dispatch(self, core: Core, now: float) -> None:
+        """A core became free: decide who gets it once this instant's work has arrived.
+
+        Work often continues at the same instant in another context (a softirq hands a packet
+        to a backend, which interrupts the guest); deciding at once would hand the core to a
+        waiting CPU hog a moment before that work arrives. So the core waits *in limbo* until
+        no other event is due at this instant, then everyone who arrived competes.
+        """
+        if not self._waiting:
+            self._idle.append(core)
+            return
+        self._limbo.append(core)
+        if not self._settling:
+            self._settling = True
+            self._after(0.0, self._settle)
+
+    def _settle(self) -> None:
+        env = self.env
+        now = env.now
+        if env.peek() <= now:
+            self._after(0.0, self._settle)  # more work may arrive at this instant
+            return
+        self._settling = False
+        self._idle.extend(self._limbo)
+        self._limbo.clear()
+        self._reschedule(now)
+
+    def _reschedule(self, now: float) -> None:
+        if self._limbo:
+            return  # the pending settle decides, with everything that arrives meanwhile
+        while self._idle:
+            leaf = self._pick(now)
+            if leaf is None and self._idle_hooks(now):
+                leaf = self._pick(now)
+            if leaf is None:
+                break
+            self._begin(self._idle.pop(), leaf, self._pop(leaf), now)
+        if not self._idle:
+            # Only freshly woken (short) work preempts; CPU-bound work waits for a quantum end.
+            woken = [leaf for leaf in self._waiting
+                     if not leaf.queue[0].preemptible and self._startable(leaf, now)]
+            while woken and self._try_preempt(woken, now):
+                woken = [leaf for leaf in woken if leaf.waiting and self._startable(leaf, now)]
+        self._arm_release(now)
+
+    def _idle_hooks(self, now: float) -> bool:
+        held: dict[Policy, list[Node]] = {}
+        for leaf in self._waiting:
+            for node in leaf.chain:
+                if node.policy is not None and not node.policy.eligible(node, now):
+                    held.setdefault(node.policy, []).append(node)
+        return any(policy.on_idle(nodes, now) for policy, nodes in held.items())
+
+    def _try_preempt(self, woken: list[Leaf], now: float) -> bool:
+        """Let the best woken leaf preempt CPU-bound work; True if it did."""
+        best = self._best(woken, now)
+        assert best is not None
+        soonest, soonest_delay = None, INF
+        for core in self.cores:
+            if core.job is None and not core.grace:
+                continue  # idle or running short work
+            assert core.leaf is not None
+            delay = self._preempt_delay(best, core.leaf, now - core.stint_start_us, now)
+            if delay is None:
+                continue
+            if delay <= _MIN_DELAY_US:
+                self._preempt(core, best, now)
+                return True
+            if delay < soonest_delay:
+                soonest, soonest_delay = core, delay
+        if soonest is not None and now + soonest_delay < self._recheck_armed:
+            self._recheck_armed = now + soonest_delay
+            self._after(soonest_delay, self._recheck)
+        return False
+
+    def _recheck(self) -> None:
+        self._recheck_armed = INF
+        self._reschedule(self.env.now)
+
+    def _preempt_delay(self, waker: Leaf, running: Leaf, stint_us: float,
+                       now: float) -> float | None:
+        for mine, theirs in zip(waker.chain, running.chain, strict=False):
+            if mine is theirs:
+                continue
+            if mine.policy is None:
+                return 0.0  # interrupts and softirqs preempt tasks
+            if theirs.policy is None:
+                return None
+            return mine.policy.preempt_delay_us(mine, theirs, stint_us, now)
+        return None  # same node: first come, first served inside it
+
+    def _preempt(self, core: Core, leaf: Leaf, now: float) -> None:
+        loser = core.leaf
+        assert loser is not None
+        self.trace(loser.name, "sched", f"preempted on core {core.index} by {leaf.name}")
+        self.preemptions += 1
+        victim = core.job
+        if victim is None:  # in grace: the CPU-bound leaf's next work will have to queue
+            loser.grace_core = None
+            self._stop(core, now)
+            self._deactivate(loser, now)
+        else:
+            victim.remaining_us -= now - core.job_start_us
+            self._stop(core, now)
+            self._enqueue(loser, victim, now, front=True)
+        self._begin(core, leaf, self._pop(leaf), now)
+
+    def _arm_release(self, now: float) -> None:
+        soonest = INF
+        for leaf in self._waiting:
+            for node in leaf.chain:
+                if node.policy is not None and not node.policy.eligible(node, now):
+                    soonest = min(soonest, node.policy.release_at_us(node, now))
+        if soonest < self._release_armed:
+            self._release_armed = soonest
+            self._after(max(soonest - now, _MIN_DELAY_US), self._release)
+
+    def _release(self) -> None:
+        if self.env.now >= self._release_armed - _MIN_DELAY_US:
+            self._release_armed = INF
+        self._reschedule(self.env.now)
+
+    # Checks ------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Assert the invariants of the module docstring (for tests)."""
+        busy = [c for c in self.cores if c.leaf is not None]
+        assert len(busy) + len(self._idle) + len(self._limbo) == len(self.cores)
+        for node in self.nodes:
+            running = sum(node in c.leaf.chain for c in busy if c.leaf is not None)
+            assert running == node.running <= node.limit, (node.name, running, node.running)
+        if self._idle:
+            now = self.env.now
+            assert not any(self._startable(leaf, now) for leaf in self._waiting)

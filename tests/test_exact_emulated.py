@@ -1,0 +1,280 @@
+"""Zero-variance mechanism tests of the emulated path: one request, every step accounted.
+
+With deterministic costs and one request in the system, (1) the request's exits equal what the
+device's access table and the CPU support preset say, reason by reason, and (2) its latency is
+the sum of the steps the path's documentation lists, computed here from the parameters (not
+from the model's own cost code). The latency phases must add up to the latency with nothing
+left in ``queueing``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from virtlab import BlockIO, GuestSpec, RequestResponse, Scenario, run
+from virtlab.hardware import DiskParams, HypervisorParams
+from virtlab.paths.emulated import EmulatedParams
+from virtlab.paths.emulation.accesses import builtin_disk, builtin_nic
+from virtlab.records import PHASES
+from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s
+
+REQ, RESP, BLOCK = 100, 200, 4096
+
+
+def _one(scenario: Scenario):
+    result = run(scenario, seed=0, max_requests=1)
+    (record,) = result.records
+    return record
+
+
+def _rr(hypervisor: HypervisorParams | None = None, **emulated) -> Scenario:
+    return Scenario(
+        hypervisor=hypervisor or HypervisorParams(), emulated=EmulatedParams(**emulated),
+        guests=(GuestSpec(name="g", approach="emulated", vcpus=2, workloads=(
+            RequestResponse(request_bytes=REQ, response_bytes=RESP),)),))
+
+
+def _block(hypervisor: HypervisorParams | None = None, **emulated) -> Scenario:
+    disk = DiskParams(kind="flash", channels=32, read_access_us=80.0, service_cv=0.0,
+                      interface_mbytes_per_s=3000.0)
+    return Scenario(
+        hypervisor=hypervisor or HypervisorParams(), emulated=EmulatedParams(**emulated),
+        disk=disk, guests=(GuestSpec(name="g", approach="emulated", vcpus=2, workloads=(
+            BlockIO(block_bytes=BLOCK, iodepth=1, read_fraction=1.0),)),))
+
+
+class Costs:
+    """Per-operation costs in µs, computed from a scenario's parameters."""
+
+    def __init__(self, s: Scenario) -> None:
+        h, hv, e = s.host, s.hypervisor, s.emulated
+        ghz_cycles = h.cpu_ghz * 1000.0
+        self.s = s
+        self.kernel = hv.exit_kernel_cycles / ghz_cycles
+        self.user = self.kernel * hv.user_exit_factor
+        self.access = e.device_access_cycles / ghz_cycles
+        self.inject = 0.0 if hv.posted_interrupts else hv.irq_inject_cycles / ghz_cycles
+        self.inject_exits = 0 if hv.posted_interrupts else 1
+        self.eoi_exits = 1 if hv.eoi_exit and not hv.posted_interrupts else 0
+        self.tx_frame = e.tx_frame_cycles / ghz_cycles
+        self.rx_frame = e.rx_frame_cycles / ghz_cycles
+        self.command = e.disk_command_cycles / ghz_cycles
+
+    def copy(self, nbytes: int) -> float:
+        return nbytes / bytes_per_us_from_gbytes_per_s(self.s.host.memcpy_gbytes_per_s)
+
+    def wire(self, nbytes: int) -> float:
+        nic = self.s.nic
+        frames = max(1, -(-nbytes // nic.payload_per_frame_bytes))
+        return ((nbytes + frames * nic.frame_overhead_bytes)
+                / bytes_per_us_from_gbps(nic.line_rate_gbps) + nic.wire_latency_us)
+
+    def access_us(self, access) -> tuple[float, float, bool]:
+        """(exit, device-model work, reached user space) of one access, by the documented rule."""
+        hv, e = self.s.hypervisor, self.s.emulated
+        if access.handler == "hypervisor":
+            return self.kernel, 0.0, False
+        if hv.coalesced_mmio and access.coalescible and access.space == "mmio":
+            return self.kernel, self.access, False
+        if e.device_model_location == "kernel":
+            return self.kernel, self.access, False
+        return self.user, self.access, True
+
+    def accesses(self, table) -> tuple[float, float, int]:
+        """(exit µs, device-model µs, user exits) of a list of accesses."""
+        priced = [self.access_us(a) for a in table]
+        return (sum(p[0] for p in priced), sum(p[1] for p in priced),
+                sum(1 for p in priced if p[2]))
+
+
+def _rr_expected(s: Scenario) -> tuple[float, dict[str, float]]:
+    """Latency of one e1000 transaction and its phases, step by step."""
+    c, h = Costs(s), s.host
+    nic = s.emulated.nic
+    entry_exit, entry_model, _ = c.accesses(nic.irq_entry)
+    tdt_exit, tdt_model, _ = c.accesses(nic.tx_doorbell)
+    copies_rx = (s.emulated.tap_copies + s.emulated.dma_copies) * c.copy(REQ)
+    copies_tx = (s.emulated.tap_copies + s.emulated.dma_copies) * c.copy(RESP)
+    phases = {
+        "guest": (h.stack_pkt_us                                    # guest stack rx
+                  + h.ctx_switch_us + h.syscall_us + c.copy(REQ)    # wake app + recv
+                  + h.syscall_us + c.copy(RESP) + h.stack_pkt_us),  # send + stack tx
+        "exits": entry_exit + tdt_exit,
+        "device_model": (h.ctx_switch_us + c.rx_frame + entry_model  # I/O thread wake + rx
+                         + tdt_model + c.tx_frame),
+        "copies": copies_rx + copies_tx,
+        "host_kernel": (h.irq_us + h.bridge_pkt_us + h.syscall_us      # host rx, tap read
+                        + h.syscall_us + h.bridge_pkt_us),             # tap write + bridge
+        "device": c.wire(RESP),
+        "interrupt": c.inject + h.irq_us + c.eoi_exits * c.kernel,
+        "queueing": 0.0,
+        "outside": s.nic.peer_stack_us + c.wire(REQ),
+    }
+    return sum(phases.values()), phases
+
+
+def _rr_exits(s: Scenario) -> dict[str, int]:
+    """Exits of one transaction: a receive and a transmit-done interrupt, RDT and TDT."""
+    c = Costs(s)
+    nic = s.emulated.nic
+    per_irq = nic.irq_entry + nic.irq_exit
+    accesses = 2 * per_irq + nic.rx_refill + nic.tx_doorbell
+    return {"mmio": sum(a.space == "mmio" for a in accesses),
+            "pio": sum(a.space == "pio" for a in accesses),
+            "inject": 2 * c.inject_exits, "eoi": 2 * c.eoi_exits,
+            "user": sum(c.access_us(a)[2] for a in accesses)}
+
+
+def _check_phases(record, expected_phases: dict[str, float]) -> None:
+    got = {p: getattr(record, f"lat_{p}_us") for p in PHASES}
+    assert sum(got.values()) == pytest.approx(record.latency_us, abs=1e-9)
+    for phase, value in expected_phases.items():
+        assert got[phase] == pytest.approx(value, abs=1e-9), phase
+
+
+@pytest.mark.parametrize("preset", ["binary-translation", "vtx-first-gen", "vtx-core2",
+                                    "vtx-nehalem", "modern", "modern-apicv"])
+def test_e1000_transaction_exits_equal_the_access_table_and_latency_the_sum(preset):
+    scenario = _rr(HypervisorParams(cpu_support=preset))
+    record = _one(scenario)
+    exits = _rr_exits(scenario)
+    assert (record.exits_mmio, record.exits_pio, record.exits_inject, record.exits_eoi,
+            record.exits_other, record.exits_user) == (
+        exits["mmio"], exits["pio"], exits["inject"], exits["eoi"], 0, exits["user"])
+    assert record.exits == exits["mmio"] + exits["pio"] + exits["inject"] + exits["eoi"]
+    latency, phases = _rr_expected(scenario)
+    assert record.latency_us == pytest.approx(latency, abs=1e-9)
+    _check_phases(record, phases)
+
+
+def test_e1000_transaction_is_sixteen_exits_without_apicv_or_coalescing():
+    # 2 interrupts x (inject + ICR, IMC, STATUS + EOI + IMS, STATUS) + RDT + TDT = 16.
+    record = _one(_rr(HypervisorParams(cpu_support="vtx-first-gen")))
+    assert record.exits == 16 and record.exits_user == 12
+    assert record.interrupts == 2
+
+
+def test_exit_time_by_reason_is_count_times_cost():
+    scenario = _rr(HypervisorParams(cpu_support="vtx-first-gen"))
+    c = Costs(scenario)
+    record = _one(scenario)
+    assert record.exit_mmio_us == pytest.approx(12 * c.user, abs=1e-9)
+    assert record.exit_inject_us == pytest.approx(2 * c.inject, abs=1e-9)
+    assert record.exit_eoi_us == pytest.approx(2 * c.kernel, abs=1e-9)
+    assert record.cpu_exit_us == pytest.approx(
+        record.exit_mmio_us + record.exit_inject_us + record.exit_eoi_us, abs=1e-9)
+
+
+def test_coalesced_mmio_turns_the_rdt_write_into_a_kernel_exit():
+    off = _one(_rr(HypervisorParams(cpu_support="modern", coalesced_mmio=False)))
+    on = _one(_rr(HypervisorParams(cpu_support="modern", coalesced_mmio=True)))
+    c = Costs(_rr())
+    assert on.exits == off.exits and on.exits_user == off.exits_user - 1
+    assert off.cpu_exit_us - on.cpu_exit_us == pytest.approx(c.user - c.kernel, abs=1e-9)
+    # The refill happens after the packet went up the stack: not on the latency path.
+    assert on.latency_us == pytest.approx(off.latency_us, abs=1e-9)
+
+
+def test_in_kernel_device_model_makes_every_exit_a_kernel_exit():
+    record = _one(_rr(device_model_location="kernel"))
+    assert record.exits_user == 0
+    latency, phases = _rr_expected(_rr(device_model_location="kernel"))
+    assert record.latency_us == pytest.approx(latency, abs=1e-9)
+
+
+@pytest.mark.parametrize("preset", ["vtx-first-gen", "modern"])
+def test_posted_interrupts_strictly_reduce_exits_and_latency(preset):
+    without = _rr(HypervisorParams(cpu_support=preset, posted_interrupts=False))
+    with_posted = _rr(HypervisorParams(cpu_support=preset, posted_interrupts=True))
+    a, b = _one(without), _one(with_posted)
+    c = Costs(without)
+    # Two interrupts, each losing its injection exit and its EOI exit.
+    assert a.exits - b.exits == 4 and b.exits_inject == b.exits_eoi == 0
+    assert b.latency_us < a.latency_us
+    # Only the receive interrupt is on the transaction's critical path.
+    assert a.latency_us - b.latency_us == pytest.approx(c.inject + c.kernel, abs=1e-9)
+    disk_a = _one(_block(HypervisorParams(cpu_support=preset, posted_interrupts=False)))
+    disk_b = _one(_block(HypervisorParams(cpu_support=preset, posted_interrupts=True)))
+    assert disk_a.exits - disk_b.exits == 2 and disk_b.latency_us < disk_a.latency_us
+
+
+def _block_expected(s: Scenario) -> tuple[float, dict[str, float]]:
+    c, h = Costs(s), s.host
+    disk = s.emulated.disk
+    issue_exit, issue_model, _ = c.accesses(disk.issue)
+    entry_exit, entry_model, _ = c.accesses(disk.irq_entry)
+    transfer = BLOCK / (s.disk.interface_mbytes_per_s * 1e6 / 1e6)
+    phases = {
+        "guest": (h.syscall_us + 0.5 * h.blk_io_us      # submit + block layer
+                  + 0.5 * h.blk_io_us                   # completion in the interrupt
+                  + h.ctx_switch_us),                   # wake the application
+        "exits": issue_exit + entry_exit,
+        "device_model": issue_model + c.command + h.ctx_switch_us + entry_model,
+        "copies": s.emulated.disk_dma_copies * c.copy(BLOCK),
+        "host_kernel": h.syscall_us + 0.5 * h.blk_io_us + 0.5 * h.blk_io_us,  # AIO + completion
+        "device": s.disk.read_access_us + transfer,
+        "interrupt": c.inject + h.irq_us + c.eoi_exits * c.kernel,
+        "queueing": 0.0,
+        "outside": 0.0,
+    }
+    return sum(phases.values()), phases
+
+
+@pytest.mark.parametrize(("controller", "exits"), [("ahci", 2 + 5 + 2), ("ide", 19 + 7 + 2)])
+@pytest.mark.parametrize("thread", ["vcpu", "iothread"])
+def test_one_disk_read_exits_and_latency(controller, exits, thread):
+    scenario = _block(HypervisorParams(cpu_support="vtx-first-gen"),
+                      disk_controller=controller, device_model_thread=thread)
+    record = _one(scenario)
+    table = builtin_disk(controller)
+    assert record.exits == exits == len(table.issue) + len(table.irq_entry) + 2
+    assert record.exits_pio == (exits - 2 if controller == "ide" else 0)
+    latency, phases = _block_expected(scenario)
+    if thread == "iothread":  # the vCPU kicks the I/O thread, which wakes before submitting
+        h = scenario.host
+        phases["device_model"] += h.syscall_us + h.ctx_switch_us
+        latency += h.syscall_us + h.ctx_switch_us
+    assert record.latency_us == pytest.approx(latency, abs=1e-9)
+    _check_phases(record, phases)
+
+
+def test_pcnet32_address_port_accesses_stay_in_the_vmm():
+    scenario = _rr(HypervisorParams(cpu_support="binary-translation"), nic_model="pcnet32")
+    record = _one(scenario)
+    nic = builtin_nic("pcnet32")
+    accesses = 2 * (nic.irq_entry + nic.irq_exit) + nic.tx_doorbell
+    data_port = sum(a.handler == "device-model" for a in accesses)
+    assert record.exits_pio == len(accesses) == 22 and record.exits_mmio == 0
+    assert record.exits_user == data_port == 9
+    latency, phases = _rr_expected(scenario)
+    assert record.latency_us == pytest.approx(latency, abs=1e-9)
+    _check_phases(record, phases)
+
+
+@pytest.mark.parametrize("nic_model", ["e1000", "pcnet32"])
+@pytest.mark.parametrize("preset", ["binary-translation", "vtx-first-gen", "modern-apicv"])
+def test_the_labs_bill_of_a_transaction_agrees_with_the_model(nic_model, preset):
+    from virtlab.paths.emulation.analytic import transaction_bill
+
+    scenario = _rr(HypervisorParams(cpu_support=preset), nic_model=nic_model)
+    bill = transaction_bill(scenario, REQ, RESP)
+    record = _one(scenario)
+    assert bill.latency_us == pytest.approx(record.latency_us, abs=1e-9)
+    assert sum(bill.exits.values()) == record.exits
+    assert bill.user_exits == record.exits_user
+    for phase, value in bill.by_phase().items():
+        assert getattr(record, f"lat_{phase}_us") == pytest.approx(value, abs=1e-9), phase
+
+
+@pytest.mark.parametrize("controller", ["ahci", "ide"])
+@pytest.mark.parametrize("thread", ["vcpu", "iothread"])
+def test_the_labs_bill_of_a_disk_read_agrees_with_the_model(controller, thread):
+    from virtlab.paths.emulation.analytic import disk_read_bill
+
+    scenario = _block(HypervisorParams(cpu_support="vtx-first-gen"),
+                      disk_controller=controller, device_model_thread=thread)
+    bill = disk_read_bill(scenario, BLOCK)
+    record = _one(scenario)
+    assert bill.latency_us == pytest.approx(record.latency_us, abs=1e-9)
+    assert (bill.exits["mmio"], bill.exits["pio"], bill.exits["inject"], bill.exits["eoi"]) == (
+        record.exits_mmio, record.exits_pio, record.exits_inject, record.exits_eoi)

@@ -1,0 +1,193 @@
+"""Exact, zero-variance behaviour of the paravirtual path.
+
+Every expected value is computed here from the parameter defaults, step by step, without
+running the model's code: one request's latency is the sum of its steps; a burst to a busy
+backend costs the kicks the suppression rule allows; completions published in one flush cost
+one interrupt; Xen's grant operations follow the grant mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from virtlab import BlockIO, BulkStream, GuestSpec, RequestResponse, Scenario, run
+from virtlab.hardware import DiskParams, HostParams, HypervisorParams, NicParams
+from virtlab.paths.paravirtual import ParavirtualParams
+from virtlab.records import PHASES
+
+HOST = HostParams()
+NIC = NicParams()
+HV = HypervisorParams()
+COPY_BYTES_PER_US = HOST.memcpy_gbytes_per_s * 1000.0
+EXIT_US = HV.exit_kernel_cycles / (HOST.cpu_ghz * 1000.0)
+INJECT_US = HV.irq_inject_cycles / (HOST.cpu_ghz * 1000.0)
+
+
+def wire_us(payload: int) -> float:
+    """Serialization of ``payload`` bytes in MTU frames plus the link's latency."""
+    per_frame = NIC.mtu_bytes - NIC.tcp_ip_header_bytes
+    frames = max(1, math.ceil(payload / per_frame))
+    bytes_per_us = NIC.line_rate_gbps * 1e9 / 8 / 1e6
+    return (payload + frames * NIC.frame_overhead_bytes) / bytes_per_us + NIC.wire_latency_us
+
+
+def copy_us(nbytes: int) -> float:
+    return nbytes / COPY_BYTES_PER_US
+
+
+def scenario(workload, pv: ParavirtualParams, *, vcpus: int = 1, **tables) -> Scenario:
+    return Scenario(duration_us=1e6, warmup_us=0.0, paravirtual=pv, guests=(
+        GuestSpec(name="g", approach="paravirtual", vcpus=vcpus, workloads=(workload,)),),
+        **tables)
+
+
+def rr_latency_us(pv: ParavirtualParams) -> float:
+    """One TCP_RR transaction through virtio-net + vhost, step by step."""
+    wake = HOST.ctx_switch_us + pv.wake_latency_us   # vhost worker sleeps between packets
+    # The vCPU has been idle since t = 0: halt polling catches the interrupt if it is recent.
+    idle_us = (NIC.peer_stack_us / 2 + wire_us(100) + HOST.irq_us + HOST.bridge_pkt_us + wake
+               + pv.backend_pkt_us + copy_us(100) + INJECT_US)
+    vcpu_wake = EXIT_US + (HOST.ctx_switch_us + pv.wake_latency_us
+                           if idle_us > pv.halt_poll_us else 0.0)
+    return (NIC.peer_stack_us / 2 + wire_us(100)                     # peer sends the request
+            + HOST.irq_us + HOST.bridge_pkt_us                         # host NIC irq, bridge, tap
+            + wake + pv.backend_pkt_us + copy_us(100)                  # vhost: into the rx buffer
+            + INJECT_US                                                # irqfd injection
+            + vcpu_wake + HOST.irq_us + EXIT_US                        # halted vCPU, irq, EOI
+            + HOST.stack_pkt_us + pv.ring_op_us                        # NAPI: reap + stack rx
+            + HOST.ctx_switch_us + HOST.syscall_us + copy_us(100)      # server wakes, recv
+            + HOST.syscall_us + copy_us(200) + HOST.stack_pkt_us       # send + stack tx
+            + pv.ring_op_us + EXIT_US                                  # add chain, kick
+            + wake + pv.backend_pkt_us + copy_us(200) + HOST.bridge_pkt_us  # vhost tx
+            + wire_us(200) + NIC.peer_stack_us / 2)                    # to the peer
+
+
+@pytest.mark.parametrize("pv", [
+    ParavirtualParams(),
+    ParavirtualParams(halt_poll_us=0.0, wake_latency_us=3.0),
+], ids=["modern-halt-polling", "no-halt-polling-wake-latency"])
+def test_one_rr_transaction_costs_the_sum_of_its_steps(pv):
+    """One request/response through vhost takes exactly the sum of its steps."""
+    result = run(scenario(RequestResponse(), pv), 0, max_requests=1)
+    (record,) = result.records
+    assert record.latency_us == pytest.approx(rr_latency_us(pv), abs=1e-9)
+    assert (record.notifications, record.interrupts) == (1, 1)
+    # Kick (MMIO notify), injection, EOI and the HLT of the idle vCPU.
+    assert (record.exits_mmio, record.exits_inject, record.exits_eoi, record.exits_other) == (
+        1, 1, 1, 1)
+    phases = [getattr(record, f"lat_{p}_us") for p in PHASES]
+    assert sum(phases) == pytest.approx(record.latency_us, abs=1e-9)
+    assert record.lat_exits_us == pytest.approx(EXIT_US, abs=1e-9)          # the kick
+    assert record.lat_device_us == pytest.approx(wire_us(200), abs=1e-9)   # the reply's wire
+
+
+def test_one_block_read_costs_the_sum_of_its_steps():
+    """A 4 KiB read: chain, kick, AIO, device, used entry, interrupt, completion."""
+    pv = ParavirtualParams()
+    disk = DiskParams(service_cv=0.0)
+    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk), 0, max_requests=1)
+    (record,) = result.records
+    expected = (HOST.syscall_us + 0.5 * HOST.blk_io_us + pv.ring_op_us     # guest submits
+                + EXIT_US                                                  # kick
+                + HOST.ctx_switch_us + pv.backend_pkt_us                   # vhost wakes, pops
+                + HOST.syscall_us + 0.5 * HOST.blk_io_us                   # AIO submit
+                + disk.read_access_us + 4096 / disk.interface_mbytes_per_s  # the device
+                + HOST.ctx_switch_us                                       # worker slept: wakes
+                + 0.5 * HOST.blk_io_us + pv.backend_pkt_us                 # completion, used
+                + INJECT_US + EXIT_US + HOST.irq_us + EXIT_US              # irq, HLT, EOI
+                + 0.5 * HOST.blk_io_us + pv.ring_op_us                     # guest completion
+                + HOST.ctx_switch_us)                                      # fio wakes
+    assert record.latency_us == pytest.approx(expected, abs=1e-9)
+    assert sum(getattr(record, f"lat_{p}_us") for p in PHASES) == pytest.approx(
+        record.latency_us, abs=1e-9)
+
+
+def kicks_in_burst(n: int, event_idx: bool, ctx_switch_us: float) -> int:
+    """The kick rule applied by hand to n block submissions from one vCPU.
+
+    Each submission takes ``submit`` µs of guest CPU, then publishes its chain. With event index
+    only the first crosses ``avail_event`` (the backend stays busy for the whole burst). With
+    flag hints, every chain published before the woken backend has run and set NO_NOTIFY
+    kicks too; each kick costs the vCPU one exit.
+    """
+    submit = HOST.syscall_us + 0.5 * HOST.blk_io_us + ParavirtualParams().ring_op_us
+    t = 0.0
+    kicks = 0
+    notify_off_at = math.inf
+    for k in range(n):
+        t += submit
+        if k == 0 or (not event_idx and t < notify_off_at):
+            t += EXIT_US
+            kicks += 1
+            if k == 0:
+                notify_off_at = t + ctx_switch_us   # the worker wakes, then disables
+    return kicks
+
+
+@pytest.mark.parametrize("event_idx", [True, False])
+@pytest.mark.parametrize("ctx_switch_us", [2.0, 10.0])
+def test_burst_to_a_busy_backend_costs_what_the_rule_says(event_idx, ctx_switch_us):
+    """Event index: a burst of N requests to a busy backend costs one kick; flag hints also
+    kick for every request published while the backend is still waking up."""
+    n = 16
+    pv = ParavirtualParams(event_idx=event_idx, backend_pkt_us=20.0)   # a slow, busy backend
+    host = HostParams(ctx_switch_us=ctx_switch_us)
+    result = run(scenario(BlockIO(iodepth=n), pv, host=host,
+                          disk=DiskParams(service_cv=0.0)), 0, max_requests=n)
+    assert len(result.records) == n
+    kicks = sum(r.notifications for r in result.records)
+    assert kicks == kicks_in_burst(n, event_idx, ctx_switch_us)
+    if event_idx:
+        assert kicks == 1
+
+
+@pytest.mark.parametrize("n", [1, 8, 32, 64])
+def test_completions_published_in_one_flush_cost_one_interrupt(n):
+    """The backend finishes all N completions before it publishes used.idx: one interrupt."""
+    disk = DiskParams(read_access_us=0.0, service_cv=0.0, interface_mbytes_per_s=1e6)
+    result = run(scenario(BlockIO(iodepth=n), ParavirtualParams(), disk=disk), 0,
+                 max_requests=n)
+    assert len(result.records) == n
+    assert sum(r.interrupts for r in result.records) == 1
+    ring = result.path_stats["g"]["rings"]["g.virtio-blk.vq"]
+    assert ring["max_occupancy"] == n
+
+
+def test_a_transmit_burst_kicks_once_at_its_end():
+    """Without TSO an 8 KiB send is 6 packets: 6 chains, one kick, one backend batch of 6."""
+    nic = NicParams(tso_bytes=1448)
+    stream = BulkStream(message_bytes=8192, window_bytes=8192)
+    result = run(scenario(stream, ParavirtualParams(), nic=nic), 0, max_requests=20)
+    assert len(result.records) == 20
+    assert all(r.notifications == 1 for r in result.records)
+    assert result.path_stats["g"]["rings"]["g.virtio-net.txq"]["batch_sizes"] == {6: 20}
+
+
+@pytest.mark.parametrize("mode, maps", [("map", 1), ("copy", 0)])
+def test_xen_transmit_grant_operations_follow_the_grant_mode(mode, maps):
+    """netback copies the header and maps the page (map mode), or copies it all (copy mode)."""
+    pv = ParavirtualParams(backend="xen", xen_grant_mode=mode)
+    result = run(scenario(RequestResponse(), pv), 0, max_requests=1)
+    counters = result.path_stats["g"]["counters"]
+    assert counters["g.xen-net.grant_maps"] == maps
+    assert counters["g.xen-net.grant_unmaps"] == maps
+    # The transmit page is copied (header or all); the receive page is always grant-copied.
+    assert counters["g.xen-net.grant_copies"] == 2
+    (record,) = result.records
+    assert record.notifications == 1      # one event channel send for the transmit request
+    assert sum(getattr(record, f"lat_{p}_us") for p in PHASES) == pytest.approx(
+        record.latency_us, abs=1e-9)
+
+
+@pytest.mark.parametrize("persistent, maps", [(False, 3), (True, 1)])
+def test_xen_persistent_grants_map_each_page_once(persistent, maps):
+    """Three sequential 4 KiB reads: map/unmap per request, or one persistent mapping."""
+    pv = ParavirtualParams(backend="xen", xen_persistent_grants=persistent)
+    result = run(scenario(BlockIO(iodepth=1), pv, disk=DiskParams(service_cv=0.0)), 0,
+                 max_requests=3)
+    counters = result.path_stats["g"]["counters"]
+    assert counters["g.xen-blk.grant_maps"] == maps
+    assert counters["g.xen-blk.grant_unmaps"] == (0 if persistent else 3)
+    assert all((r.notifications, r.interrupts) == (1, 1) for r in result.records)
