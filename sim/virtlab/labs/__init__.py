@@ -54,6 +54,14 @@ def register(lab: Lab) -> Lab:
 
 def _load_builtin_labs() -> None:
     from virtlab.labs import exits, queues  # noqa: F401  (registration side effect)
+    from virtlab.paths import ringlab  # noqa: F401
+
+
+def _fmt(value: float) -> str:
+    """Integers (ring indexes, counts) in full; other values to 4 significant digits."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
 
 
 def _parse_check(text: str) -> dict[str, float]:
@@ -92,7 +100,7 @@ def run_lab(name: str, seed: int, show_answers: bool, check: str | None) -> int:
     if show_answers:
         print("\nAnswers:")
         for a in answers:
-            print(f"  {a.name} = {a.value:.4g} {a.unit}".rstrip() + f"    ({a.how})")
+            print(f"  {a.name} = {_fmt(a.value)} {a.unit}".rstrip() + f"    ({a.how})")
     if check is None:
         return 0
     given = _parse_check(check)
