@@ -230,7 +230,18 @@ def test_victim_alone_for_reference():
 def test_scheduling_parameters_declare_a_source_a_unit_and_a_meaning(cls):
     from virtlab.params import describe
 
-    for name, default, info in describe(cls):
+    for name, _default, info in describe(cls):
         assert info.source.strip() and info.doc.strip(), name
         if name.endswith(("_us", "_pct")):
             assert info.unit, f"{cls.__name__}.{name} has no unit"
+
+
+def test_a_scheduled_run_is_reproducible_and_independent_of_parallel_jobs():
+    from virtlab.experiment import compare
+
+    scenario = _noisy("scheduler.host=cfs", "guests[1].sched.weight=1000")
+    first, second = run(scenario, seed=3), run(scenario, seed=3)
+    assert first.records == second.records and first.sched_stats == second.sched_stats
+    serial = compare(scenario, None, seed=3, replications=2, jobs=1).to_json_dict()
+    parallel = compare(scenario, None, seed=3, replications=2, jobs=2).to_json_dict()
+    assert serial == parallel

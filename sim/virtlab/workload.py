@@ -209,6 +209,7 @@ class WorkloadRunner:
             self._finish(req)
 
     def _generate_arrivals(self) -> ProcessGenerator:
+        assert not isinstance(self.workload, CpuHog)  # busy loops are always closed
         mean_gap_us = 1.0 / per_us_from_per_s(self.workload.rate_per_s)
         while self._may_issue():
             yield self.env.timeout(self._arrivals.exponential(mean_gap_us))
