@@ -17,9 +17,11 @@ from virtlab.config import (
 from virtlab.errors import ConfigError
 from virtlab.params import describe
 from virtlab.paths.paravirtual import ParavirtualParams
-from virtlab.workload import BlockIO, BulkStream, RequestResponse
+from virtlab.sched.params import GuestSchedParams
+from virtlab.workload import BlockIO, BulkStream, CpuHog, RequestResponse
 
-ALL_PARAM_CLASSES = (*PARAM_SECTIONS, Scenario, GuestSpec, RequestResponse, BulkStream, BlockIO)
+ALL_PARAM_CLASSES = (*PARAM_SECTIONS, Scenario, GuestSpec, GuestSchedParams, RequestResponse,
+                     BulkStream, BlockIO, CpuHog)
 
 
 @pytest.mark.parametrize("cls", ALL_PARAM_CLASSES, ids=lambda c: c.__name__)

@@ -278,8 +278,7 @@ def _approach_list(text: str | None) -> list[str] | None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import json
-
+    from virtlab.experiment import dumps_json
     from virtlab.sweep import sweep
 
     _check_counts(args)
@@ -288,10 +287,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     points = sweep(scenario, factors, _approach_list(args.approaches), seed=args.seed,
                    replications=args.replications, jobs=args.jobs)
     if args.json:
-        print(json.dumps([{"values": p.values, "error": p.error,
+        print(dumps_json([{"values": p.values, "error": p.error,
                            "result": None if p.comparison is None
-                           else p.comparison.to_json_dict()["entries"]} for p in points],
-                         indent=2, default=str))
+                           else p.comparison.to_json_dict()["entries"]} for p in points]))
         return 1 if any(p.error for p in points) else 0
     print(f"ARG seed {args.seed}")
     print(f"ARG replications {args.replications}")
@@ -366,13 +364,14 @@ def _one_in_flight(workload: Any) -> dict[str, Any]:
 def _param_tables() -> list[tuple[str, Any]]:
     """Every parameter table with the name it has in a scenario file."""
     from virtlab.config import PARAM_SECTIONS, GuestSpec, Scenario
-    from virtlab.workload import BlockIO, BulkStream, RequestResponse
+    from virtlab.sched.params import GuestSchedParams
+    from virtlab.workload import BlockIO, BulkStream, CpuHog, RequestResponse
 
     tables: list[tuple[str, Any]] = [("top level of a scenario file", Scenario)]
     tables += [(f"[{cls.section}]", cls) for cls in PARAM_SECTIONS]
-    tables += [("[[guests]]", GuestSpec)]
+    tables += [("[[guests]]", GuestSpec), ("[guests.sched]", GuestSchedParams)]
     tables += [(f'[[guests.workloads]] kind = "{cls().kind}"', cls)
-               for cls in (RequestResponse, BulkStream, BlockIO)]
+               for cls in (RequestResponse, BulkStream, BlockIO, CpuHog)]
     return tables
 
 

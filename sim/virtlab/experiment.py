@@ -81,6 +81,22 @@ class Entry:
         }
 
 
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities (no request in the window, one replication) by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps_json(document: Any) -> str:
+    """Strict JSON text (no NaN literals) of a results document."""
+    return json.dumps(json_safe(document), indent=2, allow_nan=False, default=str)
+
+
 def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -136,7 +152,7 @@ class Result:
 
     def to_json(self) -> str:
         """:meth:`to_json_dict` as text."""
-        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False, default=str)
+        return dumps_json(self.to_json_dict())
 
     def to_frame(self):  # -> pandas.DataFrame
         """One row per entry: identifiers, metric means and ``<metric>_ci`` half-widths."""
@@ -189,7 +205,7 @@ class Comparison:
 
     def to_json(self) -> str:
         """:meth:`to_json_dict` as text."""
-        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False, default=str)
+        return dumps_json(self.to_json_dict())
 
     def entry(self, approach: str, guest: str, workload: str | None = None) -> Entry:
         """Look one entry up."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import simpy
 from simpy.events import ProcessGenerator
@@ -31,8 +32,12 @@ from virtlab.units import per_us_from_per_s
 
 __all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Workload", "WorkloadRunner"]
 
-_LOOP = dict(choices=("closed", "open"), source="assumption (netperf, fio: closed)",
-             doc="'closed': a fixed number outstanding; 'open': Poisson arrivals at rate_per_s.")
+def _loop_param() -> Any:
+    """The ``loop`` field shared by every workload (declared once)."""
+    return param("closed", choices=("closed", "open"),
+                 source="assumption (netperf, fio: closed)",
+                 doc="'closed': a fixed number outstanding; 'open': Poisson arrivals at "
+                     "rate_per_s.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +54,7 @@ class RequestResponse(Params):
                            doc="Transactions outstanding in closed loop.")
     server_work_us: float = param(0.0, unit="µs", lo=0.0, hi=1e7, source="netperf (none)",
                                   doc="Application work per request in the guest.")
-    loop: str = param("closed", **_LOOP)
+    loop: str = _loop_param()
     rate_per_s: float = param(10000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
                               source="assumption", doc="Arrival rate in open loop.")
 
@@ -68,7 +73,7 @@ class BulkStream(Params):
                                doc="Size of one application write.")
     window_bytes: int = param(262144, unit="bytes", lo=1, hi=1 << 34,
                               source="assumption (TCP window)", doc="Bytes in flight.")
-    loop: str = param("closed", **_LOOP)
+    loop: str = _loop_param()
     rate_per_s: float = param(1000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
                               source="assumption", doc="Segments per second in open loop.")
 
@@ -87,7 +92,7 @@ class BlockIO(Params):
                              doc="Size of one I/O.")
     iodepth: int = param(32, lo=1, hi=65536, source="fio iodepth", doc="I/Os in flight per job.")
     jobs: int = param(1, lo=1, hi=4096, source="fio numjobs", doc="Parallel jobs.")
-    loop: str = param("closed", **_LOOP)
+    loop: str = _loop_param()
     rate_per_s: float = param(10000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
                               source="assumption", doc="I/O arrival rate in open loop.")
 
