@@ -73,11 +73,11 @@ class Scenario(Params):
 
     name: str = param("default", source="-", doc="Scenario name.")
     profile: str = param("modern", source="-", doc="Profile the hardware and costs came from.")
-    duration_us: float = param(30_000.0, unit="µs", lo=0.0, hi=1e12, lo_open=True,
+    duration_us: float = param(20_000.0, unit="µs", lo=0.0, hi=1e12, lo_open=True,
                                source="assumption (thousands of requests per workload on the "
                                       "default scenario)",
                                doc="End of the measurement window.")
-    warmup_us: float = param(3_000.0, unit="µs", lo=0.0, hi=1e12, source="assumption",
+    warmup_us: float = param(2_000.0, unit="µs", lo=0.0, hi=1e12, source="assumption",
                              doc="Start of the measurement window; earlier requests are "
                                  "discarded.")
     cooldown_us: float = param(0.0, unit="µs", lo=0.0, hi=1e12, source="assumption",
