@@ -162,7 +162,9 @@ def test_emulated_invariants_for_any_configuration(scenario, seed):
         assert sum(phases) == pytest.approx(r.latency_us, rel=1e-9, abs=1e-9)
         assert min(phases) >= -1e-9
         assert r.exits == (r.exits_mmio + r.exits_pio + r.exits_inject + r.exits_eoi
-                           + r.exits_other) and r.exits_other == 0
+                           + r.exits_other)
+        # "Other" exits are HLTs: at most one per interrupt, counted on the same request.
+        assert 0 <= r.exits_other <= r.interrupts
         assert 0 <= r.exits_user <= r.exits_mmio + r.exits_pio
     assert sum(result.cpu_busy_us.values()) <= scenario.host.cores * now * (1 + 1e-9)
     for name, (capacity, peak) in result.ring_stats.items():

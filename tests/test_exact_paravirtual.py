@@ -43,19 +43,24 @@ def scenario(workload, pv: ParavirtualParams, *, vcpus: int = 1, **tables) -> Sc
         **tables)
 
 
-def rr_latency_us(pv: ParavirtualParams) -> float:
+def vcpu_wake_us(idle_us: float, hv: HypervisorParams) -> float:
+    """Delivering an interrupt to a vCPU idle for ``idle_us``: the HLT exit and, once halt
+    polling gave up, the host's switch to the sleeping vCPU thread and its wake latency."""
+    thread = HOST.ctx_switch_us + hv.vcpu_wake_latency_us if idle_us > hv.halt_poll_us else 0.0
+    return EXIT_US + thread
+
+
+def rr_latency_us(pv: ParavirtualParams, hv: HypervisorParams) -> float:
     """One TCP_RR transaction through virtio-net + vhost, step by step."""
-    wake = HOST.ctx_switch_us + pv.wake_latency_us   # vhost worker sleeps between packets
+    wake = HOST.ctx_switch_us + pv.vhost_wake_latency_us   # vhost worker sleeps between packets
     # The vCPU has been idle since t = 0: halt polling catches the interrupt if it is recent.
     idle_us = (NIC.peer_stack_us / 2 + wire_us(100) + HOST.irq_us + HOST.bridge_pkt_us + wake
                + pv.backend_pkt_us + copy_us(100) + INJECT_US)
-    vcpu_wake = EXIT_US + (HOST.ctx_switch_us + pv.wake_latency_us
-                           if idle_us > pv.halt_poll_us else 0.0)
     return (NIC.peer_stack_us / 2 + wire_us(100)                     # peer sends the request
             + HOST.irq_us + HOST.bridge_pkt_us                         # host NIC irq, bridge, tap
             + wake + pv.backend_pkt_us + copy_us(100)                  # vhost: into the rx buffer
             + INJECT_US                                                # irqfd injection
-            + vcpu_wake + HOST.irq_us + EXIT_US                        # halted vCPU, irq, EOI
+            + vcpu_wake_us(idle_us, hv) + HOST.irq_us + EXIT_US        # halted vCPU, irq, EOI
             + HOST.stack_pkt_us + pv.ring_op_us                        # NAPI: reap + stack rx
             + HOST.ctx_switch_us + HOST.syscall_us + copy_us(100)      # server wakes, recv
             + HOST.syscall_us + copy_us(200) + HOST.stack_pkt_us       # send + stack tx
@@ -64,42 +69,64 @@ def rr_latency_us(pv: ParavirtualParams) -> float:
             + wire_us(200) + NIC.peer_stack_us / 2)                    # to the peer
 
 
-@pytest.mark.parametrize("pv", [
-    ParavirtualParams(),
-    ParavirtualParams(halt_poll_us=0.0, wake_latency_us=3.0),
-], ids=["modern-halt-polling", "no-halt-polling-wake-latency"])
-def test_one_rr_transaction_costs_the_sum_of_its_steps(pv):
+#: (vhost worker wake latency, halt-polling window, vCPU thread wake latency); distinct values,
+#: so that a latency charged to the wrong thread shows.
+WAKE_CASES = {
+    "modern-halt-polling": (0.0, HV.halt_poll_us, 0.0),
+    "idle-within-halt-polling": (3.0, HV.halt_poll_us, 5.0),
+    "idle-past-halt-polling": (3.0, 0.0, 1.5),
+}
+
+
+def wake_params(case: str) -> tuple[ParavirtualParams, HypervisorParams]:
+    vhost_us, poll_us, vcpu_us = WAKE_CASES[case]
+    return (ParavirtualParams(vhost_wake_latency_us=vhost_us),
+            HypervisorParams(halt_poll_us=poll_us, vcpu_wake_latency_us=vcpu_us))
+
+
+@pytest.mark.parametrize("case", list(WAKE_CASES))
+def test_one_rr_transaction_costs_the_sum_of_its_steps(case):
     """One request/response through vhost takes exactly the sum of its steps."""
-    result = run(scenario(RequestResponse(), pv), 0, max_requests=1)
+    pv, hv = wake_params(case)
+    result = run(scenario(RequestResponse(), pv, hypervisor=hv), 0, max_requests=1)
     (record,) = result.records
-    assert record.latency_us == pytest.approx(rr_latency_us(pv), abs=1e-9)
+    assert record.latency_us == pytest.approx(rr_latency_us(pv, hv), abs=1e-9)
     assert (record.notifications, record.interrupts) == (1, 1)
     # Kick (MMIO notify), injection, EOI and the HLT of the idle vCPU.
     assert (record.exits_mmio, record.exits_inject, record.exits_eoi, record.exits_other) == (
         1, 1, 1, 1)
+    assert result.path_stats["g"]["counters"]["vcpu_wakeups"] == 1
     phases = [getattr(record, f"lat_{p}_us") for p in PHASES]
     assert sum(phases) == pytest.approx(record.latency_us, abs=1e-9)
     assert record.lat_exits_us == pytest.approx(EXIT_US, abs=1e-9)          # the kick
     assert record.lat_device_us == pytest.approx(wire_us(200), abs=1e-9)   # the reply's wire
 
 
-def test_one_block_read_costs_the_sum_of_its_steps():
+@pytest.mark.parametrize("case", list(WAKE_CASES))
+def test_one_block_read_costs_the_sum_of_its_steps(case):
     """A 4 KiB read: chain, kick, AIO, device, used entry, interrupt, completion."""
-    pv = ParavirtualParams()
+    pv, hv = wake_params(case)
     disk = DiskParams(service_cv=0.0)
-    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk), 0, max_requests=1)
+    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk, hypervisor=hv), 0, max_requests=1)
     (record,) = result.records
+    wake = HOST.ctx_switch_us + pv.vhost_wake_latency_us                   # vhost worker wakes
+    device = disk.read_access_us + 4096 / disk.interface_mbytes_per_s
+    # The vCPU is idle from its kick until the completion interrupt reaches it.
+    idle_us = (wake + pv.backend_pkt_us + HOST.syscall_us + 0.5 * HOST.blk_io_us + device
+               + wake + 0.5 * HOST.blk_io_us + pv.backend_pkt_us + INJECT_US)
     expected = (HOST.syscall_us + 0.5 * HOST.blk_io_us + pv.ring_op_us     # guest submits
                 + EXIT_US                                                  # kick
-                + HOST.ctx_switch_us + pv.backend_pkt_us                   # vhost wakes, pops
+                + wake + pv.backend_pkt_us                                 # vhost wakes, pops
                 + HOST.syscall_us + 0.5 * HOST.blk_io_us                   # AIO submit
-                + disk.read_access_us + 4096 / disk.interface_mbytes_per_s  # the device
-                + HOST.ctx_switch_us                                       # worker slept: wakes
+                + device                                                   # the device
+                + wake                                                     # worker slept: wakes
                 + 0.5 * HOST.blk_io_us + pv.backend_pkt_us                 # completion, used
-                + INJECT_US + EXIT_US + HOST.irq_us + EXIT_US              # irq, HLT, EOI
+                + INJECT_US + vcpu_wake_us(idle_us, hv)                    # irq, halted vCPU
+                + HOST.irq_us + EXIT_US                                    # handler, EOI
                 + 0.5 * HOST.blk_io_us + pv.ring_op_us                     # guest completion
                 + HOST.ctx_switch_us)                                      # fio wakes
     assert record.latency_us == pytest.approx(expected, abs=1e-9)
+    assert record.exits_other == 1                                         # the HLT
     assert sum(getattr(record, f"lat_{p}_us") for p in PHASES) == pytest.approx(
         record.latency_us, abs=1e-9)
 
@@ -191,3 +218,21 @@ def test_xen_persistent_grants_map_each_page_once(persistent, maps):
     assert counters["g.xen-blk.grant_maps"] == maps
     assert counters["g.xen-blk.grant_unmaps"] == (0 if persistent else 3)
     assert all((r.notifications, r.interrupts) == (1, 1) for r in result.records)
+
+
+def test_xen_schedules_the_blocked_guest_vcpu_instead_of_waking_a_kvm_thread():
+    """Under Xen the idle guest's vCPU is scheduled (``domain_switch_us``): KVM's halt polling
+    and vCPU thread wake latency do not apply, and the wake-up is no VM exit."""
+    pv = ParavirtualParams(backend="xen")
+    kvm_free = run(scenario(RequestResponse(), pv), 0, max_requests=1)
+    no_polling = run(scenario(RequestResponse(), pv, hypervisor=HypervisorParams(
+        halt_poll_us=0.0, vcpu_wake_latency_us=50.0)), 0, max_requests=1)
+    assert no_polling.records[0].latency_us == kvm_free.records[0].latency_us
+    assert no_polling.records[0].exits_other == 0
+    # The receive upcall and netback's transmit-response upcall both find the guest blocked.
+    assert no_polling.path_stats["g"]["counters"]["vcpu_wakeups"] == 2
+    # Every domain switch on the path (the guest's vCPU and the driver domain's) costs the same.
+    slower = run(scenario(RequestResponse(), ParavirtualParams(backend="xen",
+                                                               domain_switch_us=12.0)), 0,
+                 max_requests=1)
+    assert slower.records[0].latency_us > kvm_free.records[0].latency_us

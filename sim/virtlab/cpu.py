@@ -2,9 +2,11 @@
 
 A piece of CPU work runs in an :class:`ExecContext` (a guest's vCPUs, a vhost worker thread, a
 NAPI instance) *and* on one of the host's physical cores. Both are :class:`Semaphore` s served
-first come, first served and without preemption; acquisition order is always context first,
-then core, so no deadlock is possible. The busy time of the cores is accounted by category
-(:data:`virtlab.records.CATEGORIES`) and charged to the request the work was done for.
+first come, first served and without preemption (interrupt work may queue for a context ahead
+of ordinary work, ``acquire(priority=True)``, but never preempts it); acquisition order is
+always context first, then core, so no deadlock is possible. The busy time of the cores is
+accounted by category (:data:`virtlab.records.CATEGORIES`) and charged to the request the work
+was done for.
 
 This FIFO, non-preemptive core pool is the baseline scheduler (``[scheduler] host = "fifo"``).
 Any other scheduler plugs in as :attr:`Cpu.scheduler`, a
@@ -35,16 +37,26 @@ Step = tuple[int, float, str]
 
 
 class Semaphore:
-    """A counting semaphore with FIFO hand-over and a no-event fast path.
+    """A counting semaphore with FIFO hand-over, an interrupt-priority lane and a fast path.
 
-    States of a unit: *free* or *held*. Invariants: ``0 <= in_use <= capacity``; a waiter exists
-    only while ``in_use == capacity``; units are handed to waiters in arrival order.
+    States of a unit: *free* or *held*. Acquirers that find no free unit wait in one queue with
+    two lanes: *priority* waiters (``acquire(priority=True)``, interrupt work that a real CPU
+    would take at the next instruction boundary) ahead of *ordinary* waiters, each lane in
+    arrival order. Invariants:
+
+    * ``0 <= in_use <= capacity``, and a waiter exists only while ``in_use == capacity``;
+    * a released unit goes to the head of the queue: the oldest priority waiter, else the
+      oldest ordinary waiter; a priority acquirer thus overtakes every ordinary waiter but
+      never a holder (units are not preempted);
+    * ``idle_since_us`` is the moment ``in_use`` last fell to 0 (0 before any use): with
+      ``in_use == 0``, nothing has run in the semaphore since then.
 
     :meth:`acquire` returns ``None`` when a unit was free (the caller continues without yielding,
     which saves two SimPy events per use compared with ``Resource``), or an event to yield.
     """
 
-    __slots__ = ("env", "name", "capacity", "in_use", "max_in_use", "_waiters")
+    __slots__ = ("env", "name", "capacity", "in_use", "max_in_use", "idle_since_us",
+                 "_waiters", "_priority_waiting")
 
     def __init__(self, env: simpy.Environment, name: str, capacity: int) -> None:
         if capacity < 1:
@@ -54,25 +66,43 @@ class Semaphore:
         self.capacity = capacity
         self.in_use = 0
         self.max_in_use = 0
+        self.idle_since_us = 0.0
         self._waiters: deque[Event] = deque()
+        self._priority_waiting = 0  # the first _priority_waiting waiters form the priority lane
 
-    def acquire(self) -> Event | None:
-        """Take a unit now (``None``) or get an event that fires when one is handed over."""
+    def acquire(self, priority: bool = False) -> Event | None:
+        """Take a unit now (``None``) or get an event that fires when one is handed over.
+
+        Parameters
+        ----------
+        priority:
+            Queue ahead of every ordinary waiter (behind earlier priority waiters). Meant for
+            interrupt work; it never takes a unit from a holder.
+
+        """
         if self.in_use < self.capacity:
             self.in_use += 1
             if self.in_use > self.max_in_use:
                 self.max_in_use = self.in_use
             return None
         event = self.env.event()
-        self._waiters.append(event)
+        if priority:
+            self._waiters.insert(self._priority_waiting, event)
+            self._priority_waiting += 1
+        else:
+            self._waiters.append(event)
         return event
 
     def release(self) -> None:
-        """Give a unit back, handing it to the oldest waiter if there is one."""
+        """Give a unit back, handing it to the waiter at the head of the queue if any."""
         if self._waiters:
+            if self._priority_waiting:
+                self._priority_waiting -= 1
             self._waiters.popleft().succeed()
         else:
             self.in_use -= 1
+            if not self.in_use:
+                self.idle_since_us = self.env.now
 
     @property
     def waiting(self) -> int:

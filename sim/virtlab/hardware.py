@@ -2,7 +2,8 @@
 
 Sources (keys as in ``docs/parameters.md``): S23 (VM exit cost), S24 (hypercall), S25 (IPI /
 injection), S26 (user-space exit ratio), S30/S30b (EOI exits, APICv), S32 (syscall), S33
-(context switch), S34 (memcpy bandwidth), F14 (Felter et al. 2014 testbed).
+(context switch), S34 (memcpy bandwidth), S44 (KVM halt polling), F14 (Felter et al. 2014
+testbed).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class NicParams(Params):
         return self.mtu_bytes - self.tcp_ip_header_bytes
 
     def check(self) -> None:
+        """The MTU must leave room for a payload after the IP and TCP headers."""
         if self.payload_per_frame_bytes <= 0:
             raise ConfigError("mtu_bytes", "must exceed tcp_ip_header_bytes")
 
@@ -118,11 +120,18 @@ class DiskParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HypervisorParams(Params):
-    """What the CPU's virtualization support costs (used by the emulated and paravirtual paths).
+    """What the CPU's virtualization support costs, and how the hypervisor wakes idle vCPUs.
 
-    ``cpu_support`` names a preset (:mod:`virtlab.cpusupport`); every cost below that is left
-    unset (``None``) takes the preset's value when the table is built, and a value set
-    explicitly wins over the preset. After construction every field holds its effective value.
+    Used by both virtual-machine paths (emulated and paravirtual). ``cpu_support`` names a
+    preset (:mod:`virtlab.cpusupport`); every cost that is left unset (``None``) takes the
+    preset's value when the table is built, and a value set explicitly wins over the preset.
+    After construction every field holds its effective value.
+
+    ``halt_poll_us`` and ``vcpu_wake_latency_us`` describe a KVM-style hypervisor, where a vCPU
+    is a host thread: an idle vCPU exits on HLT, polls, then its thread sleeps
+    (:meth:`virtlab.paths.vm.VmPath.vcpu_wake_steps`). They are not preset fields: halt polling
+    is a property of the host kernel, not of the CPU. Xen schedules a blocked vCPU instead
+    (``paravirtual.domain_switch_us``).
     """
 
     section = "hypervisor"
@@ -153,6 +162,17 @@ class HypervisorParams(Params):
         None, source="preset; QEMU/KVM coalesced MMIO (mechanics.md 3.1)",
         doc="Side-effect-free MMIO writes are queued in the kernel instead of exiting to the "
             "user-space device model.")
+    # Idle vCPUs (KVM) ------------------------------------------------------------------------
+    halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
+                                source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",
+                                doc="A vCPU that exited on HLT polls this long for an interrupt "
+                                    "before its thread sleeps; 0 = sleep at once (KVM before "
+                                    "Linux 4.0).")
+    vcpu_wake_latency_us: float = param(
+        0.0, unit="µs", lo=0.0, hi=1e6,
+        source="assumption (0: the vCPU thread's core is awake; an idle core first takes the "
+               "IPI and leaves its idle state)",
+        doc="Delay, not CPU time, before a sleeping vCPU thread that an interrupt woke runs.")
 
     def __post_init__(self) -> None:
         # Fill the unset costs from the preset before the usual validation sees them.

@@ -140,7 +140,7 @@ class CapacityRow:
 def capacity(scenario: Scenario, p99_limit_us: float, counts: Sequence[int],
              approaches: Iterable[str] = APPROACHES, *, seed: int = 0,
              replications: int = 1, jobs: int = 1) -> list[CapacityRow]:
-    """For each approach and guest count, does the worst guest's p99 stay within the limit?"""
+    """Check, per approach and guest count, whether the worst guest's p99 stays within the limit."""
     if p99_limit_us <= 0:
         raise ConfigError("p99_limit_us", f"must be positive, got {p99_limit_us}")
     chosen = list(approaches)

@@ -31,7 +31,9 @@ def _problem(seed: int) -> tuple[str, dict[str, float]]:
             f"guest's EOI write {'traps' if ctx['eoi_exit'] else 'does not trap (PV-EOI)'}.\n"
             "The driver writes TDT once per transmitted burst, touches 5 registers per\n"
             "interrupt and writes RDT once per receive poll; the request takes one receive\n"
-            "interrupt and one transmit-completion interrupt.\n\n"
+            "interrupt and one transmit-completion interrupt. The guest is idle when the\n"
+            "request arrives, so its vCPU has exited on HLT (one more exit, handled in the\n"
+            "hypervisor kernel) and the receive interrupt must wake it.\n\n"
             "Questions:\n"
             "  exits   = VM exits caused by this request\n"
             "  exit_us = CPU time spent in those exits and in interrupt injection, in µs\n")

@@ -16,6 +16,10 @@ preset (:mod:`virtlab.paths.emulation.exits`). Per request (mechanics.md 3, 5b(a
 * **disk**: command slot (AHCI 32, IDE 1) -> issue accesses -> device model submits AIO ->
   device -> completion on the I/O thread -> interrupt (handler accesses) -> application.
 
+An interrupt that finds the guest's vCPUs halted first wakes one, as on every VM path
+(:meth:`~virtlab.paths.vm.VmPath.vcpu_wake_steps`: the HLT exit and, past KVM's halt polling,
+the vCPU thread's wake-up).
+
 Each request's latency is split into phases (:mod:`virtlab.paths.emulation.phases`) and its
 exits counted by reason (MMIO, port I/O, interrupt injection, EOI).
 """
@@ -31,7 +35,7 @@ from virtlab.cpu import ExecContext, Semaphore
 from virtlab.drain import DrainLoop
 from virtlab.host import BLK, BLK_DONE, RX, TX, TX_DONE, Host
 from virtlab.paths.emulation.exits import ExitCosts, OperationCost, combine
-from virtlab.paths.emulation.interrupts import DeviceInterrupt, acquire_for_interrupt
+from virtlab.paths.emulation.interrupts import DeviceInterrupt
 from virtlab.paths.emulation.phases import (
     COPIES,
     DEVICE,
@@ -44,7 +48,7 @@ from virtlab.paths.emulation.phases import (
 from virtlab.paths.emulation.phases import GUEST as P_GUEST
 from virtlab.paths.emulation.plans import Plan, Planner
 from virtlab.paths.emulation.settings import EmulatedParams
-from virtlab.paths.vm import VmPath
+from virtlab.paths.vm import PH_VCPU_WAKEUP, VmPath
 from virtlab.records import BACKEND, GUEST, HOST, Request
 
 __all__ = ["EmulatedPath", "EmulatedParams"]
@@ -70,7 +74,7 @@ class EmulatedPath(VmPath):
         hp = host.params
         self.iothread_ctx = ExecContext(env, f"{name}.vmm-iothread", 1)
         # Interrupt work runs on one of the guest's vCPUs, taken at interrupt priority
-        # (acquire_for_interrupt); this context only names that work for CPU schedulers.
+        # (vcpu.acquire(priority=True)); this context only names that work for CPU schedulers.
         self.irq_ctx = ExecContext(env, f"{name}.vcpu-intr", vcpu.capacity)
         if hasattr(self.irq_ctx, "role"):
             self.irq_ctx.role = "vcpu"
@@ -132,8 +136,13 @@ class EmulatedPath(VmPath):
         return self.host.cpu.run(ctx, req, plan.steps)
 
     def _run_irq(self, req: Request, plan: Plan) -> ProcessGenerator:
-        """Run interrupt work on a vCPU taken at interrupt priority (no phase accounting)."""
-        wait = acquire_for_interrupt(self.vcpu)
+        """Run interrupt work on a vCPU taken at interrupt priority (no phase accounting).
+
+        A real vCPU takes an interrupt at the next instruction boundary, ahead of the
+        process-context work waiting for it; the model's vCPUs are not preemptible, so the
+        handler instead waits only for the work already running, never behind queued work.
+        """
+        wait = self.vcpu.acquire(priority=True)
         if wait is not None:
             yield wait
         if plan.exits is not None:
@@ -252,7 +261,11 @@ class EmulatedPath(VmPath):
     # Interrupts --------------------------------------------------------------------------------
     def _deliver(self, pending: list[Any], held_from_us: float | None, *,
                  work: OperationCost) -> ProcessGenerator:
-        """Deliver one interrupt for ``pending``; each critical item waited through it."""
+        """Deliver one interrupt for ``pending``; each critical item waited through it.
+
+        Delivery wakes a halted vCPU first (wake latency, HLT exit, thread switch): part of
+        the interrupt's latency, its HLT exit counted on the first item's request.
+        """
         env = self.env
         first = pending[0][1]
         first.interrupts += 1
@@ -261,21 +274,30 @@ class EmulatedPath(VmPath):
             for req in critical:
                 held = env.now - max(held_from_us, req.phase_mark_us)
                 charge(req, ((INTERRUPT, held),), env.now)
+        delay_us = yield from self.wait_for_vcpu_thread()
+        wake, wake_exits = self.vcpu_wake_steps()
         work.count(first)
-        wait = acquire_for_interrupt(self.vcpu)
+        wait = self.vcpu.acquire(priority=True)
         if wait is not None:
             yield wait
-        yield from self.host.cpu.run(self.irq_ctx, first, work.steps)
+        steps = work.steps
+        parts = work.parts
+        if wake:
+            first.exits += wake_exits  # the HLT: an exit with no counted reason ("other")
+            steps = (*((c, d, label) for c, d, label, _phase in wake), *steps)
+        if wake or delay_us:
+            parts = ((PH_VCPU_WAKEUP, delay_us + sum(step[1] for step in wake)), *parts)
+        yield from self.host.cpu.run(self.irq_ctx, first, steps)
         self.vcpu.release()
         for req in critical:
-            charge(req, work.parts, env.now)
+            charge(req, parts, env.now)
 
     def _poll_nic(self, batch: list[Any]) -> ProcessGenerator:
         stack_pkt_us = self.host.params.stack_pkt_us
         for kind, req, nbytes, done in batch:
             if kind == RX:  # transmit completions only free descriptors (not modelled)
                 us = self.host.nic.frames(nbytes) * stack_pkt_us
-                wait = acquire_for_interrupt(self.vcpu)
+                wait = self.vcpu.acquire(priority=True)
                 if wait is not None:
                     yield wait
                 yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
@@ -292,7 +314,7 @@ class EmulatedPath(VmPath):
     def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:
         us = 0.5 * self.host.params.blk_io_us
         for _kind, req, _nbytes, done in batch:
-            wait = acquire_for_interrupt(self.vcpu)
+            wait = self.vcpu.acquire(priority=True)
             if wait is not None:
                 yield wait
             yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,

@@ -91,16 +91,13 @@ class ParavirtualParams(Params):
     rx_buffer_bytes: int = param(4096, unit="bytes", lo=64, hi=1 << 20,
                                  source="assumption (mergeable buffers of one page)",
                                  doc="Size of one posted receive buffer.")
-    halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
-                                source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",
-                                doc="An idle vCPU polls this long before its thread sleeps; "
-                                    "0 = halt at once (before Linux 4.0).")
-    wake_latency_us: float = param(
-        0.0, unit="µs", lo=0.0, hi=1e6,
-        source="assumption (0: the woken thread's core is awake; an idle core first takes the "
-               "IPI and leaves its idle state)",
-        doc="Delay, not CPU time, before a woken vhost worker or halted vCPU thread runs.")
     # vhost and QEMU ----------------------------------------------------------------------------
+    vhost_wake_latency_us: float = param(
+        0.0, unit="µs", lo=0.0, hi=1e6,
+        source="assumption (0: the worker's core is awake; an idle core first takes the IPI "
+               "and leaves its idle state)",
+        doc="Delay, not CPU time, before a vhost worker woken by a kick or the tap runs (a "
+            "halted vCPU's thread: hypervisor.vcpu_wake_latency_us).")
     vhost_signal_batch: int = param(64, lo=1, hi=32768, source="S7 (VHOST_NET_BATCH 64)",
                                     doc="Used entries the backend publishes before it checks "
                                         "whether to interrupt.")
@@ -170,9 +167,10 @@ class ParavirtualPath(VmPath):
     devices' own NAPI-style loops driven by the rings' suppression rules, so the base class's
     generic ``guest_nic`` / ``guest_blk`` loops are not started.
 
-    The vCPU is *halted* when an interrupt finds none of its vCPUs busy: KVM must wake the
-    vCPU thread (a host context switch) unless halt polling catches the interrupt; Xen must
-    schedule the blocked domain (``domain_switch_us``).
+    An interrupt that finds the guest's vCPUs halted wakes them as on every VM path
+    (:meth:`~virtlab.paths.vm.VmPath.vcpu_wake_steps`: KVM's HLT exit and, past halt polling,
+    the vCPU thread's wake-up); under the Xen backend the hypervisor schedules the blocked
+    vCPU instead (``domain_switch_us``).
     """
 
     approach: ClassVar[str] = "paravirtual"
@@ -187,8 +185,6 @@ class ParavirtualPath(VmPath):
         # from the stack to the kick, a NAPI poll) holds a vCPU (hold_vcpu) and runs its steps
         # through this proxy, which never blocks and which CPU schedulers see as the vCPU.
         self.vcpu_held = ExecContext(host.env, vcpu.name, 1 << 30, role="vcpu")
-        self._vcpu_busy_until_us = 0.0
-        self.vcpu_wakeups = 0
         self.driver_ctx: ExecContext | None = None
         if p.backend == "xen":
             self.driver_ctx = ExecContext(host.env, f"{name}.driver-domain",
@@ -246,7 +242,6 @@ class ParavirtualPath(VmPath):
         mark(req, PH_OUTSIDE, self.env.now)   # the peer and the wire, before the host
         yield from super().receive(req, nbytes)
         mark(req, PH_GUEST, self.env.now)     # waking the application and the recv copy
-        self.guest_busy()
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
         """The network frontend's transmit path."""
@@ -284,41 +279,20 @@ class ParavirtualPath(VmPath):
     def release_vcpu(self) -> None:
         """Give back the vCPU taken by :meth:`hold_vcpu`."""
         self.vcpu.release()
-        self.guest_busy()
 
-    # vCPU halting ------------------------------------------------------------------------------
-    def guest_busy(self) -> None:
-        """Note that the guest's vCPU worked until now (for halt polling)."""
-        self._vcpu_busy_until_us = self.env.now
-
-    def vcpu_wake_delay_us(self) -> float:
-        """Delay before an interrupt reaches a halted vCPU whose thread sleeps (KVM only)."""
-        if (self.vcpu.in_use > 0 or self.params.backend == "xen"
-                or self.env.now - self._vcpu_busy_until_us <= self.params.halt_poll_us):
+    # Halted vCPUs: KVM as on every VM path, Xen schedules the blocked vCPU -----------------------
+    def _halted_vcpu_delay_us(self, idle_us: float) -> float:
+        """KVM's wake latency; none under Xen (its scheduling is ``domain_switch_us``)."""
+        if self.params.backend == "xen":
             return 0.0
-        return self.params.wake_latency_us
+        return super()._halted_vcpu_delay_us(idle_us)
 
-    def vcpu_wake_steps(self) -> tuple[list[PhasedStep], int]:
-        """Steps (and VM exits) to deliver an interrupt to a guest whose vCPUs are all idle.
-
-        None if a vCPU is busy. KVM: the idle vCPU had exited on HLT; unless halt polling is
-        still spinning, its thread sleeps and the host must wake it. Xen: the blocked vCPU must
-        be scheduled.
-        """
-        if self.vcpu.in_use > 0:
-            return [], 0
-        host = self.host
-        self.vcpu_wakeups += 1
+    def _halted_vcpu_steps(self, idle_us: float) -> tuple[list[PhasedStep], int]:
+        """KVM's HLT exit and thread wake-up, or Xen scheduling the blocked vCPU (no exit)."""
         if self.params.backend == "xen":
             return [(EXIT, self.params.domain_switch_us, "xen: schedule the guest's vCPU",
                      PH_VCPU_WAKEUP)], 0
-        idle_us = self.env.now - self._vcpu_busy_until_us
-        steps: list[PhasedStep] = [(EXIT, host.exit_kernel_us, "HLT exit of the idle vCPU",
-                                    PH_VCPU_WAKEUP)]
-        if idle_us > self.params.halt_poll_us:
-            steps.append((HOST, host.params.ctx_switch_us, "host: wake the halted vCPU thread",
-                          PH_VCPU_WAKEUP))
-        return steps, 1
+        return super()._halted_vcpu_steps(idle_us)
 
     def count_irq_exits(self, req: Request, exits: int) -> None:
         """Count the exits of one interrupt taken for ``req``: the EOI, and a HLT if any."""

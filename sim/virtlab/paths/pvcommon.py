@@ -19,16 +19,13 @@ import simpy
 from simpy.events import Event, ProcessGenerator
 
 from virtlab.cpu import Cpu, ExecContext
+from virtlab.paths.vm import PH_VCPU_WAKEUP, PhasedStep
 from virtlab.records import EXIT_REASONS, PHASES, Request
 
 __all__ = ["count_exits", "EXIT_MMIO", "EXIT_INJECT", "EXIT_EOI", "Doorbell", "RingMonitor",
            "PhasedStep", "run_phased", "mark", "phase_index", "PH_GUEST", "PH_EXITS",
            "PH_BACKEND", "PH_COPIES", "PH_HOST", "PH_DEVICE", "PH_INTERRUPT", "PH_WAKEUP",
            "PH_VCPU_WAKEUP", "PH_QUEUEING", "PH_OUTSIDE", "VNET_HDR_BYTES", "PAGE_BYTES"]
-
-#: One step of CPU work with the latency phase it belongs to:
-#: (category, duration in µs, label, phase index).
-PhasedStep = tuple[int, float, str, int]
 
 #: virtio-net header in front of every packet (``struct virtio_net_hdr_mrg_rxbuf``, 12 bytes).
 VNET_HDR_BYTES = 12
@@ -49,10 +46,10 @@ PH_HOST = phase_index("host_kernel")
 PH_DEVICE = phase_index("device")
 PH_INTERRUPT = phase_index("interrupt")    # interrupt or upcall delivery and completion work
 # Waking a sleeping backend thread (or scheduling the driver domain) belongs to the backend;
-# waking a halted vCPU (or scheduling a blocked guest) to the interrupt's delivery. A build
-# whose PHASES has a "wakeup" phase gets both there.
+# waking a halted vCPU (or scheduling a blocked guest) to the interrupt's delivery
+# (PH_VCPU_WAKEUP, shared with the emulated path in virtlab.paths.vm). A build whose PHASES has
+# a "wakeup" phase gets both there.
 PH_WAKEUP = phase_index("wakeup", "device_model")
-PH_VCPU_WAKEUP = phase_index("wakeup", "interrupt")
 PH_QUEUEING = phase_index("queueing")
 PH_OUTSIDE = phase_index("outside")
 

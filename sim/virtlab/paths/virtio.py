@@ -156,7 +156,7 @@ class VirtioDevice:
         self._wake_due = True
         # QEMU's end-to-end notify latency (S29) already includes its thread's wake-up.
         delay = (self.params.qemu_notify_latency_us if self.backend_name == "qemu"
-                 else self.params.wake_latency_us)
+                 else self.params.vhost_wake_latency_us)
         if delay > 0.0:
             if self.host.tracer.enabled:
                 self.host.tracer.emit(self.env.now, self.worker.name, "wake-latency", -1,

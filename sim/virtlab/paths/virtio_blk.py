@@ -113,7 +113,6 @@ class VirtioBlk(VirtioDevice):
         yield done
         yield from run_phased(host.cpu, path.vcpu, req, (
             (GUEST, hp.ctx_switch_us, "guest: wake application", PH_GUEST),), PH_INTERRUPT)
-        path.guest_busy()
 
     def _guest_irq_loop(self) -> ProcessGenerator:
         """``virtblk_done``: reap until re-enabling callbacks finds the used ring empty."""
@@ -126,9 +125,7 @@ class VirtioBlk(VirtioDevice):
             wait = self.irq.wait()
             if wait is not None:
                 yield wait
-            delay = path.vcpu_wake_delay_us()
-            if delay > 0.0:
-                yield self.env.timeout(delay)
+            yield from path.wait_for_vcpu_thread()
             irq_steps, irq_exits = path.guest_irq_steps("virtio-blk")
             yield from path.hold_vcpu()
             reaped = 0

@@ -199,9 +199,7 @@ class VirtioNet(VirtioDevice):
             if wait is not None:
                 yield wait
             txq = self.txq
-            delay = self.path.vcpu_wake_delay_us()
-            if delay > 0.0:
-                yield self.env.timeout(delay)
+            yield from self.path.wait_for_vcpu_thread()
             steps, _exits = self.path.guest_irq_steps("virtio-net tx")
             yield from self.path.hold_vcpu()
             count = self._reclaim_tx(None)
@@ -242,9 +240,7 @@ class VirtioNet(VirtioDevice):
             if wait is not None:
                 yield wait
             rxq.disable_cb()
-            delay = path.vcpu_wake_delay_us()
-            if delay > 0.0:
-                yield self.env.timeout(delay)
+            yield from path.wait_for_vcpu_thread()
             irq_steps, irq_exits = path.guest_irq_steps("virtio-net rx")
             yield from path.hold_vcpu()   # the poll runs in softirq, not interleaved
             last_req = path.nobody

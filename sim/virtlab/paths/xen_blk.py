@@ -131,7 +131,6 @@ class XenBlk(XenDevice):
         yield done
         yield from run_phased(host.cpu, path.vcpu, req, (
             (GUEST, hp.ctx_switch_us, "guest: wake application", PH_GUEST),), PH_INTERRUPT)
-        path.guest_busy()
 
     def _blkback(self) -> ProcessGenerator:
         host = self.host

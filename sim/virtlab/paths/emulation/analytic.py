@@ -8,6 +8,11 @@ prints it next to a simulated run, and the tests compare the two.
 Only the critical path is billed: the receive interrupt's refill and unmask, and the whole
 transmit-completion interrupt, happen after the data has moved on (they cost CPU time and
 exits, which :attr:`Bill.exits` counts, but no latency).
+
+The guest is idle when the isolated request arrives, so the interrupt that brings its data
+finds the vCPUs halted (:meth:`virtlab.paths.vm.VmPath.vcpu_wake_steps`): the HLT exit (an
+exit of reason ``other``) and, once the vCPUs have been idle longer than ``halt_poll_us``, the
+vCPU thread's wake latency and the host's switch to it.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from dataclasses import dataclass, field
 
 from virtlab.config import Scenario
 from virtlab.paths.emulation.accesses import Access
+from virtlab.paths.vm import PH_VCPU_WAKEUP
+from virtlab.records import PHASES
 from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s
 
 __all__ = ["Line", "Bill", "transaction_bill", "disk_read_bill"]
+
+_WAKEUP = PHASES[PH_VCPU_WAKEUP]
 
 
 @dataclass(frozen=True)
@@ -32,11 +41,14 @@ class Line:
 
 @dataclass
 class Bill:
-    """The steps of one request and the exits it causes (by reason, and to user space)."""
+    """The steps of one request and the exits it causes (by reason, and to user space).
+
+    Reasons are those of :data:`virtlab.records.EXIT_REASONS`, and ``other`` (the HLT).
+    """
 
     lines: list[Line] = field(default_factory=list)
     exits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("mmio", "pio", "inject", "eoi"), 0))
+        ("mmio", "pio", "inject", "eoi", "other"), 0))
     user_exits: int = 0
 
     @property
@@ -101,9 +113,29 @@ class _Prices:
                 bill.add("device_model", f"{name}: device model emulates {access.register}",
                          model)
 
+    def vcpu_wake(self, bill: Bill, name: str, idle_us: float) -> None:
+        """The interrupt finds the vCPUs halted for ``idle_us``: wake them (on the path)."""
+        h, hv = self.s.host, self.s.hypervisor
+        asleep = idle_us > hv.halt_poll_us
+        bill.exits["other"] += 1
+        if asleep:
+            bill.add(_WAKEUP, f"{name}: the sleeping vCPU thread's core wakes up",
+                     hv.vcpu_wake_latency_us)
+        bill.add(_WAKEUP, f"{name}: HLT exit of the idle vCPU", self.kernel)
+        if asleep:
+            bill.add(_WAKEUP, f"{name}: host switches to the vCPU thread (idle "
+                              f"{idle_us:.1f} µs > halt polling {hv.halt_poll_us:g} µs)",
+                     h.ctx_switch_us)
+
     def interrupt(self, bill: Bill, name: str, entry: tuple[Access, ...],
-                  after: tuple[Access, ...], on_path: bool) -> None:
-        """One interrupt: injection, handler entry accesses, EOI; ``after`` is off the path."""
+                  after: tuple[Access, ...], on_path: bool,
+                  idle_us: float | None = None) -> None:
+        """One interrupt: injection, handler entry accesses, EOI; ``after`` is off the path.
+
+        ``idle_us``: how long the vCPUs had been halted (None: one was running).
+        """
+        if idle_us is not None:
+            self.vcpu_wake(bill, name, idle_us)
         bill.exits["inject"] += 0 if self.posted else 1
         bill.exits["eoi"] += self.eoi
         h = self.s.host
@@ -119,8 +151,10 @@ class _Prices:
 def transaction_bill(s: Scenario, request_bytes: int = 100, response_bytes: int = 200) -> Bill:
     """One request/response transaction on the emulated NIC, isolated (as in ``trace``).
 
-    Assumes each message fits in one packet and one doorbell, and the guest has at least two
-    vCPUs (the application runs while the receive interrupt finishes its refill and unmask).
+    Assumes each message fits in one packet and one doorbell, the guest has at least two vCPUs
+    (the application runs while the receive interrupt finishes its refill and unmask), the
+    device model runs on the vCPU thread, and the vCPUs were idle when the request arrived.
+    The transmit-done interrupt is raised during the vCPU's own doorbell exit (no HLT).
     """
     p, h, e = _Prices(s), s.host, s.emulated
     nic = e.nic
@@ -135,7 +169,8 @@ def transaction_bill(s: Scenario, request_bytes: int = 100, response_bytes: int 
     bill.add("copies", "copies skb -> model -> guest buffer", copies * p.copy(request_bytes))
     bill.add("device_model", "device model receives the frame",
              p.frames(request_bytes) * e.rx_frame_cycles / (h.cpu_ghz * 1000.0))
-    p.interrupt(bill, "rx interrupt", nic.irq_entry, nic.rx_refill + nic.irq_exit, True)
+    p.interrupt(bill, "rx interrupt", nic.irq_entry, nic.rx_refill + nic.irq_exit, True,
+                idle_us=bill.latency_us)
     bill.add("guest", "guest stack rx", p.frames(request_bytes) * h.stack_pkt_us)
     bill.add("guest", "wake the application, recv + copy",
              h.ctx_switch_us + h.syscall_us + p.copy(request_bytes))
@@ -157,22 +192,27 @@ def disk_read_bill(s: Scenario, nbytes: int = 4096) -> Bill:
     """One disk read with deterministic service (``disk.service_cv = 0``), isolated."""
     p, h, e = _Prices(s), s.host, s.emulated
     disk = e.disk
+    iothread = e.device_model_thread == "iothread"
     bill = Bill()
     bill.add("guest", "guest submit + block layer", h.syscall_us + 0.5 * h.blk_io_us)
     p.accesses(bill, "issue", disk.issue)
-    if e.device_model_thread == "iothread":
+    if iothread:
         bill.add("device_model", "kick the I/O thread", h.syscall_us)
+        vcpu_free_us = bill.latency_us   # the vCPU is idle from here to the interrupt
         bill.add("device_model", "wake the VMM's I/O thread", h.ctx_switch_us)
     bill.add("device_model", "device model decodes and submits",
              e.disk_command_cycles / (h.cpu_ghz * 1000.0))
     bill.add("host_kernel", "host AIO submit", h.syscall_us + 0.5 * h.blk_io_us)
+    if not iothread:
+        vcpu_free_us = bill.latency_us   # the submission ran on the vCPU thread
     access = s.disk.read_access_us if s.disk.kind == "flash" else 0.0
     bill.add("device", "device access + transfer",
              access + nbytes / (s.disk.interface_mbytes_per_s * 1e6 / 1e6))
     bill.add("device_model", "wake the VMM's I/O thread", h.ctx_switch_us)
     bill.add("host_kernel", "host AIO completion", 0.5 * h.blk_io_us)
     bill.add("copies", "device-model copies", e.disk_dma_copies * p.copy(nbytes))
-    p.interrupt(bill, "completion interrupt", disk.irq_entry, disk.irq_exit, True)
+    p.interrupt(bill, "completion interrupt", disk.irq_entry, disk.irq_exit, True,
+                idle_us=bill.latency_us - vcpu_free_us)
     bill.add("guest", "guest block completion", 0.5 * h.blk_io_us)
     bill.add("guest", "wake the application", h.ctx_switch_us)
     return bill

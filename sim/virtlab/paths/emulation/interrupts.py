@@ -21,30 +21,11 @@ from typing import Any
 import simpy
 from simpy.events import ProcessGenerator
 
-from virtlab.cpu import Semaphore
 from virtlab.trace import NullTracer, Tracer
 
-__all__ = ["DeviceInterrupt", "acquire_for_interrupt"]
+__all__ = ["DeviceInterrupt"]
 
 IDLE, PENDING, RUNNING = "idle", "pending", "running"
-
-
-def acquire_for_interrupt(vcpus: Semaphore) -> simpy.Event | None:
-    """Take a vCPU for interrupt work: now (``None``), or first in line (an event).
-
-    A real vCPU takes an interrupt at the next instruction boundary, ahead of the process-
-    context work waiting for it; the model's vCPUs are not preemptible, so the handler instead
-    waits only for the work already running, never behind work still queued.
-    """
-    if vcpus.in_use < vcpus.capacity:
-        vcpus.in_use += 1
-        vcpus.max_in_use = max(vcpus.max_in_use, vcpus.in_use)
-        return None
-    event = vcpus.env.event()
-    # NOTE: Semaphore hands units to its waiters in order; queueing at the head is the
-    # interrupt's priority. There is no public API for it yet.
-    vcpus._waiters.appendleft(event)  # noqa: SLF001
-    return event
 
 
 class DeviceInterrupt:
