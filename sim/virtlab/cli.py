@@ -170,14 +170,9 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from virtlab.experiment import compare
-    from virtlab.paths import APPROACHES
 
     _check_counts(args)
-    approaches = [a.strip() for a in args.approaches.split(",") if a.strip()]
-    for approach in approaches:
-        if approach not in APPROACHES:
-            raise ConfigError("--approaches", f"must be a comma-separated list of "
-                                              f"{', '.join(APPROACHES)}, got {approach!r}")
+    approaches = approach_list(args.approaches) or []
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     comparison = compare(scenario, approaches, seed=args.seed,
                          replications=args.replications, jobs=args.jobs)
@@ -251,20 +246,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
-    factors: dict[str, list[Any]] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError("--vary", f"expected KEY=V1,V2,... got {item!r}")
-        key, values = item.split("=", 1)
-        parsed = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
-        if not parsed:
-            raise ConfigError("--vary", f"{key}: no values given")
-        factors[key.strip()] = parsed
-    return factors
-
-
-def _approach_list(text: str | None) -> list[str] | None:
+def approach_list(text: str | None) -> list[str] | None:
     from virtlab.paths import APPROACHES
 
     if text is None:
@@ -275,77 +257,6 @@ def _approach_list(text: str | None) -> list[str] | None:
             raise ConfigError("--approaches", f"must be a comma-separated list of "
                                               f"{', '.join(APPROACHES)}, got {approach!r}")
     return approaches
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from virtlab.experiment import dumps_json
-    from virtlab.sweep import sweep
-
-    _check_counts(args)
-    factors = _parse_vary(args.vary)
-    scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
-    points = sweep(scenario, factors, _approach_list(args.approaches), seed=args.seed,
-                   replications=args.replications, jobs=args.jobs)
-    if args.json:
-        print(dumps_json([{"values": p.values, "error": p.error,
-                           "result": None if p.comparison is None
-                           else p.comparison.to_json_dict()["entries"]} for p in points]))
-        return 1 if any(p.error for p in points) else 0
-    print(f"ARG seed {args.seed}")
-    print(f"ARG replications {args.replications}")
-    for key, values in factors.items():
-        print(f"ARG vary {key} = {values}")
-    header = (f"{'point':<32} {'approach':<12} {'guest.workload':<16} {'req/s':>12} "
-              f"{'mean µs':>10} {'p99 µs':>10}")
-    print(header)
-    failed = 0
-    for point in points:
-        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in point.values.items())
-        if point.comparison is None:
-            failed += 1
-            print(f"{label:<32} FAILED: {point.error}")
-            continue
-        for entry in point.comparison.entries:
-            if entry.error:
-                failed += 1
-                print(f"{label:<32} {entry.approach:<12} FAILED: {entry.error}")
-                continue
-            m = entry.means
-            print(f"{label:<32} {entry.approach:<12} {entry.guest + '.' + entry.workload:<16} "
-                  f"{m['throughput_per_s']:>12,.0f} {m['latency_mean_us']:>10.1f} "
-                  f"{m['latency_p99_us']:>10.1f}")
-    if failed:
-        print(f"{failed} point(s) failed; the others are complete.")
-    return 1 if failed else 0
-
-
-def _cmd_capacity(args: argparse.Namespace) -> int:
-    from virtlab.paths import APPROACHES
-    from virtlab.sweep import capacity
-
-    _check_counts(args)
-    limit = parse_duration_us(args.p99_limit, "--p99-limit")
-    if args.max_guests < 1:
-        raise ConfigError("--max-guests", f"must be an integer >= 1, got {args.max_guests}")
-    counts = list(range(1, args.max_guests + 1))
-    scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
-    approaches = _approach_list(args.approaches) or list(APPROACHES)
-    rows = capacity(scenario, limit, counts, approaches, seed=args.seed,
-                    replications=args.replications, jobs=args.jobs)
-    print(f"ARG seed {args.seed}")
-    print(f"ARG p99-limit {limit:g} µs; guest template: {scenario.guests[0].name} "
-          f"({', '.join(w.name for w in scenario.guests[0].workloads)}); host cores "
-          f"{scenario.host.cores}")
-    for approach in approaches:
-        mine = [r for r in rows if r.approach == approach]
-        fitting = [r.guests for r in mine if r.fits]
-        best = max(fitting) if fitting else 0
-        print(f"\n{approach}: {best} guest(s) fit (worst p99 <= {limit:g} µs)")
-        for r in mine:
-            status = "FAILED: " + r.error if r.error else ("ok" if r.fits else "over limit")
-            print(f"  {r.guests:>3} guests  worst p99 {r.worst_p99_us:>10.1f} µs  "
-                  f"total {r.total_throughput_per_s:>12,.0f} req/s  {status}")
-    return 0
 
 
 def _one_in_flight(workload: Any) -> dict[str, Any]:
@@ -451,30 +362,6 @@ def make_parser() -> argparse.ArgumentParser:
     _add_cpu_support_option(p)
     p.set_defaults(func=_cmd_trace)
 
-    p = sub.add_parser("sweep", help="run a grid of parameter values (what-if studies)",
-                       description="Run every combination of the --vary values, each under "
-                                   "the given approaches. A failed point is reported and the "
-                                   "others are kept.",
-                       epilog="Example: virtlab sweep --vary guests[0].workloads[0].in_flight="
-                              "1,4,16 --approaches paravirtual,emulated")
-    _add_run_options(p, config_required=False)
-    p.add_argument("--vary", action="append", default=[], required=True,
-                   metavar="KEY=V1,V2,...", help="a factor and its values (repeatable)")
-    p.add_argument("--approaches", help="comma-separated approaches (default: the scenario's)")
-    p.set_defaults(func=_cmd_sweep)
-
-    p = sub.add_parser("capacity", help="how many copies of a guest fit before p99 breaks?",
-                       description="Clone the scenario's first guest 1..N times on the host "
-                                   "and report, per approach, the worst guest's p99 latency "
-                                   "and how many guests fit under the limit.")
-    _add_run_options(p, config_required=False)
-    p.set_defaults(replications=1)
-    p.add_argument("--p99-limit", required=True, metavar="TIME",
-                   help="latency limit for the worst guest's p99, e.g. 200us or 1ms")
-    p.add_argument("--max-guests", type=int, default=8, help="largest guest count (default 8)")
-    p.add_argument("--approaches", help="comma-separated approaches (default: all four)")
-    p.set_defaults(func=_cmd_capacity)
-
     p = sub.add_parser("params", help="list every model parameter with its default and source")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables (for docs)")
     p.set_defaults(func=_cmd_params)
@@ -490,7 +377,7 @@ def _add_optional_commands(sub: Any) -> None:
     """Commands from sub-packages (the Linux demo, the labs), registered if present."""
     import importlib
 
-    for module_name in ("virtlab.linux.commands", "virtlab.labs",
+    for module_name in ("virtlab.cli_studies", "virtlab.linux.commands", "virtlab.labs",
                         "virtlab.paths.emulation.commands"):
         try:
             module = importlib.import_module(module_name)
