@@ -5,7 +5,7 @@ number of completed requests divided by wall time, next to SimPy events per seco
 a bare SimPy loop that processes the same number of events (a process yielding timeouts) is
 timed too: the ratio shows what the model's own logic costs on top of SimPy.
 
-    python benchmarks/speed.py [--duration 30ms] [--repeat 3]
+    python benchmarks/speed.py [--duration 20ms] [--repeat 3]
 
 This is a benchmark, not a test: it prints figures and asserts nothing.
 """
@@ -21,7 +21,6 @@ import simpy
 from virtlab import APPROACHES, default_scenario, run
 from virtlab.cli import parse_duration_us
 
-DEFAULT_DURATION = "30ms"
 
 
 class _CountingEnvironment(simpy.Environment):
@@ -72,11 +71,13 @@ def count_events(scenario) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", default=DEFAULT_DURATION)
+    parser.add_argument("--duration", help="simulated window (default: the scenario's)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
     args = parser.parse_args()
-    scenario = dataclasses.replace(default_scenario(),
-                                   duration_us=parse_duration_us(args.duration, "--duration"))
+    scenario = default_scenario()
+    if args.duration:
+        scenario = dataclasses.replace(
+            scenario, duration_us=parse_duration_us(args.duration, "--duration"))
     print(f"{'path':<12} {'requests':>9} {'events':>9} {'wall s':>7} {'req/wall-s':>11} "
           f"{'events/wall-s':>13} {'bare SimPy ev/s':>15}")
     for approach in APPROACHES:
