@@ -12,13 +12,15 @@ only if the guest asked for it (mechanics.md 1, 2, 5b(d)-(i)). Three backends:
 
 The rings themselves are real data structures (:mod:`virtlab.paths.virtqueue`,
 :mod:`virtlab.paths.xenring`); the SimPy components that drive them and charge the cost of
-each step are :mod:`virtlab.paths.virtio` (with ``virtio_net`` and ``virtio_blk``) and
-:mod:`virtlab.paths.xen` (with ``xen_net`` and ``xen_blk``). docs/paravirtual.md walks
-through all of it.
+each step are :mod:`virtlab.paths.virtio` (the transport, with the guest drivers in
+``virtio_net`` and ``virtio_blk`` and the backends in ``virtio_backends``) and
+:mod:`virtlab.paths.xen` (with ``xen_net`` and ``xen_blk``), all on the common base
+:mod:`virtlab.paths.splitdriver`. docs/paravirtual.md walks through all of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,10 +37,12 @@ from virtlab.paths.pvcommon import (
     PH_HOST,
     PH_INTERRUPT,
     PH_OUTSIDE,
+    PH_QUEUEING,
     PH_VCPU_WAKEUP,
     PhasedStep,
     count_exits,
     mark,
+    run_phased,
 )
 from virtlab.paths.vm import VmPath
 from virtlab.records import EXIT, GUEST, HOST, Request
@@ -279,6 +283,21 @@ class ParavirtualPath(VmPath):
     def release_vcpu(self) -> None:
         """Give back the vCPU taken by :meth:`hold_vcpu`."""
         self.vcpu.release()
+
+    def run_unaccounted(self, ctx: ExecContext | None, steps: Sequence[PhasedStep]
+                        ) -> ProcessGenerator:
+        """Run background ``steps`` in ``ctx`` for no request (CPU time only, no latency)."""
+        yield from run_phased(self.host.cpu, ctx, self.nobody, steps, PH_QUEUEING, account=False)
+
+    def end_guest_irq(self, unclaimed: Sequence[PhasedStep]) -> ProcessGenerator:
+        """Leave an interrupt handler (which runs under :meth:`hold_vcpu`): give the vCPU back.
+
+        ``unclaimed`` is the interrupt's own cost if no completion took it (a spurious
+        interrupt: nothing was used); it is then run for no request.
+        """
+        if unclaimed:
+            yield from self.run_unaccounted(self.vcpu_held, unclaimed)
+        self.release_vcpu()
 
     # Halted vCPUs: KVM as on every VM path, Xen schedules the blocked vCPU -----------------------
     def _halted_vcpu_delay_us(self, idle_us: float) -> float:

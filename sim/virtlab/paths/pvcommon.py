@@ -3,6 +3,8 @@
 * :class:`Doorbell`: an eventfd, an event channel or an interrupt line with one sleeping
   consumer. Whether to ring it is decided by the ring's suppression rules (event index,
   ``req_event``), not here; the doorbell only remembers a ring that found nobody asleep.
+* :class:`WaitList`: producers blocked until a ring has room again (a stopped transmit queue,
+  a full block ring), all woken by the completion that makes room.
 * :class:`RingMonitor`: a ring's occupancy over time (time-weighted mean, maximum and a sampled
   series) and the sizes of the batches taken from it.
 * :func:`run_phased`: run CPU steps with :meth:`virtlab.cpu.Cpu.run` and split the request's
@@ -22,10 +24,11 @@ from virtlab.cpu import Cpu, ExecContext
 from virtlab.paths.vm import PH_VCPU_WAKEUP, PhasedStep
 from virtlab.records import EXIT_REASONS, PHASES, Request
 
-__all__ = ["count_exits", "EXIT_MMIO", "EXIT_INJECT", "EXIT_EOI", "Doorbell", "RingMonitor",
-           "PhasedStep", "run_phased", "mark", "phase_index", "PH_GUEST", "PH_EXITS",
-           "PH_BACKEND", "PH_COPIES", "PH_HOST", "PH_DEVICE", "PH_INTERRUPT", "PH_WAKEUP",
-           "PH_VCPU_WAKEUP", "PH_QUEUEING", "PH_OUTSIDE", "VNET_HDR_BYTES", "PAGE_BYTES"]
+__all__ = ["count_exits", "EXIT_MMIO", "EXIT_INJECT", "EXIT_EOI", "Doorbell", "WaitList",
+           "RingMonitor", "PhasedStep", "run_phased", "mark", "phase_index", "PH_GUEST",
+           "PH_EXITS", "PH_BACKEND", "PH_COPIES", "PH_HOST", "PH_DEVICE", "PH_INTERRUPT",
+           "PH_WAKEUP", "PH_VCPU_WAKEUP", "PH_QUEUEING", "PH_OUTSIDE", "VNET_HDR_BYTES",
+           "PAGE_BYTES"]
 
 #: virtio-net header in front of every packet (``struct virtio_net_hdr_mrg_rxbuf``, 12 bytes).
 VNET_HDR_BYTES = 12
@@ -155,6 +158,13 @@ class Doorbell:
         self._event = self.env.event()
         return self._event
 
+    def sleep(self) -> ProcessGenerator:
+        """:meth:`wait` as a process step; returns True if the consumer really slept."""
+        wait = self.wait()
+        if wait is not None:
+            yield wait
+        return wait is not None
+
     def ring(self) -> bool:
         """Ring; return True if this woke the sleeping consumer."""
         self.rings += 1
@@ -166,6 +176,32 @@ class Doorbell:
             return True
         self.pending = True
         return False
+
+
+class WaitList:
+    """Producers blocked until a ring has room again.
+
+    States: *empty* or *holding* one event per blocked producer. Invariant: :meth:`wake_all`
+    leaves it empty, so a producer that still finds no room waits again with a new event.
+    """
+
+    __slots__ = ("env", "_events")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._events: list[Event] = []
+
+    def wait(self) -> Event:
+        """Block: an event that fires at the next :meth:`wake_all`."""
+        event = self.env.event()
+        self._events.append(event)
+        return event
+
+    def wake_all(self) -> None:
+        """Room was made: wake every blocked producer."""
+        events, self._events = self._events, []
+        for event in events:
+            event.succeed()
 
 
 class RingMonitor:

@@ -1,4 +1,11 @@
-"""virtio-net and virtio-blk: Linux's guest drivers and a vhost or QEMU backend, over real rings.
+"""The virtio transport both devices share: queues, kicks, the backend worker and its interrupts.
+
+:class:`VirtioDevice` is the plumbing between a guest driver and its backend over real split
+virtqueues (:mod:`virtlab.paths.virtqueue`): the guest's kick (an ioeventfd exit) and the
+backend's interrupt (irqfd injection), each sent only if the ring's suppression rule says so,
+and the backend worker's sleep, wake-up and busy polling. What each device does on top is in
+:mod:`virtlab.paths.virtio_net` and :mod:`virtlab.paths.virtio_blk` (Linux's guest drivers) and
+:mod:`virtlab.paths.virtio_backends` (the backends' handlers). The rules they follow:
 
 Guest side (S5, S46; mechanics.md 1.4, 5b(d)-(f)):
 
@@ -42,6 +49,7 @@ from virtlab.paths.pvcommon import (
     count_exits,
     run_phased,
 )
+from virtlab.paths.splitdriver import SplitDriver
 from virtlab.paths.virtqueue import SplitVirtqueue
 from virtlab.records import BACKEND, EXIT, Request
 
@@ -51,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["VirtioDevice"]
 
 
-class VirtioDevice:
+class VirtioDevice(SplitDriver):
     """What both virtio devices share: queues, kicks, the worker's wake-up, signalling.
 
     The backend worker is one thread (``worker``) sleeping on ``kick_bell`` (its ioeventfd).
@@ -66,12 +74,8 @@ class VirtioDevice:
     """
 
     def __init__(self, path: ParavirtualPath, kind: str) -> None:
-        self.path = path
-        self.host = path.host
-        self.env = path.env
-        self.params = path.params
+        super().__init__(path, f"virtio-{kind}")
         p = path.params
-        self.scope = f"{path.name}.virtio-{kind}"
         self.backend_name = "vhost" if p.backend == "vhost" else "qemu"
         self.worker = ExecContext(self.env, f"{path.name}.{self.backend_name}-{kind}", 1)
         self.kick_bell = Doorbell(self.env, f"{self.worker.name}.kick")
@@ -88,12 +92,7 @@ class VirtioDevice:
         p = self.params
         vq = SplitVirtqueue(p.ring_size, event_idx=p.event_idx, indirect=p.indirect_descriptors,
                             start_index=p.start_index, delay_fraction=p.tx_irq_delay_fraction)
-        # About 200 samples over a default run; enough to plot occupancy over time.
-        monitor = RingMonitor(self.env, f"{self.scope}.{name}", p.ring_size, 150.0)
-        return vq, monitor
-
-    def _trace(self, scope: str, kind: str, req: Request, detail: str) -> None:
-        self.host.trace(scope, kind, req.id, detail)
+        return vq, self._monitor(name, p.ring_size)
 
     # Guest side ---------------------------------------------------------------------------------
     def _kick(self, vq: SplitVirtqueue, scope: str, req: Request) -> ProcessGenerator:
@@ -148,10 +147,8 @@ class VirtioDevice:
 
     def _sleep(self) -> ProcessGenerator:
         """Sleep on the kick eventfd; on waking, pay the wake-up (QEMU: notify latency)."""
-        wait = self.kick_bell.wait()
-        if wait is None:
+        if not (yield from self.kick_bell.sleep()):
             return
-        yield wait
         self.worker_wakeups += 1
         self._wake_due = True
         # QEMU's end-to-end notify latency (S29) already includes its thread's wake-up.
@@ -166,9 +163,8 @@ class VirtioDevice:
             # With flag hints the worker sets NO_NOTIFY only once it runs, so the wake-up is a
             # window in which kicks still come (event index needs no such step: its
             # disable_notify is a no-op). Elsewhere the wake-up is merged into the first work.
-            yield from run_phased(self.host.cpu, self.worker, self.path.nobody, (
-                (BACKEND, self.host.params.ctx_switch_us, self._wake_label, PH_WAKEUP),),
-                PH_QUEUEING, account=False)
+            yield from self.path.run_unaccounted(self.worker, (
+                (BACKEND, self.host.params.ctx_switch_us, self._wake_label, PH_WAKEUP),))
             self._wake_due = False
             self._gap_is_wakeup = True
 

@@ -1,62 +1,48 @@
-"""virtio-blk: one request queue of header + data + status chains, and its backend.
+"""virtio-blk's guest side: Linux's driver, one request queue of header + data + status chains.
 
-See :mod:`virtlab.paths.virtio` for the rules both virtio devices follow, and
-docs/paravirtual.md for the walk-through.
+The rules it follows, and the kick it sends, are the transport's (:mod:`virtlab.paths.virtio`);
+the backend that serves its queue is :class:`~virtlab.paths.virtio_backends.VirtioBlkBackend`.
+docs/paravirtual.md has the walk-through.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from simpy.events import Event, ProcessGenerator
+from simpy.events import ProcessGenerator
 
 from virtlab.paths.pvcommon import (
     PAGE_BYTES,
-    PH_BACKEND,
-    PH_DEVICE,
     PH_GUEST,
-    PH_HOST,
     PH_INTERRUPT,
     PH_QUEUEING,
-    Doorbell,
-    RingMonitor,
-    mark,
+    WaitList,
     run_phased,
 )
-from virtlab.paths.virtio import VirtioDevice
-from virtlab.records import BACKEND, GUEST, HOST, Request
+from virtlab.paths.virtio_backends import BLK_HDR_BYTES, BLK_STATUS_BYTES, VirtioBlkBackend
+from virtlab.records import GUEST, Request
 
 if TYPE_CHECKING:
     from virtlab.paths.paravirtual import ParavirtualPath
 
-__all__ = ["VirtioBlk", "BLK_HDR_BYTES", "BLK_STATUS_BYTES"]
-
-#: virtio-blk request header (type, reserved, sector) and status byte (S1 "Device Operation").
-BLK_HDR_BYTES = 16
-BLK_STATUS_BYTES = 1
+__all__ = ["VirtioBlk"]
 
 
-class VirtioBlk(VirtioDevice):
-    """virtio-blk: one request queue; a request is a chain of header + data + status.
+class VirtioBlk(VirtioBlkBackend):
+    """virtio-blk: Linux's driver on one request queue, over its backend.
 
-    Tokens are ``(request, bytes, state)`` where ``state = [chains left, done event]`` is shared
-    by the chains of one request (large requests are split at ``ring_size - 2`` data pages,
-    QEMU's ``seg_max``).
+    A request is a chain of header + data + status. Tokens are ``(request, bytes, state, write,
+    sequential)`` where ``state = [chains left, done event]`` is shared by the chains of one
+    request (large requests are split at ``ring_size - 2`` data pages, QEMU's ``seg_max``).
+    Like :class:`~virtlab.paths.virtio_net.VirtioNet`, the driver is layered on its backend's
+    class: one object is the device pair the path holds as ``blk``.
     """
 
     def __init__(self, path: ParavirtualPath) -> None:
-        super().__init__(path, "blk")
-        self.vq, self.monitor = self._queue("vq")
-        self.irq = Doorbell(self.env, f"{self.scope}.irq")
-        self._completed: deque[Any] = deque()
-        self._space_waiters: list[Event] = []
+        super().__init__(path)
+        self.space_waiters = WaitList(self.env)
         self.full_waits = 0
-
-    def monitors(self) -> list[RingMonitor]:
-        """The request queue's monitor."""
-        return [self.monitor]
 
     def counters(self) -> dict[str, int]:
         """Base counters plus waits for a full ring."""
@@ -71,7 +57,6 @@ class VirtioBlk(VirtioDevice):
                  ) -> ProcessGenerator:
         """Block layer -> chains on the ring -> kick -> backend AIO -> interrupt -> wake."""
         host = self.host
-        hp = host.params
         p = self.params
         path = self.path
         vq = self.vq
@@ -80,8 +65,7 @@ class VirtioBlk(VirtioDevice):
         chains = math.ceil(pages / per_chain)
         yield from path.hold_vcpu()   # submission through the kick, on one vCPU
         yield from run_phased(host.cpu, path.vcpu_held, req, (
-            (GUEST, hp.syscall_us + 0.5 * hp.blk_io_us, "guest: submit + block layer",
-             PH_GUEST),
+            self._block_layer_step(),
             (GUEST, p.ring_op_us * chains, "guest: virtio-blk add chains", PH_GUEST),
         ), PH_QUEUEING)
         done = self.env.event()
@@ -100,9 +84,7 @@ class VirtioBlk(VirtioDevice):
                 self.full_waits += 1
                 yield from self._kick(vq, scope, req)
                 path.release_vcpu()
-                event = self.env.event()
-                self._space_waiters.append(event)
-                yield event
+                yield self.space_waiters.wait()
                 yield from path.hold_vcpu()
             self.monitor.update(vq.outstanding)
             if host.tracer.enabled:
@@ -110,9 +92,7 @@ class VirtioBlk(VirtioDevice):
                                                  f"data + status {vq.indexes()}")
         yield from self._kick(vq, scope, req)
         path.release_vcpu()
-        yield done
-        yield from run_phased(host.cpu, path.vcpu, req, (
-            (GUEST, hp.ctx_switch_us, "guest: wake application", PH_GUEST),), PH_INTERRUPT)
+        yield from self._wake_application(req, done)
 
     def _guest_irq_loop(self) -> ProcessGenerator:
         """``virtblk_done``: reap until re-enabling callbacks finds the used ring empty."""
@@ -122,9 +102,7 @@ class VirtioBlk(VirtioDevice):
         vq = self.vq
         scope = f"{self.scope}.vq"
         while True:
-            wait = self.irq.wait()
-            if wait is not None:
-                yield wait
+            yield from self.irq.sleep()
             yield from path.wait_for_vcpu_thread()
             irq_steps, irq_exits = path.guest_irq_steps("virtio-blk")
             yield from path.hold_vcpu()
@@ -144,96 +122,10 @@ class VirtioBlk(VirtioDevice):
                     irq_steps = []
                     irq_exits = 0
                     yield from run_phased(host.cpu, path.vcpu_held, req, steps, gap)
-                    state[0] -= 1
-                    if state[0] == 0:
-                        state[1].succeed()
-                    if self._space_waiters:
-                        waiters, self._space_waiters = self._space_waiters, []
-                        for event in waiters:
-                            event.succeed()
+                    self._entry_done(state)
+                    self.space_waiters.wake_all()
                 if vq.enable_cb():
                     break
             if reaped:
                 self.monitor.batch(reaped)
-            if irq_steps:
-                yield from run_phased(host.cpu, path.vcpu_held, path.nobody, irq_steps,
-                                      PH_QUEUEING, account=False)
-            path.release_vcpu()
-
-    # Backend -----------------------------------------------------------------------------------
-    def _worker_loop(self) -> ProcessGenerator:
-        while True:
-            yield from self._sleep()
-            while True:
-                # _submit ends with the final check on the ring; completions that arrive
-                # after the last pass ring the bell, which is then pending.
-                did = yield from self._submit()
-                did = (yield from self._complete()) or did
-                if not did:
-                    break
-
-    def _submit(self) -> ProcessGenerator:
-        host = self.host
-        hp = host.params
-        p = self.params
-        vq = self.vq
-        scope = f"{self.scope}.vq"
-        count = 0
-        weight = p.qemu_tx_burst if self.backend_name == "qemu" else p.vhost_pkt_weight
-        vq.disable_notify()
-        while count < weight:
-            chain = vq.pop()
-            if chain is None:
-                if vq.enable_notify():
-                    vq.disable_notify()
-                    continue
-                break
-            token = vq.token_of(chain.head)
-            req = token[0]
-            count += 1
-            event = ((scope, "pop", f"head={chain.head} ({len(chain.elements)} elements) "
-                                    f"{vq.indexes()}") if host.tracer.enabled else None)
-            yield from self._run_backend(req, [
-                (BACKEND, p.backend_pkt_us, f"{self.backend_name}-blk: pop request",
-                 PH_BACKEND),
-                (HOST, hp.syscall_us + 0.5 * hp.blk_io_us, "host: AIO submit", PH_HOST)],
-                event)
-            self.env.process(self._serve(chain.head, token))
-        if count:
-            self.monitor.batch(count)
-        return count > 0
-
-    def _serve(self, head: int, token: Any) -> ProcessGenerator:
-        req, size, _state, write, sequential = token
-        mark(req, PH_QUEUEING, self.env.now)
-        yield from self.host.disk.serve(req, size, write, sequential)
-        mark(req, PH_DEVICE, self.env.now)
-        self._completed.append((head, token))
-        self.poke()
-        self.kick_bell.ring()   # the AIO completion wakes the worker (host-internal)
-
-    def _complete(self) -> ProcessGenerator:
-        host = self.host
-        p = self.params
-        vq = self.vq
-        scope = f"{self.scope}.vq"
-        pending = 0
-        req = None
-        count = 0
-        while self._completed:
-            head, token = self._completed.popleft()
-            req = token[0]
-            count += 1
-            yield from self._run_backend(req, [
-                (HOST, 0.5 * host.params.blk_io_us, "host: AIO completion", PH_HOST),
-                (BACKEND, p.backend_pkt_us, f"{self.backend_name}-blk: push used", PH_BACKEND)])
-            vq.add_used(head, token[1] + BLK_STATUS_BYTES)
-            if host.tracer.enabled:
-                self._trace(scope, "used", req, f"head={head} {vq.indexes()}")
-            pending += 1
-            if pending >= p.vhost_signal_batch or not self._completed:
-                yield from self._signal(vq, scope, req, self.irq, account=True)
-                self.monitor.update(vq.outstanding)
-                pending = 0
-        return count > 0
-
+            yield from path.end_guest_irq(irq_steps)

@@ -1,4 +1,9 @@
-"""Xen split drivers: netfront/netback and blkfront/blkback over shared rings (mechanics.md 2).
+"""What Xen's split drivers share: event channels, grant hypercalls and the driver domain.
+
+:class:`XenDevice` is the base of netfront/netback (:mod:`virtlab.paths.xen_net`) and
+blkfront/blkback (:mod:`virtlab.paths.xen_blk`), over the ring, event-channel and grant-table
+data structures of :mod:`virtlab.paths.xenring` (mechanics.md 2). It charges the time of Xen's
+mechanisms; the devices decide when to use them.
 
 The backends run in a *driver domain* (``ParavirtualPath.driver_ctx``, ``driver_domain_vcpus``
 vCPUs) that also owns the physical NIC. Notifications are event channels: the sender makes an
@@ -32,9 +37,9 @@ from virtlab.paths.pvcommon import (
     PH_WAKEUP,
     Doorbell,
     PhasedStep,
-    RingMonitor,
     run_phased,
 )
+from virtlab.paths.splitdriver import SplitDriver
 from virtlab.paths.xenring import EventChannel, GrantTable, XenSharedRing
 from virtlab.records import BACKEND, EXIT, Request
 
@@ -44,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["XenDevice"]
 
 
-class XenDevice:
+class XenDevice(SplitDriver):
     """What netfront/netback and blkfront/blkback share: event channels and wake-ups.
 
     A *channel* here is one direction of notification: an :class:`EventChannel` (the pending
@@ -52,11 +57,7 @@ class XenDevice:
     """
 
     def __init__(self, path: ParavirtualPath, kind: str) -> None:
-        self.path = path
-        self.host = path.host
-        self.env = path.env
-        self.params = path.params
-        self.scope = f"{path.name}.xen-{kind}"
+        super().__init__(path, f"xen-{kind}")
         assert path.driver_ctx is not None
         self.driver = path.driver_ctx
         self.grants = GrantTable()
@@ -65,12 +66,6 @@ class XenDevice:
 
     def _channel(self, name: str) -> tuple[EventChannel, Doorbell]:
         return EventChannel(f"{self.scope}.{name}"), Doorbell(self.env, f"{self.scope}.{name}")
-
-    def _monitor(self, name: str, size: int) -> RingMonitor:
-        return RingMonitor(self.env, f"{self.scope}.{name}", size, 150.0)
-
-    def _trace(self, scope: str, kind: str, req: Request, detail: str) -> None:
-        self.host.trace(scope, kind, req.id, detail)
 
     def _notify(self, notify: bool, ring: XenSharedRing, scope: str, req: Request,
                 channel: tuple[EventChannel, Doorbell], ctx: Any, *, to_backend: bool,
@@ -99,13 +94,11 @@ class XenDevice:
             bell.ring()
 
     def _sleep(self, channel: tuple[EventChannel, Doorbell]) -> ProcessGenerator:
-        """A backend thread sleeps on its channel; returns True if it really slept."""
+        """A handler sleeps on its channel and clears the pending bit; True if it really slept."""
         chan, bell = channel
-        wait = bell.wait()
-        if wait is not None:
-            yield wait
+        slept = yield from bell.sleep()
         chan.clear()
-        return wait is not None
+        return slept
 
     def _backend_wake_steps(self, thread: bool) -> list[PhasedStep]:
         """Upcall into the driver domain (scheduling its vCPU if it was blocked) + thread."""

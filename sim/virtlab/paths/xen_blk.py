@@ -9,21 +9,19 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from simpy.events import Event, ProcessGenerator
+from simpy.events import ProcessGenerator
 
 from virtlab.paths.pvcommon import (
     PAGE_BYTES,
     PH_BACKEND,
     PH_COPIES,
-    PH_DEVICE,
     PH_GUEST,
     PH_HOST,
     PH_INTERRUPT,
     PH_QUEUEING,
     PH_WAKEUP,
     PhasedStep,
-    RingMonitor,
-    mark,
+    WaitList,
     run_phased,
 )
 from virtlab.paths.xen import XenDevice
@@ -56,14 +54,10 @@ class XenBlk(XenDevice):
         self.to_back = self._channel("to-backend")
         self.to_front = self._channel("to-frontend")
         self._completed: deque[Any] = deque()
-        self._space_waiters: list[Event] = []
+        self.space_waiters = WaitList(self.env)
         self._persistent_free: list[int] = []
         self._persistently_mapped: set[int] = set()
         self.full_waits = 0
-
-    def monitors(self) -> list[RingMonitor]:
-        """The ring's monitor."""
-        return [self.monitor]
 
     def start(self) -> None:
         """Start blkback and blkfront's interrupt handler."""
@@ -85,7 +79,6 @@ class XenBlk(XenDevice):
                  ) -> ProcessGenerator:
         """blkfront: grant segments, write requests, push, notify; wait for the response."""
         host = self.host
-        hp = host.params
         p = self.params
         path = self.path
         pages = max(1, math.ceil(nbytes / PAGE_BYTES))
@@ -93,8 +86,7 @@ class XenBlk(XenDevice):
         persistent_copy = host.copy_us(nbytes) if (p.xen_persistent_grants and write) else 0.0
         yield from path.hold_vcpu()   # submission through the event-channel send
         yield from run_phased(host.cpu, path.vcpu_held, req, (
-            (GUEST, hp.syscall_us + 0.5 * hp.blk_io_us, "guest: submit + block layer",
-             PH_GUEST),
+            self._block_layer_step(),
             (GUEST, p.ring_op_us * (requests + pages), "blkfront: grant segments + write "
                                                        "requests", PH_GUEST),
             (GUEST, persistent_copy, "blkfront: copy into persistent grants", PH_COPIES),
@@ -115,9 +107,7 @@ class XenBlk(XenDevice):
                 yield from self._notify(notify, self.ring, scope, req, self.to_back,
                                         path.vcpu_held, to_backend=True)
                 path.release_vcpu()
-                event = self.env.event()
-                self._space_waiters.append(event)
-                yield event
+                yield self.space_waiters.wait()
                 yield from path.hold_vcpu()
             self.ring.put_request((req, size, state, write, sequential,
                                    self._grant_segments(segs)))
@@ -128,9 +118,7 @@ class XenBlk(XenDevice):
         yield from self._notify(notify, self.ring, scope, req, self.to_back, path.vcpu_held,
                                 to_backend=True)
         path.release_vcpu()
-        yield done
-        yield from run_phased(host.cpu, path.vcpu, req, (
-            (GUEST, hp.ctx_switch_us, "guest: wake application", PH_GUEST),), PH_INTERRUPT)
+        yield from self._wake_application(req, done)
 
     def _blkback(self) -> ProcessGenerator:
         host = self.host
@@ -177,14 +165,11 @@ class XenBlk(XenDevice):
                 if not ring.final_check_for_requests():
                     break
             if wake:
-                yield from run_phased(host.cpu, self.driver, self.path.nobody, wake,
-                                      PH_QUEUEING, account=False)
+                yield from self.path.run_unaccounted(self.driver, wake)
 
     def _serve(self, entry: Any) -> ProcessGenerator:
         req, size, _state, write, sequential, _refs = entry
-        mark(req, PH_QUEUEING, self.env.now)
-        yield from self.host.disk.serve(req, size, write, sequential)
-        mark(req, PH_DEVICE, self.env.now)
+        yield from self._serve_disk(req, size, write, sequential)
         self._completed.append(entry)
         self.to_back[1].ring()   # the disk interrupt reaches blkback in the driver domain
 
@@ -223,11 +208,7 @@ class XenBlk(XenDevice):
         path = self.path
         ring = self.ring
         while True:
-            chan, bell = self.to_front
-            wait = bell.wait()
-            if wait is not None:
-                yield wait
-            chan.clear()
+            yield from self._sleep(self.to_front)
             upcall = self._upcall_steps("blkfront")
             yield from path.hold_vcpu()
             reaped = 0
@@ -249,20 +230,12 @@ class XenBlk(XenDevice):
                     gap = PH_INTERRUPT if upcall else PH_QUEUEING
                     upcall = []
                     yield from run_phased(host.cpu, path.vcpu_held, req, steps, gap)
-                    state[0] -= 1
-                    if state[0] == 0:
-                        state[1].succeed()
-                    if self._space_waiters:
-                        waiters, self._space_waiters = self._space_waiters, []
-                        for event in waiters:
-                            event.succeed()
+                    self._entry_done(state)
+                    self.space_waiters.wake_all()
                 if not ring.final_check_for_responses():
                     break
             self.monitor.update(ring.backlog)
             if reaped:
                 self.monitor.batch(reaped)
-            if upcall:
-                yield from run_phased(host.cpu, path.vcpu_held, path.nobody, upcall,
-                                      PH_QUEUEING, account=False)
-            path.release_vcpu()
+            yield from path.end_guest_irq(upcall)
 

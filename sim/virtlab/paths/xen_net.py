@@ -9,22 +9,20 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from simpy.events import Event, ProcessGenerator
+from simpy.events import ProcessGenerator
 
 from virtlab.errors import ConfigError
 from virtlab.paths.pvcommon import (
     PAGE_BYTES,
     PH_BACKEND,
     PH_COPIES,
-    PH_DEVICE,
     PH_GUEST,
     PH_HOST,
     PH_INTERRUPT,
     PH_QUEUEING,
     PH_WAKEUP,
     PhasedStep,
-    RingMonitor,
-    mark,
+    WaitList,
     run_phased,
 )
 from virtlab.paths.xen import XenDevice
@@ -65,12 +63,8 @@ class XenNet(XenDevice):
         # The bridge wakes the receive thread from inside the driver domain (no event channel).
         self._rx_woken_locally = False
         self.tx_stopped = False
-        self._tx_waiters: list[Event] = []
+        self.tx_waiters = WaitList(self.env)
         self._rx_contents: dict[int, tuple[Any, int]] = {}
-
-    def monitors(self) -> list[RingMonitor]:
-        """Transmit and receive ring monitors."""
-        return [self.tx_monitor, self.rx_monitor]
 
     def start(self) -> None:
         """Post receive pages, start netback's threads and netfront's handlers."""
@@ -99,7 +93,6 @@ class XenNet(XenDevice):
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
         """Grant pages, write requests, push and notify if ``req_event`` was crossed."""
         host = self.host
-        hp = host.params
         p = self.params
         path = self.path
         packets = host.segments(nbytes, path.segment_bytes)
@@ -109,8 +102,7 @@ class XenNet(XenDevice):
         slots = sum(self._slots(s) for s in sizes)
         yield from path.hold_vcpu()   # from the stack to the event-channel send
         yield from run_phased(host.cpu, path.vcpu_held, req, (
-            (GUEST, hp.syscall_us + host.copy_us(nbytes) + packets * hp.stack_pkt_us,
-             "guest: send syscall + copy + stack tx", PH_GUEST),
+            self._stack_tx_step(nbytes, packets),
             (GUEST, p.ring_op_us * slots, "netfront: grant pages + write requests", PH_GUEST),
         ), PH_QUEUEING)
         handed = self.env.event()
@@ -135,14 +127,10 @@ class XenNet(XenDevice):
         yield from self._notify(notify, self.tx, scope, req, self.tx_to_back, path.vcpu_held,
                                 to_backend=True)
         path.release_vcpu()
-        arrive_us = yield handed
-        mark(req, PH_QUEUEING, self.env.now)
-        yield self.env.timeout(arrive_us - self.env.now)
-        mark(req, PH_DEVICE, self.env.now)
+        yield from self._to_peer(req, handed)
 
     def _wait(self, req: Request) -> ProcessGenerator:
-        event = self.env.event()
-        self._tx_waiters.append(event)
+        event = self.tx_waiters.wait()
         if self.host.tracer.enabled:
             self._trace(f"{self.scope}.tx", "queue-stopped", req, self.tx.indexes())
         yield event
@@ -151,11 +139,7 @@ class XenNet(XenDevice):
         """Transmit responses: revoke grants, advance ``rsp_cons``, final check."""
         path = self.path
         while True:
-            chan, bell = self.tx_to_front
-            wait = bell.wait()
-            if wait is not None:
-                yield wait
-            chan.clear()
+            yield from self._sleep(self.tx_to_front)
             count = 0
             while True:
                 while self.tx.unconsumed_responses():
@@ -168,23 +152,18 @@ class XenNet(XenDevice):
             steps.append((GUEST, self.params.ring_op_us * count,
                           "netfront: tx responses (end grant access)", PH_INTERRUPT))
             yield from path.hold_vcpu()
-            yield from run_phased(self.host.cpu, path.vcpu_held, path.nobody, steps,
-                                  PH_QUEUEING, account=False)
+            yield from path.run_unaccounted(path.vcpu_held, steps)
             path.release_vcpu()
             if self.tx_stopped and self.tx.free_requests() >= self.params.tx_stop_free:
                 self.tx_stopped = False
-                waiters, self._tx_waiters = self._tx_waiters, []
-                for event in waiters:
-                    event.succeed()
+                self.tx_waiters.wake_all()
 
     # netback transmit ---------------------------------------------------------------------------
     def _netback_tx(self) -> ProcessGenerator:
         """Netback's transmit NAPI in the driver domain: consume, grant ops, bridge, respond."""
-        host = self.host
-        hp = host.params
         tx = self.tx
         scope = f"{self.scope}.tx"
-        budget = hp.napi_budget
+        budget = self.host.params.napi_budget
         while True:
             woke = yield from self._sleep(self.tx_to_back)
             wake = self._backend_wake_steps(thread=False) if woke else []
@@ -204,8 +183,7 @@ class XenNet(XenDevice):
                 if not tx.final_check_for_requests():
                     break
             if wake:   # woken for nothing (the work was taken in an earlier pass)
-                yield from run_phased(host.cpu, self.driver, self.path.nobody, wake,
-                                      PH_QUEUEING, account=False)
+                yield from self.path.run_unaccounted(self.driver, wake)
 
     def _netback_tx_batch(self, batch: list[Any], wake: list[PhasedStep], scope: str
                           ) -> ProcessGenerator:
@@ -316,8 +294,7 @@ class XenNet(XenDevice):
             if packets:
                 self.rx_monitor.batch(packets)
             if wake:
-                yield from run_phased(host.cpu, self.driver, self.path.nobody, wake,
-                                      PH_QUEUEING, account=False)
+                yield from self.path.run_unaccounted(self.driver, wake)
 
     def _netfront_rx(self) -> ProcessGenerator:
         """Netfront's NAPI: consume <= budget packets, refill pages, final check."""
@@ -329,11 +306,7 @@ class XenNet(XenDevice):
         scope = f"{self.scope}.rx"
         budget = hp.napi_budget
         while True:
-            chan, bell = self.rx_to_front
-            wait = bell.wait()
-            if wait is not None:
-                yield wait
-            chan.clear()
+            yield from self._sleep(self.rx_to_front)
             upcall = self._upcall_steps("netfront rx")
             yield from path.hold_vcpu()   # the poll runs in softirq, not interleaved
             last_req = path.nobody
@@ -372,9 +345,6 @@ class XenNet(XenDevice):
                 self.rx_monitor.update(rx.unconsumed_responses())
                 if received < budget and not rx.final_check_for_responses():
                     break
-            if upcall:
-                yield from run_phased(host.cpu, path.vcpu_held, path.nobody, upcall,
-                                      PH_QUEUEING, account=False)
-            path.release_vcpu()
+            yield from path.end_guest_irq(upcall)
 
 

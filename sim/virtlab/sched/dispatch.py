@@ -11,7 +11,9 @@ policy decides among its own nodes. Two kinds of job:
   the policies size, is re-queued when a quantum ends, and a woken leaf may preempt it.
 
 Time-slicing only CPU-bound work keeps proportional sharing exact over long windows while the
-number of events stays small: a 3 ms quantum costs one event per core every 3 ms.
+number of events stays small: a 3 ms quantum costs one event per core every 3 ms. Waiting work
+and the policies' choice among it live in :mod:`virtlab.sched.runqueue`; this module owns the
+cores and *when* each decision is taken.
 
 States of a core: *idle*; *busy* with a stint of one leaf, running short work or a quantum of
 CPU-bound work; *grace*: CPU-bound work just finished and its leaf may continue the stint at
@@ -32,6 +34,7 @@ import simpy
 from simpy.events import Event
 
 from virtlab.sched.base import INF, Node, Policy
+from virtlab.sched.runqueue import RunQueue, preempt_delay_us
 from virtlab.sched.work import MIN_QUANTUM_US, Core, Job, Leaf, SchedRecorder
 from virtlab.trace import NullTracer, Tracer
 
@@ -41,7 +44,6 @@ __all__ = ["Dispatcher", "Leaf", "Core", "Job", "SchedRecorder"]
 #: ``now`` again late in a run, and a timer loop at one instant would never end).
 _MIN_DELAY_US = 1e-6
 _EPS = 1e-9
-_KERNEL_KEY = (0,)
 
 
 class Dispatcher:
@@ -64,8 +66,7 @@ class Dispatcher:
         self._idle = list(reversed(self.cores))  # pop() hands out core 0 first
         self._limbo: list[Core] = []  # free cores waiting for the end of the instant
         self._settling = False
-        self._waiting: list[Leaf] = []
-        self._seq = 0
+        self.runqueue = RunQueue()
         self._release_armed = INF
         self._recheck_armed = INF
         self.policies: list[Policy] = []
@@ -111,12 +112,12 @@ class Dispatcher:
         if core is not None:
             self._reclaim(core, leaf, None, now)
             return core
-        if self._idle and not leaf.queue and self._startable(leaf, now):
+        if self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
             core = self._idle.pop()
             self._begin(core, leaf, None, now)
             return core
         job = Job(leaf, 0.0, self.env.event(), False)
-        self._enqueue(leaf, job, now)
+        self.runqueue.push(leaf, job, now)
         self._reschedule(now)
         return job.event
 
@@ -137,10 +138,10 @@ class Dispatcher:
         core = leaf.grace_core
         if core is not None:
             self._reclaim(core, leaf, job, now)
-        elif self._idle and not leaf.queue and self._startable(leaf, now):
+        elif self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
             self._begin(self._idle.pop(), leaf, job, now)
         else:
-            self._enqueue(leaf, job, now)
+            self.runqueue.push(leaf, job, now)
             self._reschedule(now)
         return job.event
 
@@ -168,7 +169,7 @@ class Dispatcher:
             out[node.name] = row
         return out
 
-    # Internals: queues -------------------------------------------------------------------------
+    # Internals: activity along the chain -------------------------------------------------------
     def _activate(self, leaf: Leaf, now: float) -> None:
         for node in leaf.chain:
             if node.active == 0 and node.policy is not None:
@@ -182,55 +183,6 @@ class Dispatcher:
             node.active -= 1
             if node.active == 0 and node.policy is not None:
                 node.policy.on_sleep(node, now)
-
-    def _enqueue(self, leaf: Leaf, job: Job, now: float, front: bool = False) -> None:
-        self._seq += 1
-        job.seq = self._seq
-        job.enqueued_us = now
-        if front:
-            leaf.queue.appendleft(job)
-        else:
-            leaf.queue.append(job)
-        if not leaf.waiting:
-            leaf.waiting = True
-            self._waiting.append(leaf)
-
-    def _pop(self, leaf: Leaf) -> Job:
-        job = leaf.queue.popleft()
-        if not leaf.queue:
-            leaf.waiting = False
-            self._waiting.remove(leaf)
-        return job
-
-    def _startable(self, leaf: Leaf, now: float) -> bool:
-        for node in leaf.chain:
-            if node.running >= node.limit:
-                return False
-            if node.policy is not None and not node.policy.eligible(node, now):
-                return False
-        return True
-
-    def _pick(self, now: float) -> Leaf | None:
-        """The waiting leaf that runs next among those that may start now."""
-        return self._best([leaf for leaf in self._waiting if self._startable(leaf, now)], now)
-
-    def _best(self, candidates: list[Leaf], now: float) -> Leaf | None:
-        """Smallest key, level by level from the root (a node's key uses its oldest work)."""
-        if len(candidates) <= 1:
-            return candidates[0] if candidates else None
-        heads: dict[Node, int] = {}
-        for leaf in candidates:
-            head = leaf.queue[0].seq
-            for node in leaf.chain:
-                if heads.get(node, head + 1) > head:
-                    heads[node] = head
-        best, best_key = None, None
-        for leaf in candidates:
-            key = tuple(_KERNEL_KEY if node.policy is None
-                        else (1, node.policy.key(node, heads[node], now)) for node in leaf.chain)
-            if best_key is None or key < best_key:
-                best, best_key = leaf, key
-        return best
 
     # Internals: cores --------------------------------------------------------------------------
     def _begin(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
@@ -289,7 +241,7 @@ class Dispatcher:
             self._after(0.0, self._grace_end, core, core.token)
             return
         self._stop(core, now)
-        self._enqueue(leaf, job, now, front=True)  # a new sequence number: back of the round
+        self.runqueue.push(leaf, job, now, front=True)  # a new sequence number: back of the round
         self._dispatch(core, now)
 
     def _grace_end(self, core: Core, token: int) -> None:
@@ -340,7 +292,7 @@ class Dispatcher:
         waiting CPU hog a moment before that work arrives. So the core waits *in limbo* until
         no other event is due at this instant, then everyone who arrived competes.
         """
-        if not self._waiting:
+        if not self.runqueue.leaves:
             self._idle.append(core)
             return
         self._limbo.append(core)
@@ -363,38 +315,36 @@ class Dispatcher:
         if self._limbo:
             return  # the pending settle decides, with everything that arrives meanwhile
         while self._idle:
-            leaf = self._pick(now)
+            leaf = self.runqueue.pick(now)
             if leaf is None and self._idle_hooks(now):
-                leaf = self._pick(now)
+                leaf = self.runqueue.pick(now)
             if leaf is None:
                 break
-            self._begin(self._idle.pop(), leaf, self._pop(leaf), now)
+            self._begin(self._idle.pop(), leaf, self.runqueue.pop(leaf), now)
         if not self._idle:
             # Only freshly woken (short) work preempts; CPU-bound work waits for a quantum end.
-            woken = [leaf for leaf in self._waiting
-                     if not leaf.queue[0].preemptible and self._startable(leaf, now)]
+            startable = self.runqueue.startable
+            woken = [leaf for leaf in self.runqueue.leaves
+                     if not leaf.queue[0].preemptible and startable(leaf, now)]
             while woken and self._try_preempt(woken, now):
-                woken = [leaf for leaf in woken if leaf.waiting and self._startable(leaf, now)]
+                woken = [leaf for leaf in woken if leaf.waiting and startable(leaf, now)]
         self._arm_release(now)
 
     def _idle_hooks(self, now: float) -> bool:
-        held: dict[Policy, list[Node]] = {}
-        for leaf in self._waiting:
-            for node in leaf.chain:
-                if node.policy is not None and not node.policy.eligible(node, now):
-                    held.setdefault(node.policy, []).append(node)
+        """A core would idle: policies holding waiting nodes back may let one go now."""
+        held = self.runqueue.held(now)
         return any(policy.on_idle(nodes, now) for policy, nodes in held.items())
 
     def _try_preempt(self, woken: list[Leaf], now: float) -> bool:
         """Let the best woken leaf preempt CPU-bound work; True if it did."""
-        best = self._best(woken, now)
+        best = self.runqueue.best(woken, now)
         assert best is not None
         soonest, soonest_delay = None, INF
         for core in self.cores:
             if core.job is None and not core.grace:
                 continue  # idle or running short work
             assert core.leaf is not None
-            delay = self._preempt_delay(best, core.leaf, now - core.stint_start_us, now)
+            delay = preempt_delay_us(best, core.leaf, now - core.stint_start_us, now)
             if delay is None:
                 continue
             if delay <= _MIN_DELAY_US:
@@ -411,18 +361,6 @@ class Dispatcher:
         self._recheck_armed = INF
         self._reschedule(self.env.now)
 
-    def _preempt_delay(self, waker: Leaf, running: Leaf, stint_us: float,
-                       now: float) -> float | None:
-        for mine, theirs in zip(waker.chain, running.chain, strict=False):
-            if mine is theirs:
-                continue
-            if mine.policy is None:
-                return 0.0  # interrupts and softirqs preempt tasks
-            if theirs.policy is None:
-                return None
-            return mine.policy.preempt_delay_us(mine, theirs, stint_us, now)
-        return None  # same node: first come, first served inside it
-
     def _preempt(self, core: Core, leaf: Leaf, now: float) -> None:
         loser = core.leaf
         assert loser is not None
@@ -436,15 +374,11 @@ class Dispatcher:
         else:
             victim.remaining_us -= now - core.job_start_us
             self._stop(core, now)
-            self._enqueue(loser, victim, now, front=True)
-        self._begin(core, leaf, self._pop(leaf), now)
+            self.runqueue.push(loser, victim, now, front=True)
+        self._begin(core, leaf, self.runqueue.pop(leaf), now)
 
     def _arm_release(self, now: float) -> None:
-        soonest = INF
-        for leaf in self._waiting:
-            for node in leaf.chain:
-                if node.policy is not None and not node.policy.eligible(node, now):
-                    soonest = min(soonest, node.policy.release_at_us(node, now))
+        soonest = self.runqueue.release_at_us(now)
         if soonest < self._release_armed:
             self._release_armed = soonest
             self._after(max(soonest - now, _MIN_DELAY_US), self._release)
@@ -464,4 +398,4 @@ class Dispatcher:
             assert running == node.running <= node.limit, (node.name, running, node.running)
         if self._idle:
             now = self.env.now
-            assert not any(self._startable(leaf, now) for leaf in self._waiting)
+            assert not any(self.runqueue.startable(leaf, now) for leaf in self.runqueue.leaves)

@@ -1,6 +1,7 @@
 """What the dispatcher moves around: leaves with their queues, jobs, cores, and a test log.
 
-See :mod:`virtlab.sched.dispatch` for how they are used and for the states of a core.
+See :mod:`virtlab.sched.dispatch` for how they are used and for the states of a core, and
+:mod:`virtlab.sched.runqueue` for how waiting leaves are chosen.
 """
 
 from __future__ import annotations
