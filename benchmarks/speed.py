@@ -22,7 +22,6 @@ from virtlab import APPROACHES, default_scenario, run
 from virtlab.cli import parse_duration_us
 
 
-
 class _CountingEnvironment(simpy.Environment):
     """An environment that counts the events it processes."""
 
