@@ -51,19 +51,22 @@ def _pm(entry: Entry, metric: str, digits: int = 1) -> str:
     return _num(mean, digits)
 
 
+def _by_workload(entries: list[Entry]) -> list[tuple[tuple[str, str], list[Entry]]]:
+    """Entries grouped by (guest, workload), in order of first appearance."""
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for e in entries:
+        groups.setdefault((e.guest, e.workload), []).append(e)
+    return list(groups.items())
+
+
 def comparison_table(comparison: Comparison) -> str:
     """The main table: one block per guest workload, one row per approach."""
     entries = comparison.entries
-    keys: list[tuple[str, str]] = []
-    for e in entries:
-        if (e.guest, e.workload) not in keys:
-            keys.append((e.guest, e.workload))
     header = (f"{'approach':<12} {'req/s':>16} {'MB/s':>9} {'mean µs':>14} {'p50 µs':>9} "
               f"{'p99 µs':>9} | {'cpu µs/req: guest':>17} {'exit':>6} {'backend':>7} "
               f"{'host':>6} | {'exits':>6} {'notif':>6} {'irqs':>6}")
     out = []
-    for guest, workload in keys:
-        rows = [e for e in entries if (e.guest, e.workload) == (guest, workload)]
+    for (guest, workload), rows in _by_workload(entries):
         out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
         out.append(header)
         for e in rows:
@@ -130,14 +133,9 @@ def breakdown_table(comparison: Comparison) -> str:
             + f" {'user':>6} | exit µs/req: " + " ".join(f"{r:>6}" for r in
                                                           REPORTED_EXIT_REASONS))
     entries = comparison.entries
-    keys: list[tuple[str, str]] = []
-    for e in entries:
-        if (e.guest, e.workload) not in keys:
-            keys.append((e.guest, e.workload))
     out = ["Where did the time go? Latency split into phases (µs per request, they add up to "
            "the mean),", "and VM exits per request by reason with their CPU time."]
-    for guest, workload in keys:
-        rows = [e for e in entries if (e.guest, e.workload) == (guest, workload)]
+    for (guest, workload), rows in _by_workload(entries):
         out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
         out.append(head)
         for e in rows:
