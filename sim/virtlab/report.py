@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from virtlab.config import Scenario
@@ -51,12 +51,21 @@ def _pm(entry: Entry, metric: str, digits: int = 1) -> str:
     return _num(mean, digits)
 
 
-def _by_workload(entries: list[Entry]) -> list[tuple[tuple[str, str], list[Entry]]]:
-    """Entries grouped by (guest, workload), in order of first appearance."""
+def _blocks(entries: list[Entry], header: str, format_row: Callable[[Entry], str]) -> list[str]:
+    """One block per guest workload (in order of first appearance), one row per approach.
+
+    A failed entry gets a ``FAILED`` row instead of ``format_row``.
+    """
     groups: dict[tuple[str, str], list[Entry]] = {}
     for e in entries:
         groups.setdefault((e.guest, e.workload), []).append(e)
-    return list(groups.items())
+    out = []
+    for (guest, workload), rows in groups.items():
+        out += [f"== {guest}.{workload} ({rows[0].kind}) ==", header]
+        out += [f"{e.approach:<12} FAILED: {e.error}" if e.error is not None else format_row(e)
+                for e in rows]
+        out.append("")
+    return out
 
 
 def comparison_table(comparison: Comparison) -> str:
@@ -65,17 +74,10 @@ def comparison_table(comparison: Comparison) -> str:
     header = (f"{'approach':<12} {'req/s':>16} {'MB/s':>9} {'mean µs':>14} {'p50 µs':>9} "
               f"{'p99 µs':>9} | {'cpu µs/req: guest':>17} {'exit':>6} {'backend':>7} "
               f"{'host':>6} | {'exits':>6} {'notif':>6} {'irqs':>6}")
-    out = []
-    for (guest, workload), rows in _by_workload(entries):
-        out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
-        out.append(header)
-        for e in rows:
-            if e.error is not None:
-                out.append(f"{e.approach:<12} FAILED: {e.error}")
-                continue
-            m = e.means
-            out.append(
-                f"{e.approach:<12} {_pm(e, 'throughput_per_s', 0):>16} "
+
+    def row(e: Entry) -> str:
+        m = e.means
+        return (f"{e.approach:<12} {_pm(e, 'throughput_per_s', 0):>16} "
                 f"{_num(m['throughput_bytes_per_s'] / 1e6, 1):>9} "
                 f"{_pm(e, 'latency_mean_us', 1):>14} {_num(m['latency_p50_us']):>9} "
                 f"{_num(m['latency_p99_us']):>9} | {_num(m['cpu_guest_us'], 2):>17} "
@@ -83,8 +85,8 @@ def comparison_table(comparison: Comparison) -> str:
                 f"{_num(m['cpu_host_kernel_us'], 2):>6} | {_num(m['exits_per_request'], 2):>6} "
                 f"{_num(m['notifications_per_request'], 2):>6} "
                 f"{_num(m['interrupts_per_request'], 2):>6}")
-        out.append("")
-    return "\n".join(out)
+
+    return "\n".join(_blocks(entries, header, row))
 
 
 def scheduling_table(comparison: Comparison) -> str | None:
@@ -132,27 +134,20 @@ def breakdown_table(comparison: Comparison) -> str:
             + " | exits/req: " + " ".join(f"{r:>6}" for r in REPORTED_EXIT_REASONS)
             + f" {'user':>6} | exit µs/req: " + " ".join(f"{r:>6}" for r in
                                                           REPORTED_EXIT_REASONS))
-    entries = comparison.entries
-    out = ["Where did the time go? Latency split into phases (µs per request, they add up to "
-           "the mean),", "and VM exits per request by reason with their CPU time."]
-    for (guest, workload), rows in _by_workload(entries):
-        out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
-        out.append(head)
-        for e in rows:
-            if e.error is not None:
-                out.append(f"{e.approach:<12} FAILED: {e.error}")
-                continue
-            m = e.means
-            out.append(
-                f"{e.approach:<12} {_num(m['latency_mean_us'], 1):>9} | "
+
+    def row(e: Entry) -> str:
+        m = e.means
+        return (f"{e.approach:<12} {_num(m['latency_mean_us'], 1):>9} | "
                 + " ".join(f"{_num(m[f'lat_{p}_us'], 1):>9}" for p in PHASES)
                 + " |            "
                 + " ".join(f"{_num(m[f'exits_{r}_per_request'], 2):>6}"
                            for r in REPORTED_EXIT_REASONS)
                 + f" {_num(m['exits_user_per_request'], 2):>6} |              "
                 + " ".join(f"{_num(m[f'exit_{r}_us'], 2):>6}" for r in REPORTED_EXIT_REASONS))
-        out.append("")
-    return "\n".join(out)
+
+    intro = ["Where did the time go? Latency split into phases (µs per request, they add up to "
+             "the mean),", "and VM exits per request by reason with their CPU time."]
+    return "\n".join(intro + _blocks(comparison.entries, head, row))
 
 
 def request_breakdown(record: Any) -> list[str]:
