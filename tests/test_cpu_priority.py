@@ -132,7 +132,7 @@ def test_an_isolated_emulated_transaction_costs_the_same_under_every_scheduler(h
     def one(scheduler):
         scenario = Scenario(scheduler=scheduler, guests=(GuestSpec(
             name="g", approach="emulated", vcpus=1, workloads=(RequestResponse(),)),))
-        (record,) = run(scenario, seed=0, max_requests=1).records
+        (record,) = run(scenario, seed=0, max_requests=1, records=True).records
         return record
 
     fifo = one(SchedulerParams())

@@ -35,7 +35,7 @@ def _scenario(workload, approach, preset="modern", **emulated):
 
 
 def _throughputs(scenario):
-    return [run(scenario, 0, replication=r).summaries[0].throughput_per_s
+    return [run(scenario, 0, replication=r, records=True).summaries[0].throughput_per_s
             for r in range(REPLICATIONS)]
 
 
@@ -93,11 +93,11 @@ def test_ide_one_command_at_a_time_reads_less_than_ahci_at_queue_depth_32():
 
 def test_interrupt_mitigation_caps_the_interrupt_rate():
     scenario = _scenario(SMALL_NET, "emulated", irq_min_interval_us=128.0)
-    result = run(scenario, 0)
+    result = run(scenario, 0, records=True)
     line = next(v for k, v in result.notifications.items() if k.endswith("e1000.irq"))
     # At most one interrupt per 128 µs over the whole run (plus the first one).
     assert line <= result.sim_now_us / 128.0 + 1
-    unmitigated = run(_scenario(SMALL_NET, "emulated"), 0)
+    unmitigated = run(_scenario(SMALL_NET, "emulated"), 0, records=True)
     assert line < next(v for k, v in unmitigated.notifications.items()
                        if k.endswith("e1000.irq"))
 
@@ -106,7 +106,7 @@ def test_interrupt_mitigation_caps_the_interrupt_rate():
 @pytest.mark.parametrize("workload", [SMALL_NET, SMALL_DISK, BULK])
 def test_every_request_latency_is_exactly_its_phases(seed, workload):
     result = run(_scenario(workload, "emulated", "vtx-first-gen", irq_min_interval_us=50.0),
-                 seed)
+                 seed, records=True)
     assert result.records
     for record in result.records:
         phases = [getattr(record, f"lat_{p}_us") for p in PHASES]
@@ -115,7 +115,7 @@ def test_every_request_latency_is_exactly_its_phases(seed, workload):
 
 
 def test_other_paths_do_not_split_latency():
-    record = run(_scenario(SMALL_NET, "native"), 0).records[0]
+    record = run(_scenario(SMALL_NET, "native"), 0, records=True).records[0]
     assert all(math.isnan(getattr(record, f"lat_{p}_us")) for p in PHASES)
     assert record.exits_other == 0
 
@@ -151,7 +151,7 @@ def _emulated_scenarios(draw):
 @settings(max_examples=30, deadline=None)
 @given(scenario=_emulated_scenarios(), seed=st.integers(0, 2**32 - 1))
 def test_emulated_invariants_for_any_configuration(scenario, seed):
-    result = run(scenario, seed)
+    result = run(scenario, seed, records=True)
     now = result.sim_now_us
     for key, arrived in result.arrived.items():
         done = sum(1 for r in result.records if f"{r.guest}.{r.workload}" == key)

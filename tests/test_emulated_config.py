@@ -97,7 +97,7 @@ def test_a_partial_access_table_is_merged_over_the_builtin_one():
     def one_transaction(emulated):
         scenario = scenario_from_dict({"emulated": emulated, "guests": [
             {"name": "g", "approach": "emulated", "workloads": [{"kind": "rr"}]}]})
-        return scenario, run(scenario, 0, max_requests=1).records[0]
+        return scenario, run(scenario, 0, max_requests=1, records=True).records[0]
 
     changed, record = one_transaction({"nic_model": "e1000", "nic": {"irq_exit": []}})
     assert changed.emulated.nic.irq_exit == ()

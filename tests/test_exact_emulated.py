@@ -24,7 +24,7 @@ REQ, RESP, BLOCK = 100, 200, 4096
 
 
 def _one(scenario: Scenario):
-    result = run(scenario, seed=0, max_requests=1)
+    result = run(scenario, seed=0, max_requests=1, records=True)
     (record,) = result.records
     return record
 

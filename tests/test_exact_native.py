@@ -19,7 +19,7 @@ REQ, RESP = 100, 200
 
 
 def _one(scenario: Scenario):
-    result = run(scenario, seed=0, max_requests=1)
+    result = run(scenario, seed=0, max_requests=1, records=True)
     (record,) = result.records
     return record, result
 

@@ -88,7 +88,7 @@ def wake_params(case: str) -> tuple[ParavirtualParams, HypervisorParams]:
 def test_one_rr_transaction_costs_the_sum_of_its_steps(case):
     """One request/response through vhost takes exactly the sum of its steps."""
     pv, hv = wake_params(case)
-    result = run(scenario(RequestResponse(), pv, hypervisor=hv), 0, max_requests=1)
+    result = run(scenario(RequestResponse(), pv, hypervisor=hv), 0, max_requests=1, records=True)
     (record,) = result.records
     assert record.latency_us == pytest.approx(rr_latency_us(pv, hv), abs=1e-9)
     assert (record.notifications, record.interrupts) == (1, 1)
@@ -107,7 +107,7 @@ def test_one_block_read_costs_the_sum_of_its_steps(case):
     """A 4 KiB read: chain, kick, AIO, device, used entry, interrupt, completion."""
     pv, hv = wake_params(case)
     disk = DiskParams(service_cv=0.0)
-    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk, hypervisor=hv), 0, max_requests=1)
+    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk, hypervisor=hv), 0, max_requests=1, records=True)
     (record,) = result.records
     wake = HOST.ctx_switch_us + pv.vhost_wake_latency_us                   # vhost worker wakes
     device = disk.read_access_us + 4096 / disk.interface_mbytes_per_s
@@ -162,7 +162,7 @@ def test_burst_to_a_busy_backend_costs_what_the_rule_says(event_idx, ctx_switch_
     pv = ParavirtualParams(event_idx=event_idx, backend_pkt_us=20.0)   # a slow, busy backend
     host = HostParams(ctx_switch_us=ctx_switch_us)
     result = run(scenario(BlockIO(iodepth=n), pv, host=host,
-                          disk=DiskParams(service_cv=0.0)), 0, max_requests=n)
+                          disk=DiskParams(service_cv=0.0)), 0, max_requests=n, records=True)
     assert len(result.records) == n
     kicks = sum(r.notifications for r in result.records)
     assert kicks == kicks_in_burst(n, event_idx, ctx_switch_us)
@@ -175,7 +175,7 @@ def test_completions_published_in_one_flush_cost_one_interrupt(n):
     """The backend finishes all N completions before it publishes used.idx: one interrupt."""
     disk = DiskParams(read_access_us=0.0, service_cv=0.0, interface_mbytes_per_s=1e6)
     result = run(scenario(BlockIO(iodepth=n), ParavirtualParams(), disk=disk), 0,
-                 max_requests=n)
+                 max_requests=n, records=True)
     assert len(result.records) == n
     assert sum(r.interrupts for r in result.records) == 1
     ring = result.path_stats["g"]["rings"]["g.virtio-blk.vq"]
@@ -186,7 +186,7 @@ def test_a_transmit_burst_kicks_once_at_its_end():
     """Without TSO an 8 KiB send is 6 packets: 6 chains, one kick, one backend batch of 6."""
     nic = NicParams(tso_bytes=1448)
     stream = BulkStream(message_bytes=8192, window_bytes=8192)
-    result = run(scenario(stream, ParavirtualParams(), nic=nic), 0, max_requests=20)
+    result = run(scenario(stream, ParavirtualParams(), nic=nic), 0, max_requests=20, records=True)
     assert len(result.records) == 20
     assert all(r.notifications == 1 for r in result.records)
     assert result.path_stats["g"]["rings"]["g.virtio-net.txq"]["batch_sizes"] == {6: 20}
@@ -196,7 +196,7 @@ def test_a_transmit_burst_kicks_once_at_its_end():
 def test_xen_transmit_grant_operations_follow_the_grant_mode(mode, maps):
     """netback copies the header and maps the page (map mode), or copies it all (copy mode)."""
     pv = ParavirtualParams(backend="xen", xen_grant_mode=mode)
-    result = run(scenario(RequestResponse(), pv), 0, max_requests=1)
+    result = run(scenario(RequestResponse(), pv), 0, max_requests=1, records=True)
     counters = result.path_stats["g"]["counters"]
     assert counters["g.xen-net.grant_maps"] == maps
     assert counters["g.xen-net.grant_unmaps"] == maps
@@ -213,7 +213,7 @@ def test_xen_persistent_grants_map_each_page_once(persistent, maps):
     """Three sequential 4 KiB reads: map/unmap per request, or one persistent mapping."""
     pv = ParavirtualParams(backend="xen", xen_persistent_grants=persistent)
     result = run(scenario(BlockIO(iodepth=1), pv, disk=DiskParams(service_cv=0.0)), 0,
-                 max_requests=3)
+                 max_requests=3, records=True)
     counters = result.path_stats["g"]["counters"]
     assert counters["g.xen-blk.grant_maps"] == maps
     assert counters["g.xen-blk.grant_unmaps"] == (0 if persistent else 3)
@@ -224,9 +224,9 @@ def test_xen_schedules_the_blocked_guest_vcpu_instead_of_waking_a_kvm_thread():
     """Under Xen the idle guest's vCPU is scheduled (``domain_switch_us``): KVM's halt polling
     and vCPU thread wake latency do not apply, and the wake-up is no VM exit."""
     pv = ParavirtualParams(backend="xen")
-    kvm_free = run(scenario(RequestResponse(), pv), 0, max_requests=1)
+    kvm_free = run(scenario(RequestResponse(), pv), 0, max_requests=1, records=True)
     no_polling = run(scenario(RequestResponse(), pv, hypervisor=HypervisorParams(
-        halt_poll_us=0.0, vcpu_wake_latency_us=50.0)), 0, max_requests=1)
+        halt_poll_us=0.0, vcpu_wake_latency_us=50.0)), 0, max_requests=1, records=True)
     assert no_polling.records[0].latency_us == kvm_free.records[0].latency_us
     assert no_polling.records[0].exits_other == 0
     # The receive upcall and netback's transmit-response upcall both find the guest blocked.
@@ -234,5 +234,5 @@ def test_xen_schedules_the_blocked_guest_vcpu_instead_of_waking_a_kvm_thread():
     # Every domain switch on the path (the guest's vCPU and the driver domain's) costs the same.
     slower = run(scenario(RequestResponse(), ParavirtualParams(backend="xen",
                                                                domain_switch_us=12.0)), 0,
-                 max_requests=1)
+                 max_requests=1, records=True)
     assert slower.records[0].latency_us > kvm_free.records[0].latency_us

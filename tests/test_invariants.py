@@ -6,6 +6,7 @@ the sample-path form of Little's law, ring bounds, and reproducibility of a seed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from hypothesis import given, settings
@@ -46,7 +47,7 @@ def scenarios(draw) -> Scenario:
 @settings(max_examples=40)
 @given(scenario=scenarios(), seed=st.integers(0, 2**32 - 1))
 def test_run_invariants(scenario: Scenario, seed: int) -> None:
-    result = run(scenario, seed)
+    result = run(scenario, seed, records=True)
     now = result.sim_now_us
 
     # Conservation: every arrival is either completed or still in flight.
@@ -85,4 +86,56 @@ def test_run_invariants(scenario: Scenario, seed: int) -> None:
 @settings(max_examples=10)
 @given(scenario=scenarios(), seed=st.integers(0, 2**32 - 1))
 def test_same_seed_gives_identical_records(scenario: Scenario, seed: int) -> None:
-    assert run(scenario, seed).records == run(scenario, seed).records
+    assert run(scenario, seed, records=True).records == run(scenario, seed, records=True).records
+
+
+@settings(max_examples=40)
+@given(scenario=scenarios(), seed=st.integers(0, 2**32 - 1))
+def test_invariants_hold_from_streaming_tallies_without_records(scenario: Scenario,
+                                                                 seed: int) -> None:
+    """Conservation, causality and Little's identity, from the tallies alone (records off)."""
+    result = run(scenario, seed)
+    assert result.records == []
+    now = result.sim_now_us
+    for key, arrived in result.arrived.items():
+        in_flight = [a for g, w, _, a in result.in_flight if f"{g}.{w}" == key]
+        # Conservation.
+        assert arrived == result.completed[key] + len(in_flight)
+        # Causality: nothing started before it arrived or finished before it started.
+        wait_us, service_us = result.causality_slack_us[key]
+        assert wait_us >= 0.0 and service_us >= 0.0
+        # Little's law, sample-path form, with the sojourn sum kept while the run went.
+        total = result.sojourn_us[key] + sum(now - a for a in in_flight)
+        assert math.isclose(result.in_flight_area[key], total, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@settings(max_examples=15)
+@given(scenario=scenarios(), seed=st.integers(0, 2**32 - 1))
+def test_streaming_summaries_equal_summaries_of_the_records(scenario: Scenario,
+                                                            seed: int) -> None:
+    """The tallies give what summarising the kept records after the run gives."""
+    from virtlab.stats import summarize_records
+
+    with_records = run(scenario, seed, records=True)
+    without = run(scenario, seed)
+    window = (scenario.warmup_us, scenario.duration_us)
+    for streamed, plain in zip(without.summaries, with_records.summaries, strict=True):
+        # Records on or off, the same summary (sums may be added in another order).
+        for name, a in dataclasses.asdict(streamed).items():
+            b = getattr(plain, name)
+            assert a == b or (isinstance(a, float) and (
+                (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9))), name
+        rows = [r for r in with_records.records
+                if (r.guest, r.workload) == (streamed.guest, streamed.workload)]
+        batch = summarize_records(rows, guest=streamed.guest, workload=streamed.workload,
+                                  approach=streamed.approach, kind=streamed.kind,
+                                  window_us=window, cores=scenario.host.cores)
+        for name in ("requests", "throughput_per_s", "throughput_bytes_per_s",
+                     "latency_mean_us", "latency_p99_us", "exits_per_request",
+                     "interrupts_per_request"):
+            assert getattr(streamed, name) == getattr(batch, name), name
+        for name in ("cpu_total_us", "cpu_share", "cpu_guest_us", "lat_queueing_us",
+                     "exit_mmio_us"):
+            a, b = getattr(streamed, name), getattr(batch, name)
+            assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9,
+                                                                    abs_tol=1e-9), name

@@ -240,7 +240,7 @@ def test_a_scheduled_run_is_reproducible_and_independent_of_parallel_jobs():
     from virtlab.experiment import compare
 
     scenario = _noisy("scheduler.host=cfs", "guests[1].sched.weight=1000")
-    first, second = run(scenario, seed=3), run(scenario, seed=3)
+    first, second = run(scenario, seed=3, records=True), run(scenario, seed=3, records=True)
     assert first.records == second.records and first.sched_stats == second.sched_stats
     serial = compare(scenario, None, seed=3, replications=2, jobs=1).to_json_dict()
     parallel = compare(scenario, None, seed=3, replications=2, jobs=2).to_json_dict()

@@ -42,7 +42,7 @@ def _bill(args: argparse.Namespace) -> int:
     scenario = _scenario(args.device, args.cpu_support, args.profile)
     bill = (transaction_bill(scenario) if args.device in NICS
             else disk_read_bill(scenario))
-    (record,) = run(scenario, 0, max_requests=1).records
+    (record,) = run(scenario, 0, max_requests=1, records=True).records
     print(f"One isolated request: device {args.device}, CPU support {args.cpu_support}, "
           f"profile {args.profile}\n")
     print(f"{'phase':<13} {'µs':>9}  step")

@@ -34,7 +34,7 @@ def one_guest(workload, pv, **tables):
 
 
 def claim_kicks_fall_with_load():
-    kicks = [run(one_guest(BlockIO(iodepth=d), ParavirtualParams()), SEED)
+    kicks = [run(one_guest(BlockIO(iodepth=d), ParavirtualParams()), SEED, records=True)
              .summaries[0].notifications_per_request for d in DEPTHS]
     shown = ", ".join(f"depth {d}: {k:.2f}" for d, k in zip(DEPTHS, kicks, strict=True))
     ok = all(a > b for a, b in zip(kicks, kicks[1:], strict=False)) and kicks[-1] < 0.5
@@ -48,7 +48,7 @@ def claim_event_index_kicks_once_per_burst():
         scenario = dataclasses.replace(one_guest(BlockIO(iodepth=BURST), pv),
                                        host=HostParams(ctx_switch_us=10.0),
                                        disk=DiskParams(service_cv=0.0), duration_us=1e6)
-        result = run(scenario, SEED, max_requests=BURST)
+        result = run(scenario, SEED, max_requests=BURST, records=True)
         counts[event_idx] = sum(r.notifications for r in result.records)
     ok = counts[True] == 1 and counts[False] > 1
     return ok, (f"a burst of {BURST} to a busy backend: {counts[True]} kick with event index, "
@@ -58,7 +58,7 @@ def claim_event_index_kicks_once_per_burst():
 def claim_full_ring_back_pressure():
     pv = ParavirtualParams(ring_size=8, tx_stop_free=4)
     scenario = dataclasses.replace(one_guest(BlockIO(iodepth=64), pv), duration_us=1e7)
-    result = run(scenario, SEED, max_requests=1000)
+    result = run(scenario, SEED, max_requests=1000, records=True)
     waits = result.path_stats["g"]["counters"]["g.virtio-blk.ring_full_waits"]
     ring = result.path_stats["g"]["rings"]["g.virtio-blk.vq"]
     ok = len(result.records) == 1000 and not result.in_flight and waits > 0 and \
@@ -69,7 +69,7 @@ def claim_full_ring_back_pressure():
 
 
 def claim_qemu_wakes_slower_than_vhost():
-    latency = {b: run(one_guest(RequestResponse(), ParavirtualParams(backend=b)), SEED)
+    latency = {b: run(one_guest(RequestResponse(), ParavirtualParams(backend=b)), SEED, records=True)
                .summaries[0].latency_mean_us for b in ("vhost", "qemu")}
     extra = latency["qemu"] - latency["vhost"]
     ok = 30.0 < extra < 50.0   # two wake-ups of ~20 µs each (S29) replace two of vhost's
@@ -81,7 +81,7 @@ def claim_persistent_grants_map_once():
     maps = {}
     for persistent in (False, True):
         pv = ParavirtualParams(backend="xen", xen_persistent_grants=persistent)
-        result = run(one_guest(BlockIO(iodepth=8), pv), SEED)
+        result = run(one_guest(BlockIO(iodepth=8), pv), SEED, records=True)
         done = len(result.records)
         maps[persistent] = result.path_stats["g"]["counters"]["g.xen-blk.grant_maps"] / done
     ok = maps[False] >= 0.99 and maps[True] < 0.05

@@ -223,7 +223,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     single = dataclasses.replace(scenario, guests=(dataclasses.replace(
         guest, workloads=(quiet,)),), warmup_us=0.0, duration_us=10_000_000.0)
     tracer = ListTracer()
-    result = run(single, args.seed, tracer=tracer, max_requests=args.requests)
+    result = run(single, args.seed, tracer=tracer, max_requests=args.requests, records=True)
     print(f"ARG seed {args.seed}")
     print(f"ARG approach {guest.approach}  guest {guest.name}  workload {workload.name} "
           f"({workload.kind})  profile {scenario.profile}")

@@ -21,7 +21,7 @@ from virtlab.paths.paravirtual import ParavirtualPath
 from virtlab.records import CATEGORIES, RequestRecord
 from virtlab.rng import Streams
 from virtlab.sched.topology import HostScheduler, build_scheduler
-from virtlab.stats import WorkloadSummary, summarize_records
+from virtlab.stats import WorkloadSummary
 from virtlab.trace import NullTracer, Tracer
 from virtlab.workload import WorkloadRunner
 
@@ -73,8 +73,13 @@ class Model:
 
 
 def build(env: simpy.Environment, scenario: Scenario, streams: Streams,
-          tracer: Tracer | None = None, max_requests: int | None = None) -> Model:
-    """Wire the components of ``scenario`` (no process runs until :meth:`Model.start`)."""
+          tracer: Tracer | None = None, max_requests: int | None = None, *,
+          keep_requests: bool = False) -> Model:
+    """Wire the components of ``scenario`` (no process runs until :meth:`Model.start`).
+
+    ``keep_requests`` keeps every completed request object (for per-request records);
+    otherwise only the streaming tallies see them.
+    """
     host = Host(env, scenario.host, scenario.nic, scenario.disk, scenario.hypervisor, streams,
                 tracer)
     ids = itertools.count()
@@ -87,8 +92,10 @@ def build(env: simpy.Environment, scenario: Scenario, streams: Streams,
             scheduler.add_guest(spec.name, spec.approach, spec.sched, spec.vcpus, vcpu)
         path_class = PATH_CLASSES[spec.approach]
         path = path_class(host, spec.name, vcpu, scenario.path_params(spec.approach))
+        window = (scenario.warmup_us, scenario.duration_us)
         runners = [WorkloadRunner(env, host, spec.name, vcpu, path, workload, streams,
-                                  ids.__next__, max_requests)
+                                  ids.__next__, max_requests, window_us=window,
+                                  keep_requests=keep_requests)
                    for workload in spec.workloads]
         guests.append(GuestModel(spec, vcpu, path, runners))
     return Model(env, scenario, host, guests, scheduler)
@@ -98,9 +105,15 @@ def build(env: simpy.Environment, scenario: Scenario, streams: Streams,
 class RunResult:
     """The outcome of one run, with its provenance.
 
-    ``records`` holds every completed request (warm-up included; summaries apply the window).
+    ``records`` holds every completed request (warm-up included; summaries apply the window)
+    when the run was asked for them (``run(..., records=True)``), else it is empty: the
+    summaries are accumulated while the run goes (:class:`virtlab.tally.Tally`).
     ``in_flight`` lists ``(guest, workload, id, arrival_us)`` of requests still in the system
     at ``sim_now_us``; ``in_flight_area`` is each workload's integral of the number in system.
+    Per workload scope (``guest.workload``), over the whole run and with or without records:
+    ``completed`` counts completions, ``sojourn_us`` sums their ``done - arrival``, and
+    ``causality_slack_us`` holds the smallest ``start - arrival`` and ``done - start`` seen
+    (both ``>= 0`` for a causal run; ``inf`` when no request was worked on).
     """
 
     scenario: Scenario
@@ -125,6 +138,9 @@ class RunResult:
     #: Per guest whose path keeps ring observations (paravirtual): each ring's occupancy over
     #: time and batch sizes, and kick / interrupt / wake-up counters (docs/paravirtual.md).
     path_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    completed: dict[str, int] = field(default_factory=dict)
+    sojourn_us: dict[str, float] = field(default_factory=dict)
+    causality_slack_us: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def utilisation(self) -> float:
@@ -133,17 +149,25 @@ class RunResult:
         return total / (self.scenario.host.cores * self.sim_now_us) if self.sim_now_us else 0.0
 
     def to_frame(self):  # -> pandas.DataFrame (imported lazily: pandas is slow to import)
-        """Per-request records as a DataFrame, one row per completed request."""
+        """Per-request records as a DataFrame, one row per completed request.
+
+        Needs a run with ``records=True`` (``virtlab ... --records``); raises otherwise rather
+        than return an empty frame that looks like a run without requests.
+        """
         import dataclasses
 
         import pandas as pd
 
+        if not self.records and sum(self.completed.values()):
+            raise ValueError("this run kept no per-request records; run it with records=True "
+                             "(command line: --records)")
         columns = [f.name for f in dataclasses.fields(RequestRecord)]
         return pd.DataFrame([dataclasses.astuple(r) for r in self.records], columns=columns)
 
 
 def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
-        tracer: Tracer | None = None, max_requests: int | None = None) -> RunResult:
+        tracer: Tracer | None = None, max_requests: int | None = None,
+        records: bool = False) -> RunResult:
     """Simulate ``scenario`` once with root seed ``seed`` and return the result.
 
     Parameters
@@ -158,6 +182,9 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         Receives trace events (default: none).
     max_requests:
         Stop issuing new requests after this many per workload (used by ``virtlab trace``).
+    records:
+        Keep one :class:`~virtlab.records.RequestRecord` per completed request in
+        ``RunResult.records`` (memory grows with the run). Summaries never need them.
 
     """
     from virtlab import __version__
@@ -165,7 +192,8 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
     wall_start = time.perf_counter()
     env = simpy.Environment()
     streams = Streams(seed, replication)
-    model = build(env, scenario, streams, tracer or NullTracer(), max_requests)
+    model = build(env, scenario, streams, tracer or NullTracer(), max_requests,
+                  keep_requests=records)
     model.start()
     if model.scheduler is not None:
         model.scheduler.window_stats(scenario.warmup_us, scenario.duration_us)
@@ -174,7 +202,10 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
     now = env.now
     if model.scheduler is not None:
         model.scheduler.close_window()
-    records: list[RequestRecord] = []
+    kept: list[RequestRecord] = []
+    completed: dict[str, int] = {}
+    sojourn: dict[str, float] = {}
+    slack: dict[str, tuple[float, float]] = {}
     in_flight: list[tuple[str, str, int, float]] = []
     arrived: dict[str, int] = {}
     area: dict[str, float] = {}
@@ -182,15 +213,19 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
     window = (scenario.warmup_us, scenario.duration_us)
     for guest in model.guests:
         for runner in guest.runners:
-            frozen = [r.freeze() for r in runner.completed]
-            records.extend(frozen)
+            runner.close()
+            kept.extend(r.freeze() for r in runner.completed)
+            tally = runner.tally
+            completed[runner.scope] = tally.completed
+            sojourn[runner.scope] = tally.sojourn_us
+            slack[runner.scope] = (tally.min_wait_us, tally.min_service_us)
             in_flight.extend((guest.spec.name, runner.workload.name, r.id, r.arrival_us)
                              for r in runner.in_flight.values())
             arrived[runner.scope] = runner.arrived
             area[runner.scope] = runner.in_flight_area(now)
-            summary = summarize_records(
-                frozen, guest=guest.spec.name, workload=runner.workload.name,
-                approach=guest.spec.approach, kind=runner.workload.kind, window_us=window,
+            summary = tally.summary(
+                guest=guest.spec.name, workload=runner.workload.name,
+                approach=guest.spec.approach, kind=runner.workload.kind,
                 cores=scenario.host.cores)
             if model.scheduler is not None:
                 summary = _with_sched_stats(summary, model.scheduler, guest.spec.name, window)
@@ -210,7 +245,7 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
             notifications[loop.scope] = loop.notifications
     cpu = model.host.cpu
     return RunResult(
-        scenario=scenario, seed=seed, replication=replication, records=records,
+        scenario=scenario, seed=seed, replication=replication, records=kept,
         in_flight=in_flight, arrived=arrived, in_flight_area=area,
         cpu_busy_us=dict(zip(CATEGORIES, cpu.busy_us, strict=True)),
         cpu_label_us=dict(cpu.label_us), ring_stats=rings, notifications=notifications,
@@ -219,7 +254,8 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         sim_now_us=now, wall_s=time.perf_counter() - wall_start, version=__version__,
         summaries=summaries,
         sched_stats=model.scheduler.window if model.scheduler is not None else {},
-        path_stats=path_stats)
+        path_stats=path_stats, completed=completed, sojourn_us=sojourn,
+        causality_slack_us=slack)
 
 
 def _with_sched_stats(summary: WorkloadSummary, scheduler: HostScheduler, guest: str,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CATEGORIES", "GUEST", "EXIT", "BACKEND", "HOST", "Request", "RequestRecord",
-           "EXIT_REASONS", "PHASES"]
+__all__ = ["CATEGORIES", "GUEST", "EXIT", "BACKEND", "HOST", "Request", "RetiredRequest",
+           "RequestRecord", "EXIT_REASONS", "PHASES"]
 
 #: Where host CPU time is spent, in the order of :attr:`Request.cpu_us`.
 CATEGORIES = ("guest", "exit", "backend", "host_kernel")
@@ -35,7 +35,7 @@ class Request:
 
     __slots__ = ("id", "guest", "workload", "path", "kind", "nbytes", "arrival_us", "start_us",
                  "done_us", "exits", "notifications", "interrupts", "cpu_us", "exit_counts",
-                 "exit_reason_us", "exits_user", "phase_us", "phase_mark_us")
+                 "exit_reason_us", "exits_user", "phase_us", "phase_mark_us", "late")
 
     def __init__(self, req_id: int, guest: str, workload: str, path: str, kind: str,
                  nbytes: int, arrival_us: float) -> None:
@@ -61,6 +61,22 @@ class Request:
         # moment up to which the latency has been split (see paths.emulation.phases).
         self.phase_us: list[float] | None = None
         self.phase_mark_us = arrival_us
+        # Where counts charged after retirement go (see RetiredRequest); unused until then.
+        self.late: list[int] | None = None
+
+    def retire(self, cpu_us: list[float], exit_counts: list[int], exit_reason_us: list[float],
+               late: list[int]) -> None:
+        """Send every later charge to the given accumulators (see :class:`RetiredRequest`).
+
+        The request has completed and been observed; work the model still does for it (reaping
+        its transmit buffer, the interrupt that reports that) is then added straight to these
+        lists, which its tally owns, instead of to the request.
+        """
+        self.cpu_us = cpu_us
+        self.exit_counts = exit_counts
+        self.exit_reason_us = exit_reason_us
+        self.late = late
+        self.__class__ = RetiredRequest
 
     def mark_started(self, now_us: float) -> None:
         """Set the start time if it is not set yet."""
@@ -90,6 +106,41 @@ class Request:
 
 
 _NO_PHASES = (_NAN,) * len(PHASES)
+
+
+def _forwarded(name: str, index: int) -> property:
+    slot = Request.__dict__[name]  # the slot's member descriptor
+
+    def get(self: Request) -> int:
+        return slot.__get__(self)
+
+    def add_delta(self: Request, value: int) -> None:
+        late = self.late
+        assert late is not None
+        late[index] += value - slot.__get__(self)
+        slot.__set__(self, value)
+
+    return property(get, add_delta, doc=f"``{name}``; later increments go to the tally.")
+
+
+class RetiredRequest(Request):
+    """A completed request whose tally has already observed it.
+
+    Work the model still does for it after completion is real CPU time, exits and interrupts
+    caused by that request, so it must still be charged. A retired request's ``cpu_us``,
+    ``exit_counts`` and ``exit_reason_us`` are its tally's lists of late charges (shared by the
+    retired requests of the same tally), and increments of ``exits``, ``notifications``,
+    ``interrupts`` and ``exits_user`` are forwarded there too. The code that charges a request
+    is unchanged: it cannot tell the difference. Its summary fields are then exact, while the
+    request object itself can be freed as soon as the model drops it.
+    """
+
+    __slots__ = ()
+
+    exits = _forwarded("exits", 0)
+    notifications = _forwarded("notifications", 1)
+    interrupts = _forwarded("interrupts", 2)
+    exits_user = _forwarded("exits_user", 3)
 
 
 @dataclass(frozen=True, slots=True)

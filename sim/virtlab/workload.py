@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from virtlab.params import Params, param
 from virtlab.paths import IOPath
 from virtlab.records import GUEST, Request
 from virtlab.rng import Streams
+from virtlab.tally import Tally
 from virtlab.units import per_us_from_per_s
 
 __all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Workload", "WorkloadRunner"]
@@ -127,13 +129,16 @@ Workload = RequestResponse | BulkStream | BlockIO | CpuHog
 class WorkloadRunner:
     """Generates the requests of one workload of one guest and records them.
 
-    Invariant (conservation): ``arrived == len(completed) + in_flight`` at every instant.
+    Invariant (conservation): ``arrived == tally.completed + len(in_flight)`` at every instant
+    (and ``completed`` holds the completed requests themselves when ``keep_requests``).
     ``in_flight_area`` integrates the number in the system over time (for Little's law).
     """
 
     def __init__(self, env: simpy.Environment, host: Host, guest: str, app: ExecContext,
                  path: IOPath, workload: Workload, streams: Streams,
-                 new_id: Callable[[], int], max_requests: int | None = None) -> None:
+                 new_id: Callable[[], int], max_requests: int | None = None, *,
+                 window_us: tuple[float, float] = (0.0, math.inf),
+                 keep_requests: bool = False) -> None:
         self.env = env
         self.host = host
         self.guest = guest
@@ -146,6 +151,10 @@ class WorkloadRunner:
         self._new_id = new_id
         self.max_requests = max_requests
         self.arrived = 0
+        #: Streaming observations of every completed request (bounded memory).
+        self.tally = Tally(*window_us)
+        #: Completed requests themselves, only when asked for (records, traces).
+        self.keep_requests = keep_requests
         self.completed: list[Request] = []
         self.in_flight: dict[int, Request] = {}
         self._area = 0.0
@@ -193,10 +202,19 @@ class WorkloadRunner:
         self._count(-1)
         req.done_us = self.env.now
         del self.in_flight[req.id]
-        self.completed.append(req)
+        if self.keep_requests:
+            self.completed.append(req)  # observed with all its charges when the run ends
+        else:
+            self.tally.add(req)
         if self.host.tracer.enabled:
             self.host.trace(self.scope, "done", req.id,
                             f"latency {req.done_us - req.arrival_us:.3f} µs")
+
+    def close(self) -> None:
+        """End of the run: let the tally observe the requests that were kept."""
+        if self.keep_requests:
+            for req in self.completed:
+                self.tally.add(req, retire=False)
 
     # Processes ---------------------------------------------------------------------------------
     def start(self) -> None:

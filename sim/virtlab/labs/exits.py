@@ -49,7 +49,7 @@ def _answers(ctx: dict[str, float]) -> list[Answer]:
         base, hypervisor=hypervisor,
         host=dataclasses.replace(base.host, cpu_ghz=ctx["cpu_ghz"]),
         guests=(GuestSpec(name="vm", approach="emulated", workloads=(RequestResponse(),)),))
-    (record,) = run(scenario, 0, max_requests=1).records
+    (record,) = run(scenario, 0, max_requests=1, records=True).records
     return [Answer("exits", float(record.exits), "", "counted by the model; see virtlab trace"),
             Answer("exit_us", record.cpu_exit_us, "µs",
                    "sum of exit and injection steps in virtlab trace")]
