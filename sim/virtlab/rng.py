@@ -28,38 +28,45 @@ class Stream:
     stream's own generator, and consumed in order.
     """
 
-    __slots__ = ("name", "generator", "_exp", "_exp_i", "_uni", "_uni_i")
+    __slots__ = ("name", "generator", "_exp", "_uni", "_gamma", "_gamma_shape")
 
     def __init__(self, name: str, generator: np.random.Generator) -> None:
         self.name = name
         self.generator = generator
-        self._exp = np.empty(0)
-        self._exp_i = 0
-        self._uni = np.empty(0)
-        self._uni_i = 0
+        # Blocks are held as Python lists consumed from the end (reversed once per refill):
+        # popping a float off a list is several times cheaper than indexing a numpy array.
+        self._exp: list[float] = []
+        self._uni: list[float] = []
+        self._gamma: list[float] = []
+        self._gamma_shape = 0.0
 
     def exponential(self, mean: float) -> float:
         """Draw one exponential variate with the given mean."""
-        if self._exp_i >= len(self._exp):
-            self._exp = self.generator.standard_exponential(_BLOCK)
-            self._exp_i = 0
-        value = self._exp[self._exp_i]
-        self._exp_i += 1
-        return float(value) * mean
+        block = self._exp
+        if not block:
+            block = self._exp = self.generator.standard_exponential(_BLOCK)[::-1].tolist()
+        return block.pop() * mean
 
     def uniform(self) -> float:
         """Draw one uniform variate on [0, 1)."""
-        if self._uni_i >= len(self._uni):
-            self._uni = self.generator.random(_BLOCK)
-            self._uni_i = 0
-        value = self._uni[self._uni_i]
-        self._uni_i += 1
-        return float(value)
+        block = self._uni
+        if not block:
+            block = self._uni = self.generator.random(_BLOCK)[::-1].tolist()
+        return block.pop()
 
     def gamma(self, mean: float, cv: float) -> float:
-        """Draw a gamma variate with the given mean and coefficient of variation (cv > 0)."""
+        """Draw a gamma variate with the given mean and coefficient of variation (cv > 0).
+
+        Standard gamma variates of one shape are drawn in blocks, like the others; a stream
+        asked for another shape drops what is left of its block (numpy draws a block exactly
+        as it would draw the same variates one at a time).
+        """
         shape = 1.0 / (cv * cv)
-        return float(self.generator.gamma(shape, mean / shape))
+        block = self._gamma
+        if not block or shape != self._gamma_shape:
+            block = self._gamma = self.generator.standard_gamma(shape, _BLOCK)[::-1].tolist()
+            self._gamma_shape = shape
+        return block.pop() * (mean / shape)
 
 
 class Streams:

@@ -160,25 +160,34 @@ class WorkloadRunner:
         self._area = 0.0
         self._last_us = 0.0
         self._seq_offset = 0
+        # The generator that serves one request of this kind, chosen once: the runner's
+        # processes delegate to it directly (one generator level less on every resume).
+        self._serve: Callable[[Request], ProcessGenerator]
         if isinstance(workload, BulkStream):
+            self._serve = self._stream_segment
             tso = host.nic_params.tso_bytes
             self.unit_bytes = min(max(workload.message_bytes, tso), workload.window_bytes)
             self.outstanding = max(1, workload.window_bytes // self.unit_bytes)
         elif isinstance(workload, BlockIO):
+            self._serve = self._block_io
             self.unit_bytes = workload.block_bytes
             self.outstanding = workload.iodepth * workload.jobs
         elif isinstance(workload, CpuHog):
+            self._serve = self._cpu_chunk
             self.unit_bytes = 0
             self.outstanding = workload.threads
         else:
+            self._serve = self._transaction
             self.unit_bytes = workload.request_bytes + workload.response_bytes
             self.outstanding = workload.in_flight
 
     # Bookkeeping -------------------------------------------------------------------------------
-    def _count(self, delta: int) -> None:
+    def _advance_area(self) -> float:
+        """Bring the area under N(t) up to now (N is about to change); return now."""
         now = self.env.now
         self._area += len(self.in_flight) * (now - self._last_us)
         self._last_us = now
+        return now
 
     def in_flight_area(self, until_us: float) -> float:
         """Integral over [0, until_us] of the number of requests in the system."""
@@ -188,9 +197,9 @@ class WorkloadRunner:
         return self.max_requests is None or self.arrived < self.max_requests
 
     def _arrive(self) -> Request:
-        self._count(+1)
+        now = self._advance_area()
         req = Request(self._new_id(), self.guest, self.workload.name, self.path.approach,
-                      self.workload.kind, self.unit_bytes, self.env.now)
+                      self.workload.kind, self.unit_bytes, now)
         self.arrived += 1
         self.in_flight[req.id] = req
         if self.host.tracer.enabled:
@@ -199,8 +208,7 @@ class WorkloadRunner:
         return req
 
     def _finish(self, req: Request) -> None:
-        self._count(-1)
-        req.done_us = self.env.now
+        req.done_us = self._advance_area()
         del self.in_flight[req.id]
         if self.keep_requests:
             self.completed.append(req)  # observed with all its charges when the run ends
@@ -242,17 +250,6 @@ class WorkloadRunner:
         yield from self._serve(req)
         self._finish(req)
 
-    def _serve(self, req: Request) -> ProcessGenerator:
-        workload = self.workload
-        if isinstance(workload, RequestResponse):
-            yield from self._transaction(req, workload)
-        elif isinstance(workload, BulkStream):
-            yield from self._stream_segment(req, workload)
-        elif isinstance(workload, CpuHog):
-            yield from self._cpu_chunk(req, workload)
-        else:
-            yield from self._block_io(req, workload)
-
     def _peer_sends(self, nbytes: int, req_id: int) -> ProcessGenerator:
         nic = self.host.nic
         arrive_us = nic.rx.offer(self.env.now, nic.wire_bytes(nbytes))
@@ -261,7 +258,9 @@ class WorkloadRunner:
                                                                f"host NIC {arrive_us:.3f} µs")
         yield self.env.timeout(arrive_us - self.env.now)
 
-    def _transaction(self, req: Request, workload: RequestResponse) -> ProcessGenerator:
+    def _transaction(self, req: Request) -> ProcessGenerator:
+        workload = self.workload
+        assert isinstance(workload, RequestResponse)
         peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
         if peer_half_us > 0.0:
             if self.host.tracer.enabled:
@@ -279,7 +278,9 @@ class WorkloadRunner:
                                                          f"{peer_half_us:.3f} µs")
             yield self.env.timeout(peer_half_us)
 
-    def _stream_segment(self, req: Request, workload: BulkStream) -> ProcessGenerator:
+    def _stream_segment(self, req: Request) -> ProcessGenerator:
+        workload = self.workload
+        assert isinstance(workload, BulkStream)
         if workload.direction == "transmit":
             # One segment carries several application writes; the path charges one syscall,
             # the remaining writes are charged here in the kernel that serves them.
@@ -298,16 +299,22 @@ class WorkloadRunner:
                     (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
                      "application: further read syscalls"),))
 
-    def _cpu_chunk(self, req: Request, workload: CpuHog) -> ProcessGenerator:
+    def _cpu_chunk(self, req: Request) -> ProcessGenerator:
+        workload = self.workload
+        assert isinstance(workload, CpuHog)
         yield from self.host.cpu.compute(self.app, req, workload.chunk_us,
                                          "application: CPU-bound loop", GUEST)
         if workload.think_us > 0.0:
             yield self.env.timeout(workload.think_us)
 
-    def _block_io(self, req: Request, workload: BlockIO) -> ProcessGenerator:
+    def _block_io(self, req: Request) -> ProcessGenerator:
+        # Not a generator itself: it returns the path's, so the clients delegate to the path
+        # directly (one generator level less on each of the I/O's resumes).
+        workload = self.workload
+        assert isinstance(workload, BlockIO)
         write = self._mix.uniform() >= workload.read_fraction
         sequential = workload.pattern == "sequential"
-        yield from self.path.block_io(req, workload.block_bytes, write, sequential)
+        return self.path.block_io(req, workload.block_bytes, write, sequential)
 
 
 def check_workload_names(guest: str, workloads: tuple[Workload, ...]) -> None:

@@ -95,7 +95,7 @@ def run_phased(cpu: Cpu, ctx: ExecContext | None, req: Request, steps: Sequence[
     if account:
         mark(req, gap_phase, env.now)
     start = env.now
-    yield from cpu.run(ctx, req, [(c, d, label) for c, d, label, _ in steps])
+    yield from cpu.run(ctx, req, steps)  # it reads the first three fields of each step
     if not account:
         return
     phases = req.phase_us
