@@ -9,7 +9,7 @@ notification is suppressed) and picked up in the same drain. :class:`DrainLoop` 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import simpy
@@ -39,18 +39,20 @@ class DrainLoop:
     scope:
         Dotted name, e.g. ``"vm0.vhost"``.
     handle_batch:
-        Generator function handling a list of items.
+        Handles a list of items: returns what the loop delegates to with ``yield from`` (a
+        generator, or an empty tuple when the batch took no simulated time).
     batch_limit:
         Maximum items per batch (e.g. the NAPI budget).
     on_wake:
-        Optional generator function run when the consumer wakes, given the item that rang
-        (the cost of an interrupt entry or a thread wake-up).
+        Optional, run when the consumer wakes, given the item that rang (the cost of an
+        interrupt entry or a thread wake-up); returns what to delegate to, like
+        ``handle_batch``.
 
     """
 
     def __init__(self, env: simpy.Environment, scope: str,
-                 handle_batch: Callable[[list[Any]], ProcessGenerator], *, batch_limit: int,
-                 on_wake: Callable[[Any], ProcessGenerator] | None = None,
+                 handle_batch: Callable[[list[Any]], Iterable[Any]], *, batch_limit: int,
+                 on_wake: Callable[[Any], Iterable[Any]] | None = None,
                  tracer: Tracer | None = None) -> None:
         if batch_limit < 1:
             raise ValueError(f"{scope}: batch_limit must be >= 1, got {batch_limit}")
@@ -104,9 +106,14 @@ class DrainLoop:
             yield self._doorbell
             if self._on_wake is not None:
                 yield from self._on_wake(items[0])
+            limit = self.batch_limit
             while items:
-                count = min(len(items), self.batch_limit)
-                batch = [items.popleft() for _ in range(count)]
+                if len(items) <= limit:  # the usual case: take everything queued
+                    batch = list(items)
+                    items.clear()
+                else:
+                    batch = [items.popleft() for _ in range(limit)]
+                count = len(batch)
                 self.batches += 1
                 self.items_handled += count
                 yield from self._handle_batch(batch)

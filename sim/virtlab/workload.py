@@ -242,9 +242,11 @@ class WorkloadRunner:
     def _generate_arrivals(self) -> ProcessGenerator:
         assert not isinstance(self.workload, CpuHog)  # busy loops are always closed
         mean_gap_us = 1.0 / per_us_from_per_s(self.workload.rate_per_s)
+        env = self.env
+        draw_gap_us = self._arrivals.exponential
         while self._may_issue():
-            yield self.env.timeout(self._arrivals.exponential(mean_gap_us))
-            self.env.process(self._serve_open(self._arrive()))
+            yield env.timeout(draw_gap_us(mean_gap_us))
+            env.process(self._serve_open(self._arrive()))
 
     def _serve_open(self, req: Request) -> ProcessGenerator:
         yield from self._serve(req)

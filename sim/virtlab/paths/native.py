@@ -156,14 +156,24 @@ class NativePath:
                 done.succeed()
             # Transmit completions are reaped within the poll at no modelled extra cost.
 
-    def _blk_irq(self, item: Any) -> ProcessGenerator:
-        yield from self.host.cpu.run(self.softirq, item[1], self._blk_irq_steps)
+    # The two handlers below return what the NAPI loop delegates to (``yield from``): the CPU
+    # work's generator, or an empty tuple when the work costs nothing (the zero-cost
+    # reductions), so that no generator is started for nothing.
+    def _blk_irq(self, item: Any) -> ProcessGenerator | tuple[()]:
+        if self._blk_irq_steps[0][1] > 0.0:
+            return self.host.cpu.run(self.softirq, item[1], self._blk_irq_steps)
+        return ()
 
-    def _blk_batch(self, batch: list[Any]) -> ProcessGenerator:
+    def _blk_batch(self, batch: list[Any]) -> ProcessGenerator | tuple[()]:
+        if self._blk_done_steps[0][1] > 0.0:
+            return self._complete_blk_batch(batch)
+        for item in batch:
+            item[3].succeed()
+        return ()
+
+    def _complete_blk_batch(self, batch: list[Any]) -> ProcessGenerator:
         cpu = self.host.cpu
         steps = self._blk_done_steps
-        costly = steps[0][1] > 0.0
         for _kind, req, _nbytes, done in batch:
-            if costly:
-                yield from cpu.run(self.softirq, req, steps)
+            yield from cpu.run(self.softirq, req, steps)
             done.succeed()
