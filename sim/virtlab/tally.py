@@ -84,22 +84,23 @@ class Tally:
                 self.min_wait_us = start - arrival
             if done - start < self.min_service_us:
                 self.min_service_us = done - start
-        if not self.start_us <= done <= self.end_us:
+        if done < self.start_us or done > self.end_us:
             if retire:
                 req.retire(*self._late_out)
             return
         self.latencies_us.append(done - arrival)
         self.bytes += req.nbytes
         cpu = self.cpu_us
-        rcpu = req.cpu_us
-        cpu[0] += rcpu[0]
-        cpu[1] += rcpu[1]
-        cpu[2] += rcpu[2]
-        cpu[3] += rcpu[3]
-        self.exits += req.exits
+        c0, c1, c2, c3 = req.cpu_us
+        cpu[0] += c0
+        cpu[1] += c1
+        cpu[2] += c2
+        cpu[3] += c3
         self.notifications += req.notifications
         self.interrupts += req.interrupts
-        if req.exits:  # exit reasons and user-space exits are only ever counted with exits
+        exits = req.exits
+        if exits:  # exit reasons and user-space exits are only ever counted with exits
+            self.exits += exits
             counts = self.reason_counts
             times = self.reason_us
             rc = req.exit_counts
