@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from virtlab.paths import ringlab
+from virtlab.labs import rings as ringlab
 
 LAB_DIR = Path(__file__).resolve().parents[1] / "labs" / "04-rings"
 GOLDEN = LAB_DIR / "golden"

@@ -8,7 +8,7 @@
 
 ``--claims`` runs each experiment of the README, prints what it measured and PASS or FAIL,
 and exits with status 0 only if every claim holds. Nothing here is model code: the exercise
-lives in ``virtlab.paths.ringlab`` and the experiments call ``virtlab.run``.
+lives in ``virtlab.labs.rings`` and the experiments call ``virtlab.run``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 from virtlab import BlockIO, GuestSpec, RequestResponse, Scenario, run
 from virtlab.hardware import DiskParams, HostParams
-from virtlab.paths import ringlab
+from virtlab.labs import rings as ringlab
 from virtlab.paths.paravirtual import ParavirtualParams
 
 SEED = 0

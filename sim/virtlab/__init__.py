@@ -26,7 +26,7 @@ Public API
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from virtlab.version import __version__ as __version__  # re-exported
 
 from virtlab.config import GuestSpec, Scenario, default_scenario, dump_scenario, load_scenario
 from virtlab.experiment import Comparison, Result, compare, replicate

@@ -14,25 +14,17 @@ from virtlab.config import GuestSpec, Scenario
 from virtlab.cpu import ExecContext
 from virtlab.host import Host
 from virtlab.paths import IOPath
-from virtlab.paths.container import ContainerPath
-from virtlab.paths.emulated import EmulatedPath
-from virtlab.paths.native import NativePath
-from virtlab.paths.paravirtual import ParavirtualPath
+from virtlab.paths.registry import PATH_CLASSES, build_path
 from virtlab.records import CATEGORIES, RequestRecord
 from virtlab.rng import Streams
 from virtlab.sched.topology import HostScheduler, build_scheduler
 from virtlab.stats import WorkloadSummary
 from virtlab.trace import NullTracer, Tracer
+from virtlab.version import __version__
 from virtlab.workload import WorkloadRunner
 
 __all__ = ["PATH_CLASSES", "Model", "GuestModel", "build", "run", "RunResult"]
 
-PATH_CLASSES: dict[str, type] = {
-    "native": NativePath,
-    "container": ContainerPath,
-    "emulated": EmulatedPath,
-    "paravirtual": ParavirtualPath,
-}
 
 
 @dataclass
@@ -90,8 +82,8 @@ def build(env: simpy.Environment, scenario: Scenario, streams: Streams,
         vcpu = ExecContext(env, f"{spec.name}.vcpu", spec.vcpus)
         if scheduler is not None:
             scheduler.add_guest(spec.name, spec.approach, spec.sched, spec.vcpus, vcpu)
-        path_class = PATH_CLASSES[spec.approach]
-        path = path_class(host, spec.name, vcpu, scenario.path_params(spec.approach))
+        path = build_path(spec.approach, host, spec.name, vcpu,
+                          scenario.path_params(spec.approach))
         window = (scenario.warmup_us, scenario.duration_us)
         runners = [WorkloadRunner(env, host, spec.name, vcpu, path, workload, streams,
                                   ids.__next__, max_requests, window_us=window,
@@ -187,8 +179,6 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         ``RunResult.records`` (memory grows with the run). Summaries never need them.
 
     """
-    from virtlab import __version__
-
     wall_start = time.perf_counter()
     env = simpy.Environment()
     streams = Streams(seed, replication)

@@ -53,8 +53,7 @@ def register(lab: Lab) -> Lab:
 
 
 def _load_builtin_labs() -> None:
-    from virtlab.labs import exits, queues  # noqa: F401  (registration side effect)
-    from virtlab.paths import ringlab  # noqa: F401
+    from virtlab.labs import exits, queues, rings  # noqa: F401  (registration side effect)
 
 
 def _fmt(value: float) -> str:

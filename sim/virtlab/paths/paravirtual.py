@@ -20,7 +20,7 @@ each step are :mod:`virtlab.paths.virtio` (the transport, with the guest drivers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -47,7 +47,10 @@ from virtlab.paths.pvcommon import (
 from virtlab.paths.vm import VmPath
 from virtlab.records import EXIT, GUEST, HOST, Request
 
-__all__ = ["ParavirtualPath", "ParavirtualParams"]
+__all__ = ["ParavirtualPath", "ParavirtualParams", "DeviceClass"]
+
+#: A paravirtual device class (virtio or Xen, network or block): built on the path it serves.
+DeviceClass = Callable[["ParavirtualPath"], Any]
 
 _A = "assumption"
 
@@ -180,7 +183,10 @@ class ParavirtualPath(VmPath):
     approach: ClassVar[str] = "paravirtual"
 
     def __init__(self, host: Host, name: str, vcpu: ExecContext,
-                 params: ParavirtualParams | None = None) -> None:
+                 params: ParavirtualParams | None = None, *,
+                 devices: tuple[DeviceClass, DeviceClass]) -> None:
+        """``devices``: the network and block device classes of the chosen backend
+        (:data:`virtlab.paths.registry.PARAVIRTUAL_DEVICES`); each is built on this path."""
         super().__init__(host, name, vcpu)
         p = self.params = params if params is not None else ParavirtualParams()
         self.segment_bytes = host.nic_params.tso_bytes
@@ -195,17 +201,9 @@ class ParavirtualPath(VmPath):
                                           p.driver_domain_vcpus)
             # The driver domain owns the physical NIC: its interrupt and the bridge run there.
             self.softirq = self.driver_ctx
-            from virtlab.paths.xen_blk import XenBlk
-            from virtlab.paths.xen_net import XenNet
-
-            self.net: Any = XenNet(self)
-            self.blk: Any = XenBlk(self)
-        else:
-            from virtlab.paths.virtio_blk import VirtioBlk
-            from virtlab.paths.virtio_net import VirtioNet
-
-            self.net = VirtioNet(self)
-            self.blk = VirtioBlk(self)
+        net_class, blk_class = devices
+        self.net: Any = net_class(self)
+        self.blk: Any = blk_class(self)
 
     # IOPath ------------------------------------------------------------------------------------
     def start(self) -> None:
