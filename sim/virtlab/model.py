@@ -13,6 +13,7 @@ import simpy
 from virtlab.config import GuestSpec, Scenario
 from virtlab.cpu import ExecContext
 from virtlab.host import Host
+from virtlab.lifecycle import WorkloadRunner
 from virtlab.paths import IOPath
 from virtlab.paths.registry import PATH_CLASSES, build_path
 from virtlab.records import CATEGORIES, RequestRecord
@@ -21,7 +22,6 @@ from virtlab.sched.topology import HostScheduler, build_scheduler
 from virtlab.stats import WorkloadSummary
 from virtlab.trace import NullTracer, Tracer
 from virtlab.version import __version__
-from virtlab.workload import WorkloadRunner
 
 __all__ = ["PATH_CLASSES", "Model", "GuestModel", "build", "run", "RunResult"]
 

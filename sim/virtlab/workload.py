@@ -14,25 +14,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import simpy
-from simpy.events import ProcessGenerator
-
-from virtlab.cpu import ExecContext
 from virtlab.errors import ConfigError
-from virtlab.host import Host
 from virtlab.params import Params, param
-from virtlab.paths import IOPath
-from virtlab.records import GUEST, Request
-from virtlab.rng import Streams
-from virtlab.tally import Tally
-from virtlab.units import per_us_from_per_s
 
-__all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Workload", "WorkloadRunner"]
+__all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Workload",
+           "check_workload_names"]
+
 
 def _loop_param() -> Any:
     """The ``loop`` field shared by every workload (declared once)."""
@@ -124,200 +114,7 @@ class CpuHog(Params):
 
 
 Workload = RequestResponse | BulkStream | BlockIO | CpuHog
-
-
-class WorkloadRunner:
-    """Generates the requests of one workload of one guest and records them.
-
-    Invariant (conservation): ``arrived == tally.completed + len(in_flight)`` at every instant
-    (and ``completed`` holds the completed requests themselves when ``keep_requests``).
-    ``in_flight_area`` integrates the number in the system over time (for Little's law).
-    """
-
-    def __init__(self, env: simpy.Environment, host: Host, guest: str, app: ExecContext,
-                 path: IOPath, workload: Workload, streams: Streams,
-                 new_id: Callable[[], int], max_requests: int | None = None, *,
-                 window_us: tuple[float, float] = (0.0, math.inf),
-                 keep_requests: bool = False) -> None:
-        self.env = env
-        self.host = host
-        self.guest = guest
-        self.app = app
-        self.path = path
-        self.workload = workload
-        self.scope = f"{guest}.{workload.name}"
-        self._arrivals = streams.get(f"{self.scope}.arrivals")
-        self._mix = streams.get(f"{self.scope}.mix")
-        self._new_id = new_id
-        self.max_requests = max_requests
-        self.arrived = 0
-        #: Streaming observations of every completed request (bounded memory).
-        self.tally = Tally(*window_us)
-        #: Completed requests themselves, only when asked for (records, traces).
-        self.keep_requests = keep_requests
-        self.completed: list[Request] = []
-        self.in_flight: dict[int, Request] = {}
-        self._area = 0.0
-        self._last_us = 0.0
-        self._seq_offset = 0
-        # The generator that serves one request of this kind, chosen once: the runner's
-        # processes delegate to it directly (one generator level less on every resume).
-        self._serve: Callable[[Request], ProcessGenerator]
-        if isinstance(workload, BulkStream):
-            self._serve = self._stream_segment
-            tso = host.nic_params.tso_bytes
-            self.unit_bytes = min(max(workload.message_bytes, tso), workload.window_bytes)
-            self.outstanding = max(1, workload.window_bytes // self.unit_bytes)
-        elif isinstance(workload, BlockIO):
-            self._serve = self._block_io
-            self.unit_bytes = workload.block_bytes
-            self.outstanding = workload.iodepth * workload.jobs
-        elif isinstance(workload, CpuHog):
-            self._serve = self._cpu_chunk
-            self.unit_bytes = 0
-            self.outstanding = workload.threads
-        else:
-            self._serve = self._transaction
-            self.unit_bytes = workload.request_bytes + workload.response_bytes
-            self.outstanding = workload.in_flight
-
-    # Bookkeeping -------------------------------------------------------------------------------
-    def in_flight_area(self, until_us: float) -> float:
-        """Integral over [0, until_us] of the number of requests in the system."""
-        return self._area + len(self.in_flight) * (until_us - self._last_us)
-
-    def _may_issue(self) -> bool:
-        return self.max_requests is None or self.arrived < self.max_requests
-
-    def _arrive(self) -> Request:
-        now = self.env.now
-        # The area under N(t) is brought up to now before N changes (here and in _finish).
-        self._area += len(self.in_flight) * (now - self._last_us)
-        self._last_us = now
-        req = Request(self._new_id(), self.guest, self.workload.name, self.path.approach,
-                      self.workload.kind, self.unit_bytes, now)
-        self.arrived += 1
-        self.in_flight[req.id] = req
-        if self.host.tracer.enabled:
-            self.host.trace(self.scope, "arrive", req.id, f"{self.workload.kind}, "
-                                                          f"{self.unit_bytes} B")
-        return req
-
-    def _finish(self, req: Request) -> None:
-        now = req.done_us = self.env.now
-        self._area += len(self.in_flight) * (now - self._last_us)
-        self._last_us = now
-        del self.in_flight[req.id]
-        if self.keep_requests:
-            self.completed.append(req)  # observed with all its charges when the run ends
-        else:
-            self.tally.add(req)
-        if self.host.tracer.enabled:
-            self.host.trace(self.scope, "done", req.id,
-                            f"latency {req.done_us - req.arrival_us:.3f} µs")
-
-    def close(self) -> None:
-        """End of the run: let the tally observe the requests that were kept."""
-        if self.keep_requests:
-            for req in self.completed:
-                self.tally.add(req, retire=False)
-
-    # Processes ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the closed-loop clients or the open-loop arrival process."""
-        if self.workload.loop == "closed":
-            for _ in range(self.outstanding):
-                self.env.process(self._run_closed_client())
-        else:
-            self.env.process(self._generate_arrivals())
-
-    def _run_closed_client(self) -> ProcessGenerator:
-        while self._may_issue():
-            req = self._arrive()
-            yield from self._serve(req)
-            self._finish(req)
-
-    def _generate_arrivals(self) -> ProcessGenerator:
-        assert not isinstance(self.workload, CpuHog)  # busy loops are always closed
-        mean_gap_us = 1.0 / per_us_from_per_s(self.workload.rate_per_s)
-        env = self.env
-        draw_gap_us = self._arrivals.exponential
-        serve = self._serve
-        finish = self._finish
-        while self._may_issue():
-            yield env.timeout(draw_gap_us(mean_gap_us))
-            req = self._arrive()
-            # Each arrival is served by its own process; the request is finished when that
-            # process ends (its end event's callback, at the same simulated instant), which
-            # spares every resume of the request one generator level.
-            env.process(serve(req)).callbacks.append(
-                lambda ended, req=req: finish(req) if ended.ok else None)
-
-    def _peer_sends(self, nbytes: int, req_id: int) -> ProcessGenerator:
-        nic = self.host.nic
-        arrive_us = nic.rx.offer(self.env.now, nic.wire_bytes(nbytes))
-        if self.host.tracer.enabled:
-            self.host.trace("nic.rx", "wire", req_id, f"peer sends {nbytes} B, at "
-                                                               f"host NIC {arrive_us:.3f} µs")
-        yield self.env.timeout(arrive_us - self.env.now)
-
-    def _transaction(self, req: Request) -> ProcessGenerator:
-        workload = self.workload
-        assert isinstance(workload, RequestResponse)
-        peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
-        if peer_half_us > 0.0:
-            if self.host.tracer.enabled:
-                self.host.trace("peer", "stack", req.id, f"peer builds the request: "
-                                                         f"{peer_half_us:.3f} µs")
-            yield self.env.timeout(peer_half_us)
-        yield from self._peer_sends(workload.request_bytes, req.id)
-        yield from self.path.receive(req, workload.request_bytes)
-        yield from self.host.cpu.run(self.app, req, (
-            (GUEST, workload.server_work_us, "application: serve request"),))
-        yield from self.path.send(req, workload.response_bytes)
-        if peer_half_us > 0.0:
-            if self.host.tracer.enabled:
-                self.host.trace("peer", "stack", req.id, f"peer receives the response: "
-                                                         f"{peer_half_us:.3f} µs")
-            yield self.env.timeout(peer_half_us)
-
-    def _stream_segment(self, req: Request) -> ProcessGenerator:
-        workload = self.workload
-        assert isinstance(workload, BulkStream)
-        if workload.direction == "transmit":
-            # One segment carries several application writes; the path charges one syscall,
-            # the remaining writes are charged here in the kernel that serves them.
-            extra_writes = max(0, -(-self.unit_bytes // workload.message_bytes) - 1)
-            if extra_writes:
-                yield from self.host.cpu.run(self.app, req, (
-                    (self.path.kernel_category, extra_writes * self.host.params.syscall_us,
-                     "application: further write syscalls"),))
-            yield from self.path.send(req, self.unit_bytes)
-        else:
-            yield from self._peer_sends(self.unit_bytes, req.id)
-            yield from self.path.receive(req, self.unit_bytes)
-            extra_reads = max(0, -(-self.unit_bytes // workload.message_bytes) - 1)
-            if extra_reads:
-                yield from self.host.cpu.run(self.app, req, (
-                    (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
-                     "application: further read syscalls"),))
-
-    def _cpu_chunk(self, req: Request) -> ProcessGenerator:
-        workload = self.workload
-        assert isinstance(workload, CpuHog)
-        yield from self.host.cpu.compute(self.app, req, workload.chunk_us,
-                                         "application: CPU-bound loop", GUEST)
-        if workload.think_us > 0.0:
-            yield self.env.timeout(workload.think_us)
-
-    def _block_io(self, req: Request) -> ProcessGenerator:
-        # Not a generator itself: it returns the path's, so the clients delegate to the path
-        # directly (one generator level less on each of the I/O's resumes).
-        workload = self.workload
-        assert isinstance(workload, BlockIO)
-        write = self._mix.uniform() >= workload.read_fraction
-        sequential = workload.pattern == "sequential"
-        return self.path.block_io(req, workload.block_bytes, write, sequential)
+"""Any workload; :class:`virtlab.lifecycle.WorkloadRunner` drives one while the model runs."""
 
 
 def check_workload_names(guest: str, workloads: tuple[Workload, ...]) -> None:
