@@ -185,6 +185,9 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
     model = build(env, scenario, streams, tracer or NullTracer(), max_requests,
                   keep_requests=records)
     model.start()
+    window_open: dict[str, float] = {}
+    env.timeout(scenario.warmup_us).callbacks.append(
+        lambda _event: window_open.update(_busy_counters(model)))
     if model.scheduler is not None:
         model.scheduler.window_stats(scenario.warmup_us, scenario.duration_us)
     until = scenario.duration_us + scenario.cooldown_us
@@ -219,6 +222,7 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
                 cores=scenario.host.cores)
             if model.scheduler is not None:
                 summary = _with_sched_stats(summary, model.scheduler, guest.spec.name, window)
+            summary = dataclasses.replace(summary, **_utilisation(model, window_open, window))
             ring_metrics = getattr(guest.path, "summary_metrics", None)
             if ring_metrics is not None:  # paths with observable rings (paravirtual)
                 summary = dataclasses.replace(summary, **ring_metrics(now))
@@ -259,3 +263,23 @@ def _with_sched_stats(summary: WorkloadSummary, scheduler: HostScheduler, guest:
     return dataclasses.replace(
         summary, guest_cpu_pct=100.0 * row.get("cpu_us", nan) / span_us,
         nr_periods=row.get("nr_periods", nan), nr_throttled=row.get("nr_throttled", nan))
+
+
+def _busy_counters(model: Model) -> dict[str, float]:
+    """Busy time so far of the host's shared resources (µs, summed over their units)."""
+    host = model.host
+    return {"core_utilisation": sum(host.cpu.busy_us), "disk_utilisation": host.disk.busy_us,
+            "nic_tx_utilisation": host.nic.tx.busy_us,
+            "nic_rx_utilisation": host.nic.rx.busy_us}
+
+
+def _utilisation(model: Model, window_open: dict[str, float],
+                 window_us: tuple[float, float]) -> dict[str, float]:
+    """Utilisation of each shared resource over the window (see ``WorkloadSummary``)."""
+    span_us = window_us[1] - window_us[0]
+    capacity = {"core_utilisation": model.scenario.host.cores,
+                "disk_utilisation": model.host.disk.channels.capacity,
+                "nic_tx_utilisation": 1, "nic_rx_utilisation": 1}
+    now = _busy_counters(model)
+    return {name: (now[name] - window_open.get(name, 0.0)) / (span_us * capacity[name])
+            for name in now}

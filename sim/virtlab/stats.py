@@ -11,7 +11,8 @@ import numpy as np
 
 from virtlab.records import CATEGORIES, EXIT_REASONS, PHASES, RequestRecord
 
-__all__ = ["WorkloadSummary", "summarize_records", "t_quantile", "mean_ci", "METRICS"]
+__all__ = ["WorkloadSummary", "summarize_records", "t_quantile", "mean_ci", "METRICS",
+           "RESOURCES", "bottleneck"]
 
 # Two-sided Student t quantiles t_{1-(1-c)/2, df}, from the standard table (e.g. NIST/SEMATECH
 # e-Handbook 1.3.6.7.2). Beyond df = 120 the normal quantile is used.
@@ -118,6 +119,14 @@ class WorkloadSummary:
     # the guest), and mean entries taken per backend run or guest poll.
     ring_occupancy_mean: float = float("nan")
     ring_batch_mean: float = float("nan")
+    # Utilisation of the host's shared resources over the window (the same for every workload
+    # of a run): busy time over span x capacity, for the cores, the disk's channels and the
+    # NIC's two links. Work is counted when it is accounted, so at the window's edges a piece
+    # of work falls entirely on one side. See :func:`bottleneck`.
+    core_utilisation: float = float("nan")
+    disk_utilisation: float = float("nan")
+    nic_tx_utilisation: float = float("nan")
+    nic_rx_utilisation: float = float("nan")
 
 
 #: Exit reasons as reported (the path's own reasons plus "other").
@@ -177,3 +186,28 @@ def summarize_records(records: Sequence[RequestRecord], *, guest: str, workload:
         cpu_share=float(cpu.sum()) / (cores * (end - start)),
         **_exit_and_phase_means(rows),
     )
+
+
+#: Shared resources whose utilisation a summary reports: (name, summary field).
+RESOURCES = (("host cores", "core_utilisation"), ("disk", "disk_utilisation"),
+             ("NIC transmit link", "nic_tx_utilisation"),
+             ("NIC receive link", "nic_rx_utilisation"))
+
+
+def bottleneck(values: dict[str, float] | WorkloadSummary,
+               threshold: float = 0.9) -> tuple[str, float] | None:
+    """The most utilised shared resource if it is busy at least ``threshold`` of the time.
+
+    ``values`` is a summary or a mapping of its field names (e.g. an experiment entry's
+    replication means). Returns ``(resource name, utilisation)``, or ``None`` when nothing
+    shared is that busy (the limit is then the workload's own concurrency, a context such as a
+    vCPU or backend thread, or the open-loop rate).
+    """
+    get = values.get if isinstance(values, dict) else (
+        lambda name, default=math.nan: getattr(values, name, default))
+    best: tuple[str, float] | None = None
+    for name, field_name in RESOURCES:
+        value = get(field_name, math.nan)
+        if value == value and value >= threshold and (best is None or value > best[1]):
+            best = (name, value)
+    return best
