@@ -167,7 +167,7 @@ def test_cfs_quota_throttles_until_the_next_period():
 
 
 def test_vserver_hard_limit_holds_an_empty_bucket_until_tokens_min():
-    bench = Bench(VServerPolicy, host="vserver", tick_us=1_000.0)
+    bench = Bench(VServerPolicy, host="vserver", hz=1000)
     sched = GuestSchedParams(vserver_hard=True, vserver_fill_rate=1, vserver_interval_ticks=4,
                              vserver_tokens_min=15, vserver_tokens_max=20)
     ctx = bench.leaf("ctx", sched)

@@ -8,11 +8,16 @@ weight. A group that wakes from sleep is placed at most ``cfs_sleeper_credit_us`
 smallest vruntime (it cannot bank the time it slept), and preempts a CPU-bound group that is
 more than ``cfs_wakeup_granularity_us`` (in its own weighted time) ahead of it.
 
-**Bandwidth control**: a group with a quota gets ``cfs_quota_us`` of runtime per
-``cfs_period_us`` in a global pool. A core running the group takes runtime from the pool in
-slices of ``cfs_bandwidth_slice_us``; what a stint does not use goes back to the pool when it
-ends (the kernel keeps up to 1 ms per CPU; we return it all). When the pool is empty the group
-is **throttled**: it cannot start until the period timer refills the pool. Statistics as in
+**Bandwidth control** (``kernel/sched/fair.c``: ``account_cfs_rq_runtime``,
+``assign_cfs_rq_runtime``, ``sched_cfs_period_timer``): a group with a quota gets
+``cfs_quota_us`` of runtime per ``cfs_period_us`` in a global pool; the quota may exceed the
+period (``tg_set_cfs_bandwidth`` allows it: 150 ms per 100 ms is 1.5 CPUs). A core running the
+group takes runtime from the pool in slices of ``cfs_bandwidth_slice_us``; what a stint does not
+use goes back to the pool when it ends (the kernel keeps up to 1 ms per CPU; we return it all).
+Runtime is accounted in ``update_curr``, which a busy loop reaches at the timer tick: without
+``hrtick`` an exhausted slice is noticed at the next tick boundary (``hz``), so the group
+overruns its quota by up to a tick and repays the debt from the next period. When the pool is
+empty the group is **throttled**: it cannot start until the period timer refills the pool. Statistics as in
 ``cpu.stat``: ``nr_periods`` (periods in which the group was active), ``nr_throttled`` (periods
 in which it was throttled) and ``throttled_us``.
 
@@ -23,6 +28,7 @@ overrun of short work already running when the pool emptied (paid back from the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from simpy.events import ProcessGenerator
@@ -70,7 +76,8 @@ class CfsPolicy(Policy):
         self.min_vruntime = 0.0
 
     def _make(self, name: str, sched: GuestSchedParams, cpus: int, limit: float) -> Node:
-        return CfsGroup(name, self, limit, sched.cfs_weight(self.params.cgroup), sched)
+        weight = sched.cfs_weight(self.params.cgroup, self.params.shares_conversion)
+        return CfsGroup(name, self, limit, weight, sched)
 
     def _started(self, node: Node) -> None:
         assert isinstance(node, CfsGroup) and self.dispatcher is not None
@@ -121,12 +128,36 @@ class CfsPolicy(Policy):
         return (node.vruntime, head_seq)  # type: ignore[attr-defined]
 
     def quantum_us(self, node: Node, core: int, now: float) -> float:
-        """The base slice, or what is left of the runtime this core took from the pool."""
+        """The base slice, or until the runtime this core took from the pool is noticed used.
+
+        Both are checked in the tick (``check_preempt_tick``, ``account_cfs_rq_runtime``):
+        without ``hrtick`` the stint ends at the first tick at or after the earlier of the two.
+        """
+        return self._at_tick_us(now, min(self.params.cfs_base_slice_us,
+                                         self._bandwidth_quantum_us(node, core, now)))
+
+    def _at_tick_us(self, now: float, quantum_us: float) -> float:
+        """``quantum_us`` as the kernel notices it: exactly with hrtick, else at a tick."""
+        if self.params.hrtick or quantum_us == INF:
+            return quantum_us
+        return self._next_tick_us(now + quantum_us) - now
+
+    def _next_tick_us(self, time_us: float) -> float:
+        """The first timer tick at or after ``time_us`` (ticks at multiples of ``tick_us``)."""
+        tick = self.params.tick_us
+        return math.ceil(time_us / tick - 1e-9) * tick
+
+    def _bandwidth_quantum_us(self, node: Node, core: int, now: float) -> float:
+        """Until the core's slice of quota runs out (before rounding to the tick).
+
+        ``update_curr`` -> ``account_cfs_rq_runtime`` runs at the tick for a busy loop; only
+        there does the kernel find ``runtime_remaining <= 0`` and ask the pool for more (or
+        throttle). The overrun is charged to the pool and repaid from the next period.
+        """
         assert isinstance(node, CfsGroup)
-        quantum = self.params.cfs_base_slice_us
-        if node.quota_us is not None:
-            quantum = min(quantum, node.silo.get(core, 0.0))
-        return quantum
+        if node.quota_us is None:
+            return INF
+        return node.silo.get(core, 0.0)
 
     def preempt_delay_us(self, waker: Node, running: Node, stint_us: float,
                          now: float) -> float | None:

@@ -28,6 +28,7 @@ from virtlab.sched.base import INF, FifoPolicy, Node, Policy
 from virtlab.sched.cfs import CfsPolicy
 from virtlab.sched.credit import CreditPolicy, Domain
 from virtlab.sched.dispatch import Dispatcher, Leaf
+from virtlab.sched.eevdf import EevdfPolicy
 from virtlab.sched.openvz import OpenVzPolicy
 from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.sched.vserver import VServerPolicy
@@ -36,7 +37,8 @@ from virtlab.trace import Tracer
 __all__ = ["HostScheduler", "build_scheduler", "POLICIES", "VM_APPROACHES"]
 
 POLICIES: dict[str, type[Policy]] = {
-    "fifo": FifoPolicy, "cfs": CfsPolicy, "vserver": VServerPolicy, "openvz": OpenVzPolicy}
+    "fifo": FifoPolicy, "cfs": CfsPolicy, "eevdf": EevdfPolicy, "vserver": VServerPolicy,
+    "openvz": OpenVzPolicy}
 #: Approaches whose guests have vCPUs of their own (everything else runs on the host kernel).
 VM_APPROACHES = ("paravirtual", "emulated")
 _KERNEL_WORDS = ("softirq", "napi", "irq")
@@ -62,7 +64,7 @@ class HostScheduler(Dispatcher):
                  tracer: Tracer | None = None) -> None:
         super().__init__(env, cores, tracer)
         self.params = params
-        self.host_policy = self.add_policy(POLICIES[params.host](params, cores))
+        self.host_policy = self.add_policy(POLICIES[params.fair](params, cores))
         self.credit: CreditPolicy | None = None
         self._by_ctx: dict[Any, Leaf] = {}
         self._guests: dict[str, tuple[str, Leaf]] = {}  # name -> (approach, main leaf)
