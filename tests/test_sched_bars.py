@@ -33,14 +33,22 @@ def _summary(result, guest: str):
 
 
 # Published bars ----------------------------------------------------------------------------
-@pytest.mark.parametrize("cgroup", ["v1", "v2"])
-def test_shares_3_to_1_split_one_cpu_75_25(cgroup):
+@pytest.mark.parametrize("host", ["cfs", "eevdf"])
+@pytest.mark.parametrize(("cgroup", "conversion", "heavy_pct"), [
+    ("v1", "quadratic", 75.0),             # shares used as they are
+    ("v2", "linear", 100 * 118 / 157),     # older runtimes: 3072 -> 118, 1024 -> 39
+    ("v2", "quadratic", 100 * 240 / 340),  # current runtimes: 3072 -> 240, 1024 -> 100
+])
+def test_shares_3_to_1_split_one_cpu_75_25(host, cgroup, conversion, heavy_pct):
+    """The measurement (cgroup v1): 75.0 / 24.9 %; under v2 the runtime's conversion decides."""
     scenario = load_scenario(EXAMPLES / "shares-3-1.toml")
     scenario = dataclasses.replace(scenario, scheduler=dataclasses.replace(
-        scenario.scheduler, cgroup=cgroup))
+        scenario.scheduler, host=host, cgroup=cgroup, shares_conversion=conversion))
     result = run(scenario, seed=0)
-    assert _cpu_pct(result, "heavy") == pytest.approx(75.0, abs=2.0)
-    assert _cpu_pct(result, "light") == pytest.approx(24.9, abs=2.0)
+    assert _cpu_pct(result, "heavy") == pytest.approx(heavy_pct, abs=0.5)
+    assert _cpu_pct(result, "light") == pytest.approx(100.0 - heavy_pct, abs=0.5)
+    if cgroup == "v1":
+        assert _cpu_pct(result, "light") == pytest.approx(24.9, abs=2.0)
 
 
 def test_quota_20_of_100_ms_gives_20_percent_throttled_every_period():
@@ -107,9 +115,18 @@ def test_openvz_cpuunits_and_cpulimit():
 
 
 def test_shares_conversion_matches_container_runtimes():
-    assert [shares_to_weight(s) for s in (2, 1024, 3072, 262144)] == [1, 39, 118, 10000]
-    assert GuestSchedParams(shares=3072).cfs_weight("v2") == 118
+    """Older runtimes (linear, S39) and runc >= 1.3.2 / crun >= 1.23 (quadratic, S39b)."""
+    shares = (2, 3, 512, 1024, 2048, 3072, 262143, 262144)
+    assert [shares_to_weight(s, "linear") for s in shares] == [1, 1, 20, 39, 79, 118, 9999,
+                                                                10000]
+    # ConvertCPUSharesToCgroupV2Value: min, default and max map onto each other.
+    assert [shares_to_weight(s, "quadratic") for s in shares] == [1, 2, 59, 100, 174, 240,
+                                                                   10000, 10000]
+    assert GuestSchedParams(shares=3072).cfs_weight("v2", "linear") == 118
+    assert GuestSchedParams(shares=3072).cfs_weight("v2", "quadratic") == 240
     assert GuestSchedParams(weight=300).cfs_weight("v1") == 3072
+    with pytest.raises(ConfigError, match="shares_conversion"):
+        shares_to_weight(1024, "log")
 
 
 # Noisy neighbour ---------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def _usage_between(runs, leaf: str, start: float, end: float) -> float:
 
 # Work conservation ---------------------------------------------------------------------------
 @EXAMPLES
-@given(kind=st.sampled_from(["cfs", "vserver", "openvz", "credit"]),
+@given(kind=st.sampled_from(["cfs", "eevdf", "vserver", "openvz", "credit"]),
        weights=st.lists(st.integers(1, 10000), min_size=1, max_size=4),
        cores=st.integers(1, 3), seed=SEEDS)
 def test_no_core_idles_while_work_that_may_run_waits(kind, weights, cores, seed):
@@ -126,6 +126,7 @@ def test_no_core_idles_while_work_that_may_run_waits(kind, weights, cores, seed)
 # Shares ------------------------------------------------------------------------------------
 #: How long CPU-bound work runs between decisions, per scheduler (the shares' granularity).
 _QUANTUM_US = {"cfs": SchedulerParams().cfs_base_slice_us,
+               "eevdf": SchedulerParams().cfs_base_slice_us,
                "openvz": SchedulerParams().openvz_timeslice_us,
                "vserver": SchedulerParams().vserver_timeslice_us,
                "credit": SchedulerParams().credit_tslice_us / 3}
@@ -144,14 +145,15 @@ def _check_shares(kind: str, scheds, weights, threads, cores, duration_us, toler
 
 
 @EXAMPLES
-@given(weights=st.lists(st.integers(1, 10000), min_size=2, max_size=5),
+@given(kind=st.sampled_from(["cfs", "eevdf"]),
+       weights=st.lists(st.integers(1, 10000), min_size=2, max_size=5),
        threads=st.lists(st.integers(1, 2), min_size=5, max_size=5), cores=st.integers(1, 3),
        cgroup=st.sampled_from(["v1", "v2"]))
-def test_cfs_shares_follow_any_weights(weights, threads, cores, cgroup):
+def test_cfs_shares_follow_any_weights(kind, weights, threads, cores, cgroup):
     threads = threads[:len(weights)]
     scheds = [GuestSchedParams(weight=w) for w in weights]
     effective = [s.cfs_weight(cgroup) for s in scheds]
-    _check_shares("cfs", scheds, effective, threads, cores, 6_000_000.0, 0.01)
+    _check_shares(kind, scheds, effective, threads, cores, 6_000_000.0, 0.01)
 
 
 @EXAMPLES
@@ -185,12 +187,14 @@ def test_vserver_shares_one_core_round_robin_without_limits(n, cores):
 
 # No starvation -----------------------------------------------------------------------------
 @EXAMPLES
-@given(weights=st.lists(st.integers(1, 1000), min_size=2, max_size=4), cores=st.integers(1, 2))
-def test_no_busy_cfs_group_waits_longer_than_its_weight_makes_fair(weights, cores):
+@given(kind=st.sampled_from(["cfs", "eevdf"]),
+       weights=st.lists(st.integers(1, 1000), min_size=2, max_size=4), cores=st.integers(1, 2))
+def test_no_busy_cfs_group_waits_longer_than_its_weight_makes_fair(kind, weights, cores):
     duration_us = 3_000_000.0
     scheds = [GuestSchedParams(weight=w) for w in weights]
-    scheduler = _simulate(_scenario("cfs", scheds, cores=cores, duration_us=duration_us))
-    quantum = SchedulerParams().cfs_base_slice_us
+    scheduler = _simulate(_scenario(kind, scheds, cores=cores, duration_us=duration_us))
+    # A quantum ends at the first tick after the slice (no hrtick).
+    quantum = SchedulerParams().cfs_base_slice_us + SchedulerParams().tick_us
     for i, w in enumerate(weights):
         others = sum(weights) - w
         bound = quantum * (others / w + len(weights) + 1)
@@ -223,25 +227,31 @@ def test_no_busy_group_starves_under_the_other_schedulers(kind, weights, cores):
 
 # Caps ---------------------------------------------------------------------------------------
 @EXAMPLES
-@given(period_ms=st.integers(5, 200), quota_pct=st.integers(5, 100), threads=st.integers(1, 3),
-       cores=st.integers(1, 3), with_neighbour=st.booleans())
-def test_cfs_quota_is_never_exceeded_in_any_period(period_ms, quota_pct, threads, cores,
-                                                   with_neighbour):
+@given(kind=st.sampled_from(["cfs", "eevdf"]), period_ms=st.integers(5, 200),
+       quota_pct=st.integers(5, 300), threads=st.integers(1, 3), cores=st.integers(1, 3),
+       with_neighbour=st.booleans(), hz=st.sampled_from([100, 250, 1000]),
+       hrtick=st.booleans())
+def test_cfs_quota_is_never_exceeded_in_any_period(kind, period_ms, quota_pct, threads, cores,
+                                                   with_neighbour, hz, hrtick):
     period = period_ms * 1000.0
-    quota = max(1000.0, period * quota_pct / 100)
+    quota = max(1000.0, period * quota_pct / 100)  # above 100 %: more than one CPU
     scheds = [GuestSchedParams(cfs_quota_us=quota, cfs_period_us=period)]
     counts = [threads]
     if with_neighbour:
         scheds.append(GuestSchedParams())
         counts.append(1)
     duration = period * 20
-    scheduler = _simulate(_scenario("cfs", scheds, cores=cores, duration_us=duration,
-                                    threads=counts))
+    params = {"hz": hz, "hrtick": hrtick}
+    scheduler = _simulate(_scenario(kind, scheds, cores=cores, duration_us=duration,
+                                    threads=counts, params=params))
     # Runtime handed to a core just before a period ends may be used just after it (as in the
-    # kernel), so the bound is cumulative: by the end of period k, at most k + 1 quotas.
+    # kernel), so the bound is cumulative: by the end of period k, at most k + 1 quotas. An
+    # exhausted slice is noticed at the next tick without hrtick: each running core may overrun
+    # by a tick, which the next period repays.
+    overrun = 1.0 if hrtick else 1e6 / hz
     for k in range(20):
         used = _usage_between(scheduler.recorder.runs, "g0", 0.0, (k + 1) * period)
-        assert used <= (k + 1) * quota + 1.0 * cores + 1e-6, (k, used, quota)
+        assert used <= (k + 1) * quota + overrun * cores + 1e-6, (k, used, quota)
 
 
 @EXAMPLES
@@ -279,8 +289,9 @@ def test_vserver_hard_limit_holds_under_contention(fill, interval, idle_skip):
                                     duration_us=duration))
     params = SchedulerParams()
     tick = params.tick_us
+    tokens_min, _tokens_max, tokens_start = sched.vserver_tokens(params.hz)
     used = _usage_between(scheduler.recorder.runs, "g0", 0.0, duration)
-    bucket_us = (sched.vserver_tokens_max + fill * (duration / tick // interval)) * tick
+    bucket_us = (tokens_start + fill * (duration / tick // interval)) * tick
     assert used <= bucket_us + tick
     # In the long run the share is fill_rate / interval where the limit binds (round robin
     # gives the context half the core otherwise), measured after the initial full bucket, to
@@ -289,5 +300,5 @@ def test_vserver_hard_limit_holds_under_contention(fill, interval, idle_skip):
     start = 1_000_000.0
     window = duration - start
     late = _usage_between(scheduler.recorder.runs, "g0", start, duration) / window
-    cycle_us = (sched.vserver_tokens_min + 2) * tick + params.vserver_timeslice_us * share
+    cycle_us = (tokens_min + 2) * tick + params.vserver_timeslice_us * share
     assert abs(late - share) <= 2 * cycle_us / window, (late, share)

@@ -1,4 +1,4 @@
-"""EEVDF group scheduling, Linux 6.6 on (``kernel/sched/fair.c``, S38c), with bandwidth control.
+"""EEVDF group scheduling, Linux 6.6 on (``kernel/sched/fair.c``, S50), with bandwidth control.
 
 Earliest Eligible Virtual Deadline First replaced CFS's pick and placement in Linux 6.6. Each
 group keeps a **virtual runtime** ``v`` advanced by ``ran * unit / weight`` as in CFS

@@ -85,7 +85,7 @@ class SchedulerParams(Params):
                       doc="Scheduler of the shared kernel: fifo, linux (the profile's "
                           "linux_fair), cfs, eevdf, vserver or openvz.")
     linux_fair: str = param("eevdf", choices=LINUX_FAIR,
-                            source="S38c (EEVDF replaced CFS placement in Linux 6.6)",
+                            source="S50 (EEVDF replaced CFS placement in Linux 6.6)",
                             doc="Linux's fair scheduler of this kernel generation, used by "
                                 "host = linux: eevdf (6.6 on) or cfs (2.6.23 to 6.5).")
     vcpu: str = param("host", choices=VCPU_SCHEDULERS, source="mechanics.md 5b(g)",
@@ -113,11 +113,11 @@ class SchedulerParams(Params):
         5000.0, unit="µs", lo=100.0, hi=1e6, source="S38 (sched_cfs_bandwidth_slice_us)",
         doc="CFS bandwidth: quota is handed from the global pool to a CPU in slices this big.")
     hz: int = param(1000, unit="Hz", choices=HZ_CHOICES,
-                    source="assumption (CONFIG_HZ=1000 of current distribution kernels; "
-                           "kernel/Kconfig.hz)",
+                    source="assumption (CONFIG_HZ=1000 of current distribution kernels); "
+                           "S51 (kernel/Kconfig.hz choices)",
                     doc="Timer ticks per second: bandwidth and slice checks happen at ticks, "
                         "VServer pays a token per tick.")
-    hrtick: bool = param(False, source="S38d (kernel/sched/features.h: HRTICK off by default)",
+    hrtick: bool = param(False, source="S51 (kernel/sched/features.h: HRTICK off by default)",
                          doc="High-resolution tick: an exhausted CFS quota or EEVDF slice is "
                              "noticed at once rather than at the next tick.")
     vserver_timeslice_us: float = param(
@@ -178,8 +178,8 @@ class GuestSchedParams(Params):
     shares: int = param(0, lo=0, hi=MAX_SHARES, source="S38, S39 (cpu.shares default 1024)",
                         doc="cgroup v1 cpu.shares (0 = not set: derived from weight).")
     cfs_quota_us: float = param(-1.0, unit="µs", lo=-1.0, hi=1e8,
-                                source="S38 (cpu.cfs_quota_us, -1 = unlimited; "
-                                       "tg_set_cfs_bandwidth: at least 1 ms, may exceed the "
+                                source="S38 (cpu.cfs_quota_us, -1 = unlimited); S51 "
+                                       "(tg_set_cfs_bandwidth: at least 1 ms, may exceed the "
                                        "period)",
                                 doc="CFS bandwidth: CPU time per period (-1 = unlimited); "
                                     "above the period on several CPUs (1.5 x period = 1.5 "
