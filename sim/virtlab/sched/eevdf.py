@@ -52,8 +52,8 @@ class EevdfGroup(CfsGroup):
     __slots__ = ("deadline", "vlag")
 
     def __init__(self, name: str, policy: Policy, limit: float, weight: int,
-                 sched: GuestSchedParams) -> None:
-        super().__init__(name, policy, limit, weight, sched)
+                 sched: GuestSchedParams, slice_us: float) -> None:
+        super().__init__(name, policy, limit, weight, sched, slice_us)
         self.deadline = 0.0
         self.vlag = 0.0
 
@@ -68,8 +68,8 @@ class EevdfPolicy(CfsPolicy):
         self._stints: dict[int, tuple[EevdfGroup, float]] = {}  # core -> (group, start)
 
     def _make(self, name: str, sched: GuestSchedParams, cpus: int, limit: float) -> Node:
-        weight = sched.cfs_weight(self.params.cgroup, self.params.shares_conversion)
-        group = EevdfGroup(name, self, limit, weight, sched)
+        group = EevdfGroup(name, self, limit, self._weight(sched), sched,
+                           self.params.cfs_bandwidth_slice_us)
         group.deadline = self._vslice(group)
         return group
 
@@ -154,7 +154,8 @@ class EevdfPolicy(CfsPolicy):
         lag = node.vlag * (others + node.weight) / others if others > 0.0 else 0.0
         node.vruntime = average - lag
         node.deadline = node.vruntime + self._vslice(node)
-        node.active_period = True
+        if node.bw is not None:
+            node.bw.active_period = True
 
     def on_sleep(self, node: Node, now: float) -> None:
         """``update_entity_lag``: save ``V - v``, clamped to ``max(2 slice, tick)`` of vtime."""
