@@ -43,7 +43,7 @@ class CfsGroup(Node):
 
     __slots__ = ("weight", "vruntime", "bw")
 
-    def __init__(self, name: str, policy: Policy, limit: float, weight: int,
+    def __init__(self, name: str, policy: Policy, limit: float, weight: float,
                  sched: GuestSchedParams, slice_us: float) -> None:
         super().__init__(name, policy, limit=limit)
         self.weight = weight
@@ -62,6 +62,8 @@ class CfsPolicy(Policy):
         super().__init__(params, cores)
         self.unit = 1024 if params.cgroup == "v1" else 100
         self.min_vruntime = 0.0
+        #: Running stints: core -> (group, time up to which the stint is charged to vruntime).
+        self._marks: dict[int, tuple[CfsGroup, float]] = {}
 
     def _weight(self, sched: GuestSchedParams) -> int:
         return sched.cfs_weight(self.params.cgroup, self.params.shares_conversion)
@@ -136,7 +138,7 @@ class CfsPolicy(Policy):
                          now: float) -> float | None:
         """Preempt if the waker is more than the wakeup granularity behind."""
         assert isinstance(waker, CfsGroup) and isinstance(running, CfsGroup)
-        current = running.vruntime + stint_us * self.unit / running.weight
+        current = self._vruntime_now(running, now)
         granularity = self.params.cfs_wakeup_granularity_us * self.unit / waker.weight
         return 0.0 if waker.vruntime + granularity < current else None
 
@@ -151,16 +153,35 @@ class CfsPolicy(Policy):
         if node.bw is not None:
             node.bw.active_period = True
 
+    def _vruntime_now(self, group: CfsGroup, now: float) -> float:
+        """The group's vruntime including its stints still running (``update_curr``)."""
+        vruntime = group.vruntime
+        for running, mark in self._marks.values():
+            if running is group:
+                vruntime += (now - mark) * self.unit / group.weight
+        return vruntime
+
+    def reweight(self, node: Node, weight: float, now: float) -> None:
+        """Change a group's weight (``reweight_entity``): charge running stints first."""
+        assert isinstance(node, CfsGroup)
+        for core, (running, mark) in self._marks.items():
+            if running is node:
+                node.vruntime += (now - mark) * self.unit / node.weight
+                self._marks[core] = (node, now)
+        node.weight = weight
+
     def start(self, node: Node, core: int, now: float) -> None:
         """With a quota, take a slice of runtime from the global pool."""
         assert isinstance(node, CfsGroup)
+        self._marks[core] = (node, now)
         if node.bw is not None:
             node.bw.take(core)
 
     def stop(self, node: Node, core: int, ran_us: float, start_us: float, now: float) -> None:
         """Advance the virtual runtime; settle the slice with the pool."""
         assert isinstance(node, CfsGroup)
-        node.vruntime += ran_us * self.unit / node.weight
+        _group, mark = self._marks.pop(core)
+        node.vruntime += (now - mark) * self.unit / node.weight
         if node.bw is not None:
             # Return what the stint did not use, or pay its overrun from the pool.
             node.bw.settle(core, ran_us)

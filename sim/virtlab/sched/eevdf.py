@@ -63,10 +63,6 @@ class EevdfPolicy(CfsPolicy):
 
     name = "eevdf"
 
-    def __init__(self, params: Any, cores: int) -> None:
-        super().__init__(params, cores)
-        self._stints: dict[int, tuple[EevdfGroup, float]] = {}  # core -> (group, start)
-
     def _make(self, name: str, sched: GuestSchedParams, cpus: int, limit: float) -> Node:
         group = EevdfGroup(name, self, limit, self._weight(sched), sched,
                            self.params.cfs_bandwidth_slice_us)
@@ -77,14 +73,6 @@ class EevdfPolicy(CfsPolicy):
     def _vslice(self, group: EevdfGroup) -> float:
         """``calc_delta_fair(slice, se)``: the base slice in the group's virtual time."""
         return self.params.cfs_base_slice_us * self.unit / group.weight
-
-    def _vruntime_now(self, group: EevdfGroup, now: float) -> float:
-        """The group's vruntime including its stints still running (``update_curr``)."""
-        vruntime = group.vruntime
-        for running, start in self._stints.values():
-            if running is group:
-                vruntime += (now - start) * self.unit / group.weight
-        return vruntime
 
     def _avg_vruntime(self, now: float, also: EevdfGroup | None = None,
                       skip: EevdfGroup | None = None) -> tuple[float, float]:
@@ -165,16 +153,18 @@ class EevdfPolicy(CfsPolicy):
             self.unit / node.weight)
         node.vlag = min(limit, max(-limit, average - node.vruntime))
 
-    def start(self, node: Node, core: int, now: float) -> None:
-        """Remember the stint (for the running vruntime); take quota as CFS does."""
+    def reweight(self, node: Node, weight: float, now: float) -> None:
+        """``reweight_entity``: lag and the deadline's distance scale by old / new weight."""
         assert isinstance(node, EevdfGroup)
-        super().start(node, core, now)
-        self._stints[core] = (node, now)
+        old = node.weight
+        super().reweight(node, weight, now)
+        node.vlag *= old / weight
+        current = self._vruntime_now(node, now)
+        node.deadline = current + (node.deadline - current) * old / weight
 
     def stop(self, node: Node, core: int, ran_us: float, start_us: float, now: float) -> None:
         """Advance the vruntime; a group that reached its deadline gets a new slice."""
         assert isinstance(node, EevdfGroup)
-        self._stints.pop(core, None)
         super().stop(node, core, ran_us, start_us, now)
         if node.vruntime >= node.deadline - _EPS:
             node.deadline = node.vruntime + self._vslice(node)  # update_deadline
