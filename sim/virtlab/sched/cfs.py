@@ -41,12 +41,13 @@ __all__ = ["CfsPolicy", "CfsGroup"]
 class CfsGroup(Node):
     """A CFS group (see the module docstring); ``bw`` holds its quota, if it has one."""
 
-    __slots__ = ("weight", "vruntime", "bw")
+    __slots__ = ("weight", "full_weight", "vruntime", "bw")
 
     def __init__(self, name: str, policy: Policy, limit: float, weight: float,
                  sched: GuestSchedParams, slice_us: float) -> None:
         super().__init__(name, policy, limit=limit)
         self.weight = weight
+        self.full_weight = weight  # the group's; per-CPU entities get a part of it
         self.vruntime = 0.0
         self.bw: Bandwidth | None = None
         if sched.cfs_quota_us >= 0.0:

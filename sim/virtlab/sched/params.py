@@ -98,6 +98,12 @@ class SchedulerParams(Params):
         source="S39b (ConvertCPUSharesToCgroupV2Value, runc >= 1.3.2, crun >= 1.23)",
         doc="How cpu.shares given under cgroup v2 become cpu.weight: quadratic (current OCI "
             "runtimes, 1024 -> 100) or linear (older runtimes, 1024 -> 39).")
+    runqueues: str = param(
+        "global", choices=("global", "per-cpu"),
+        source="assumption (global: the ideal the kernel's per-CPU queues approximate); "
+               "S50 (per-cpu: one cfs_rq per CPU, calc_group_shares)",
+        doc="Linux fair scheduler: one global run queue, or a run queue per CPU with each "
+            "group's weight split by where its tasks run (cfs and eevdf, vcpu = host).")
     cfs_base_slice_us: float = param(
         3000.0, unit="µs", lo=100.0, hi=1e6,
         source="S38 (base_slice_ns 0.75 ms x (1 + log2 of 8 CPUs))",
@@ -159,7 +165,11 @@ class SchedulerParams(Params):
         return self.linux_fair if self.host == "linux" else self.host
 
     def check(self) -> None:
-        """The rate limit cannot exceed the timeslice."""
+        """The rate limit cannot exceed the timeslice; per-CPU queues are Linux's fair ones."""
+        if self.runqueues == "per-cpu" and (self.fair not in LINUX_FAIR or self.vcpu != "host"):
+            raise ConfigError("runqueues", f"'per-cpu' needs host = cfs, eevdf or linux and vcpu "
+                                           f"= host, got host = {self.host!r}, vcpu = "
+                                           f"{self.vcpu!r}")
         if self.credit_ratelimit_us > self.credit_tslice_us:
             raise ConfigError("credit_ratelimit_us", f"must not exceed credit_tslice_us "
                                                      f"({self.credit_tslice_us:g}), got "

@@ -31,6 +31,7 @@ from virtlab.sched.dispatch import Dispatcher, Leaf
 from virtlab.sched.eevdf import EevdfPolicy
 from virtlab.sched.openvz import OpenVzPolicy
 from virtlab.sched.params import GuestSchedParams, SchedulerParams
+from virtlab.sched.percpu import TaskGroupPolicy, add_per_cpu_guest, split_group_weight
 from virtlab.sched.vserver import VServerPolicy
 from virtlab.trace import Tracer
 
@@ -65,6 +66,13 @@ class HostScheduler(Dispatcher):
         super().__init__(env, cores, tracer)
         self.params = params
         self.host_policy = self.add_policy(POLICIES[params.fair](params, cores))
+        self.cpu_policies: list[Any] = []
+        if params.runqueues == "per-cpu":  # one fair scheduler per core, a neutral group level
+            self.per_cpu = True
+            self.on_activity = split_group_weight
+            self.cpu_policies = [self.add_policy(POLICIES[params.fair](params, 1))
+                                 for _ in range(cores)]
+            self.group_policy = self.add_policy(TaskGroupPolicy(params, cores))
         self.credit: CreditPolicy | None = None
         self._by_ctx: dict[Any, Leaf] = {}
         self._guests: dict[str, tuple[str, Leaf]] = {}  # name -> (approach, main leaf)
@@ -94,6 +102,12 @@ class HostScheduler(Dispatcher):
         elif self.dom0 is not None:
             node = self.add_node(self.host_policy.new_node(f"dom0/{name}", sched, cpus=cpus))
             leaf = Leaf(node.name, (self.dom0, node))
+        elif self.per_cpu:
+            node, leaf, entities = add_per_cpu_guest(name, sched, self.cpu_policies,
+                                                     self.group_policy)  # type: ignore[arg-type]
+            self.add_node(node)
+            for entity in entities:
+                self.add_node(entity)
         else:
             node = self.add_node(self.host_policy.new_node(name, sched, cpus=cpus))
             leaf = Leaf(name, (node,))
