@@ -59,8 +59,12 @@ def _scenario(kind: str, scheds: list[GuestSchedParams], *, cores: int, duration
     if with_io:
         guests.append(GuestSpec(name="io", approach=approach, vcpus=1,
                                 workloads=(RequestResponse(in_flight=2),)))
+    kind, _, queues = kind.partition("-")  # "eevdf-percpu": per-CPU run queues
+    params = dict(params or {})
+    if queues:
+        params["runqueues"] = "per-cpu"
     host_kind = "fifo" if vm else kind
-    scheduler = SchedulerParams(host=host_kind, vcpu="credit" if vm else "host", **(params or {}))
+    scheduler = SchedulerParams(host=host_kind, vcpu="credit" if vm else "host", **params)
     return Scenario(duration_us=duration_us, warmup_us=0.0, host=HostParams(cores=cores),
                     scheduler=scheduler, guests=tuple(guests))
 
@@ -99,13 +103,20 @@ def _busy_profile(runs, cores: int):
     return times, counts
 
 
+def _of(name: str, leaf: str) -> bool:
+    """Whether a recorded stint's leaf is ``leaf`` (per-CPU run queues: ``g0@cpu1`` too)."""
+    return name == leaf or name.startswith(f"{leaf}@")
+
+
 def _usage_between(runs, leaf: str, start: float, end: float) -> float:
-    return sum(max(0.0, min(e, end) - max(s, start)) for name, _c, s, e in runs if name == leaf)
+    return sum(max(0.0, min(e, end) - max(s, start)) for name, _c, s, e in runs
+               if _of(name, leaf))
 
 
 # Work conservation ---------------------------------------------------------------------------
 @EXAMPLES
-@given(kind=st.sampled_from(["cfs", "eevdf", "vserver", "openvz", "credit"]),
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu", "vserver", "openvz",
+                             "credit"]),
        weights=st.lists(st.integers(1, 10000), min_size=1, max_size=4),
        cores=st.integers(1, 3), seed=SEEDS)
 def test_no_core_idles_while_work_that_may_run_waits(kind, weights, cores, seed):
@@ -134,7 +145,7 @@ _QUANTUM_US = {"cfs": SchedulerParams().cfs_base_slice_us,
 
 def _check_shares(kind: str, scheds, weights, threads, cores, duration_us, tolerance):
     """Shares within ``tolerance`` plus what a few quanta per group can shift over the run."""
-    tolerance = max(tolerance, 2 * len(scheds) * _QUANTUM_US[kind] / duration_us)
+    tolerance = max(tolerance, 2 * len(scheds) * _QUANTUM_US[kind.split("-")[0]] / duration_us)
     scheduler = _simulate(_scenario(kind, scheds, cores=cores, duration_us=duration_us,
                                     threads=threads))
     got = [_usage_between(scheduler.recorder.runs, f"g{i}", 0.0, duration_us) / duration_us
@@ -154,6 +165,30 @@ def test_cfs_shares_follow_any_weights(kind, weights, threads, cores, cgroup):
     scheds = [GuestSchedParams(weight=w) for w in weights]
     effective = [s.cfs_weight(cgroup) for s in scheds]
     _check_shares(kind, scheds, effective, threads, cores, 6_000_000.0, 0.01)
+
+
+@EXAMPLES
+@given(kind=st.sampled_from(["cfs-percpu", "eevdf-percpu"]),
+       weights=st.lists(st.integers(1, 10000), min_size=2, max_size=5),
+       threads=st.lists(st.integers(1, 2), min_size=5, max_size=5),
+       cgroup=st.sampled_from(["v1", "v2"]))
+def test_per_cpu_queues_on_one_cpu_share_as_one_global_queue(kind, weights, threads, cgroup):
+    threads = threads[:len(weights)]
+    scheds = [GuestSchedParams(weight=w) for w in weights]
+    effective = [s.cfs_weight(cgroup) for s in scheds]
+    _check_shares(kind, scheds, effective, threads, 1, 6_000_000.0, 0.01)
+
+
+@EXAMPLES
+@given(kind=st.sampled_from(["cfs-percpu", "eevdf-percpu"]), cores=st.integers(2, 4),
+       weights=st.lists(st.integers(1, 10000), min_size=2, max_size=4))
+def test_per_cpu_queues_give_one_busy_thread_per_cpu_a_whole_cpu(kind, cores, weights):
+    """As many single-threaded busy groups as CPUs: each gets a CPU, whatever the weights
+    (per-CPU queues place one per CPU; one global queue would as well)."""
+    weights = weights[:cores]
+    scheds = [GuestSchedParams(weight=w) for w in weights]
+    _check_shares(kind, scheds, [1.0] * len(weights), [1] * len(weights), len(weights),
+                  3_000_000.0, 0.01)
 
 
 @EXAMPLES
@@ -187,7 +222,7 @@ def test_vserver_shares_one_core_round_robin_without_limits(n, cores):
 
 # No starvation -----------------------------------------------------------------------------
 @EXAMPLES
-@given(kind=st.sampled_from(["cfs", "eevdf"]),
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu"]),
        weights=st.lists(st.integers(1, 1000), min_size=2, max_size=4), cores=st.integers(1, 2))
 def test_no_busy_cfs_group_waits_longer_than_its_weight_makes_fair(kind, weights, cores):
     duration_us = 3_000_000.0
@@ -198,7 +233,7 @@ def test_no_busy_cfs_group_waits_longer_than_its_weight_makes_fair(kind, weights
     for i, w in enumerate(weights):
         others = sum(weights) - w
         bound = quantum * (others / w + len(weights) + 1)
-        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if name == f"g{i}")
+        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if _of(name, f"g{i}"))
         gaps = [stints[0][0]] + [b[0] - a[1] for a, b in zip(stints, stints[1:], strict=False)]
         assert stints and max(gaps) <= bound, (weights, i, max(gaps), bound)
 
@@ -218,7 +253,7 @@ def test_no_busy_group_starves_under_the_other_schedulers(kind, weights, cores):
                      "credit": (2, 2 * params.credit_tslice_us)}[kind]
     for i, w in enumerate(weights):
         bound = rounds * _QUANTUM_US[kind] * (sum(weights) / w + len(weights)) + slack
-        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if name == f"g{i}")
+        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if _of(name, f"g{i}"))
         assert stints, (kind, weights, i)
         gaps = [stints[0][0]] + [b[0] - a[1] for a, b in zip(stints, stints[1:], strict=False)]
         gaps.append(duration_us - stints[-1][1])
@@ -227,7 +262,8 @@ def test_no_busy_group_starves_under_the_other_schedulers(kind, weights, cores):
 
 # Caps ---------------------------------------------------------------------------------------
 @EXAMPLES
-@given(kind=st.sampled_from(["cfs", "eevdf"]), period_ms=st.integers(5, 200),
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu"]),
+       period_ms=st.integers(5, 200),
        quota_pct=st.integers(5, 300), threads=st.integers(1, 3), cores=st.integers(1, 3),
        with_neighbour=st.booleans(), hz=st.sampled_from([100, 250, 1000]),
        hrtick=st.booleans())
