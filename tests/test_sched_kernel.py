@@ -60,6 +60,32 @@ def test_two_to_one_with_two_heavy_threads_on_one_cpu(host):
     assert _pct(result, "light") == pytest.approx(100 / 3, abs=0.5)
 
 
+@pytest.mark.parametrize("host", FAIR)
+def test_two_to_one_with_two_heavy_threads_on_two_cpus_per_cpu_queues(host):
+    """Three busy threads on two CPUs: one heavy thread has a CPU to itself, the other shares
+    one with the light thread, and the heavy group's weight is split between its two CPUs
+    (calc_group_shares), so that CPU splits 1 : 1: heavy 1.5 CPUs, light 0.5."""
+    guests = [("heavy", GuestSchedParams(weight=200), CpuHog(threads=2)),
+              ("light", GuestSchedParams(weight=100), CpuHog())]
+    per_cpu = run(_scenario(host, guests, cores=2, runqueues="per-cpu"))
+    assert _pct(per_cpu, "heavy") == pytest.approx(150.0, abs=1.0)
+    assert _pct(per_cpu, "light") == pytest.approx(50.0, abs=1.0)
+    # One global queue is the fluid ideal instead: 2 : 1 of two CPUs, 4/3 and 2/3.
+    ideal = run(_scenario(host, guests, cores=2))
+    assert _pct(ideal, "heavy") == pytest.approx(400 / 3, abs=1.0)
+    assert _pct(ideal, "light") == pytest.approx(200 / 3, abs=1.0)
+
+
+@pytest.mark.parametrize("host", FAIR)
+def test_per_cpu_queues_change_nothing_on_one_cpu(host):
+    guests = [(f"g{w}", GuestSchedParams(weight=w), CpuHog(threads=1 + w // 300))
+              for w in (100, 200, 500)]
+    single = run(_scenario(host, guests, cores=1))
+    per_cpu = run(_scenario(host, guests, cores=1, runqueues="per-cpu"))
+    for w in (100, 200, 500):
+        assert _pct(per_cpu, f"g{w}") == pytest.approx(_pct(single, f"g{w}"), abs=1e-9)
+
+
 # A task that sleeps as long as it runs -------------------------------------------------------
 def _sleeper_vs_hog(host: str):
     return run(_scenario(host, [
@@ -132,10 +158,12 @@ def test_the_tick_overrun_averages_out_to_the_quota(host):
 
 
 # Quotas above one CPU, and quotas that do not bind -------------------------------------------
+@pytest.mark.parametrize("runqueues", ["global", "per-cpu"])
 @pytest.mark.parametrize("host", FAIR)
-def test_a_1_5_cpu_quota_gives_one_and_a_half_cores_of_two(host):
+def test_a_1_5_cpu_quota_gives_one_and_a_half_cores_of_two(host, runqueues):
     quota = GuestSchedParams(cfs_quota_us=150_000.0, cfs_period_us=100_000.0)
-    result = run(_scenario(host, [("limited", quota, CpuHog(threads=2))], cores=2))
+    result = run(_scenario(host, [("limited", quota, CpuHog(threads=2))], cores=2,
+                           runqueues=runqueues))
     assert _pct(result, "limited") == pytest.approx(150.0, abs=1.0)
     assert result.sched_stats["limited"]["nr_throttled"] == result.sched_stats["limited"][
         "nr_periods"] > 0
