@@ -140,7 +140,7 @@ _QUANTUM_US = {"cfs": SchedulerParams().cfs_base_slice_us,
                "eevdf": SchedulerParams().cfs_base_slice_us,
                "openvz": SchedulerParams().openvz_timeslice_us,
                "vserver": SchedulerParams().vserver_timeslice_us,
-               "credit": SchedulerParams().credit_tslice_us / 3}
+               "credit": SchedulerParams().credit_tslice_us}
 
 
 def _check_shares(kind: str, scheds, weights, threads, cores, duration_us, tolerance):
