@@ -185,7 +185,7 @@ def test_noisy_neighbour_xen_rate_limit_delays_every_wakeup():
     ("scheduler.hz=200", "hz", "100, 250, 300, 1000"),
     ("scheduler.shares_conversion=log", "shares_conversion", "'quadratic', 'linear'"),
     ("scheduler.linux_fair=bfs", "linux_fair", "'eevdf', 'cfs'"),
-    ("scheduler.runqueues=per-cpu", "runqueues", "host = cfs, eevdf or linux"),
+    ("scheduler.runqueues=per-cpu", "runqueues", "host = cfs, eevdf, linux or vserver"),
     ("scheduler.vcpu=rtds", "vcpu", "'host', 'credit'"),
 ])
 def test_bad_scheduler_values_are_one_clear_line_with_status_2(assignment, field, allowed,

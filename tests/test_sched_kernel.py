@@ -189,3 +189,29 @@ def test_the_profile_chooses_the_kernel_generation(profile, fair, hz):
     assert (scenario.scheduler.fair, scenario.scheduler.hz) == (fair, hz)
     explicit = scenario_from_dict({"scheduler": {"host": "eevdf"}}, profile)
     assert explicit.scheduler.fair == "eevdf"
+
+
+# Linux-VServer -------------------------------------------------------------------------------
+def test_vserver_defaults_follow_the_tick_rate():
+    """vx_info_init_sched: tokens_min HZ >> 4, tokens_max HZ >> 1, a new context HZ >> 2; the
+    wiki's TokensMin 15 / TokensMax 125 are HZ 250."""
+    sched = GuestSchedParams()
+    assert sched.vserver_tokens(250) == (15, 125, 62)
+    assert sched.vserver_tokens(1000) == (62, 500, 250)
+    assert sched.vserver_tokens(100) == (6, 50, 25)
+    assert sched.vserver_interval_idle_ticks == 8
+    explicit = GuestSchedParams(vserver_tokens_min=20, vserver_tokens_max=40)
+    assert explicit.vserver_tokens(1000) == (20, 40, 40)
+
+
+@pytest.mark.parametrize(("runqueues", "threads", "cpus_worth"), [
+    ("global", 1, 1), ("global", 2, 1),     # one bucket per context (VServer 2.0)
+    ("per-cpu", 1, 1), ("per-cpu", 2, 2),   # one bucket per context and CPU (2.2 and later)
+])
+def test_vserver_token_buckets_per_cpu(runqueues, threads, cpus_worth):
+    """A hard limit of 1 token per 4 ticks is 25 % of a CPU per bucket: a context busy on two
+    CPUs gets twice that with a bucket per CPU, and a held thread is not pulled elsewhere."""
+    hard = GuestSchedParams(vserver_hard=True, vserver_fill_rate=1, vserver_interval_ticks=4)
+    result = run(_scenario("vserver", [("ctx", hard, CpuHog(threads=threads))], cores=2,
+                           duration_us=10_500_000.0, warmup_us=500_000.0, runqueues=runqueues))
+    assert _pct(result, "ctx") == pytest.approx(25.0 * cpus_worth, abs=1.0)

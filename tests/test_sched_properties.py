@@ -115,8 +115,8 @@ def _usage_between(runs, leaf: str, start: float, end: float) -> float:
 
 # Work conservation ---------------------------------------------------------------------------
 @EXAMPLES
-@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu", "vserver", "openvz",
-                             "credit"]),
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu", "vserver",
+                             "vserver-percpu", "openvz", "credit"]),
        weights=st.lists(st.integers(1, 10000), min_size=1, max_size=4),
        cores=st.integers(1, 3), seed=SEEDS)
 def test_no_core_idles_while_work_that_may_run_waits(kind, weights, cores, seed):

@@ -247,6 +247,8 @@ class Dispatcher:
             target = router.homes[core.index]
             if target.queue or not self.runqueue.startable(target, now):
                 continue
+            if not self.runqueue.startable(leaf, now):
+                continue  # throttled or held where it is: not runnable, not pulled
             load = loads[leaf.affinity]  # type: ignore[index]
             if best is None or load > best_load:
                 best, best_load = leaf, load

@@ -101,9 +101,11 @@ class SchedulerParams(Params):
     runqueues: str = param(
         "global", choices=("global", "per-cpu"),
         source="assumption (global: the ideal the kernel's per-CPU queues approximate); "
-               "S50 (per-cpu: one cfs_rq per CPU, calc_group_shares)",
-        doc="Linux fair scheduler: one global run queue, or a run queue per CPU with each "
-            "group's weight split by where its tasks run (cfs and eevdf, vcpu = host).")
+               "S50 (per-cpu: one cfs_rq per CPU, calc_group_shares); S41 "
+               "(vx_info_init_sched_pc: a bucket per CPU)",
+        doc="One global run queue, or one per CPU: Linux's fair scheduler splits each "
+            "group's weight by where its tasks run; VServer keeps a token bucket per CPU "
+            "(cfs, eevdf, vserver; vcpu = host).")
     cfs_base_slice_us: float = param(
         3000.0, unit="µs", lo=100.0, hi=1e6,
         source="S38 (base_slice_ns 0.75 ms x (1 + log2 of 8 CPUs))",
@@ -166,9 +168,10 @@ class SchedulerParams(Params):
 
     def check(self) -> None:
         """The rate limit cannot exceed the timeslice; per-CPU queues are Linux's fair ones."""
-        if self.runqueues == "per-cpu" and (self.fair not in LINUX_FAIR or self.vcpu != "host"):
-            raise ConfigError("runqueues", f"'per-cpu' needs host = cfs, eevdf or linux and vcpu "
-                                           f"= host, got host = {self.host!r}, vcpu = "
+        if self.runqueues == "per-cpu" and (
+                self.fair not in (*LINUX_FAIR, "vserver") or self.vcpu != "host"):
+            raise ConfigError("runqueues", f"'per-cpu' needs host = cfs, eevdf, linux or vserver "
+                                           f"and vcpu = host, got host = {self.host!r}, vcpu = "
                                            f"{self.vcpu!r}")
         if self.credit_ratelimit_us > self.credit_tslice_us:
             raise ConfigError("credit_ratelimit_us", f"must not exceed credit_tslice_us "

@@ -1,4 +1,5 @@
-"""Per-CPU run queues for Linux's fair scheduler (``[scheduler] runqueues = "per-cpu"``, S50).
+"""Per-CPU run queues (``[scheduler] runqueues = "per-cpu"``): Linux's fair scheduler (S50)
+and Linux-VServer 2.2's per-CPU token buckets (S41).
 
 The kernel keeps one ``cfs_rq`` per CPU and, for every task group, one group entity per CPU.
 A group's weight (``cpu.shares`` / ``cpu.weight``) is split among its per-CPU entities by the
@@ -16,6 +17,11 @@ chunk stays where it ran, a CPU that would go idle pulls the oldest job from the
 most queued jobs (``newidle_balance``), and there is no periodic balancing (a placement that
 leaves the CPUs' loads uneven but every CPU busy stays, as the kernel's imbalance threshold
 often lets it). On one CPU everything is as with one global queue.
+
+Linux-VServer 2.2 and later keep one token bucket per context *per CPU*
+(``vx_info_init_sched_pc``): with per-CPU run queues each CPU runs its own VServer policy over
+one context entity per guest, each with its own bucket, so a context busy on k CPUs earns k
+times the fill rate, and one busy thread only the rate of the CPU it runs on.
 
 Wiring (:func:`add_per_cpu_guest`): each guest has a node above its per-CPU entities
 (:class:`TaskGroupPolicy`, neutral in every choice) that reports its CPU time and, with a
@@ -46,7 +52,7 @@ class TaskGroupPolicy(Policy):
 
     def __init__(self, params: Any, cores: int) -> None:
         super().__init__(params, cores)
-        self.members: dict[Node, list[CfsGroup]] = {}
+        self.members: dict[Node, list[Node]] = {}
 
     def key(self, node: Node, head_seq: int, now: float) -> tuple[Any, ...]:
         """Neutral: the per-CPU entities below decide."""
@@ -56,32 +62,32 @@ class TaskGroupPolicy(Policy):
         """The shares and, with a quota, ``cpu.stat``'s counters of the group."""
         members = self.members.get(node, [])
         row: dict[str, float] = {}
-        if members:
+        if members and isinstance(members[0], CfsGroup):
             bw = members[0].bw
             if bw is not None and self.dispatcher is not None:
                 row.update(bw.stats(self.dispatcher.env.now))
         return row
 
 
-def add_per_cpu_guest(name: str, sched: GuestSchedParams, cpu_policies: list[CfsPolicy],
+def add_per_cpu_guest(name: str, sched: GuestSchedParams, cpu_policies: list[Policy],
                       group_policy: TaskGroupPolicy) -> tuple[Node, Leaf, list[Node]]:
     """A guest's group node, its router leaf and its per-CPU entities (one per core).
 
     The entities share one bandwidth pool whose activity is the group node's.
     """
     group = group_policy.new_node(name, sched, cpus=len(cpu_policies))
-    members: list[CfsGroup] = []
+    members: list[Node] = []
     homes: list[Leaf] = []
     for index, policy in enumerate(cpu_policies):
         entity = policy.new_node(f"{name}@cpu{index}", sched, cpus=1)
-        assert isinstance(entity, CfsGroup)
         members.append(entity)
         homes.append(Leaf(entity.name, (entity, group), affinity=index))
-    shared = members[0].bw
+    first = members[0]
+    shared = first.bw if isinstance(first, CfsGroup) else None
     if shared is not None:
         shared.group = group
         for entity in members:
-            entity.bw = shared
+            entity.bw = shared  # type: ignore[attr-defined]
     group_policy.members[group] = members
     router = Leaf(name, (group,))
     router.homes = homes
@@ -98,6 +104,8 @@ def split_group_weight(router: Leaf, now: float) -> None:
     homes = router.homes
     assert homes is not None
     entities = [home.chain[0] for home in homes]
+    if not isinstance(entities[0], CfsGroup):
+        return  # VServer: each CPU's bucket is the context's own there, nothing to split
     total = sum(entity.active for entity in entities)
     for entity in entities:
         assert isinstance(entity, CfsGroup) and isinstance(entity.policy, CfsPolicy)
