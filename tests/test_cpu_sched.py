@@ -167,7 +167,7 @@ def test_cfs_quota_throttles_until_the_next_period():
 
 
 def test_vserver_hard_limit_holds_an_empty_bucket_until_tokens_min():
-    bench = Bench(VServerPolicy, host="vserver", tick_us=1_000.0)
+    bench = Bench(VServerPolicy, host="vserver", hz=1000)
     sched = GuestSchedParams(vserver_hard=True, vserver_fill_rate=1, vserver_interval_ticks=4,
                              vserver_tokens_min=15, vserver_tokens_max=20)
     ctx = bench.leaf("ctx", sched)
@@ -214,10 +214,34 @@ def test_credit_boosted_waker_preempts_after_the_rate_limit():
     bench = _credit_bench(credit_ratelimit_us=1_000.0)
     hog, io = bench.leaf("hog"), bench.leaf("io")
     bench.hog(hog, 0.0, 1e9)
-    bench.short(io, 10_200.0, 10.0)  # the hog's boost from its own wake-up ended at 10 ms
+    bench.short(io, 30_200.0, 10.0)  # the hog's boost from its own wake-up ended at 10 ms
     bench.run(40_000.0)
-    # The hog's stint began at the 10 ms tick: it keeps the core for 1 ms, then io runs.
-    assert ("io", "start", 11_000.0) in bench.log
+    # The hog's second timeslice began at 30 ms: it keeps the core for 1 ms, then io runs.
+    assert ("io", "start", 31_000.0) in bench.log
+
+
+def test_credit_runs_a_whole_timeslice_the_tick_does_not_reschedule():
+    """Two busy domains on one core alternate 30 ms slices; the 10 ms ticks only account."""
+    bench = _credit_bench()
+    first, second = bench.leaf("first"), bench.leaf("second")
+    bench.hog(first, 0.0, 1e9)
+    bench.hog(second, 0.0, 1e9)
+    bench.run(90_000.0)
+    stints = [(leaf, start, end) for leaf, _core, start, end in bench.dispatcher.recorder.runs]
+    assert stints[:2] == [("first", 0.0, 30_000.0), ("second", 30_000.0, 60_000.0)]
+
+
+def test_credit_weights_2_to_1_with_whole_timeslices():
+    """Priorities change only at accounting: the heavy domain stays UNDER through a slice that
+    takes it below zero, and in every 90 ms it runs two slices to the light one's one."""
+    bench = _credit_bench()
+    heavy = bench.leaf("heavy", GuestSchedParams(credit_weight=512))
+    light = bench.leaf("light", GuestSchedParams(credit_weight=256))
+    bench.hog(heavy, 0.0, 1e9)
+    bench.hog(light, 0.0, 1e9)
+    bench.run(9_000_000.0)
+    assert bench.usage(heavy) == pytest.approx(6_000_000.0, abs=30_000.0)
+    assert bench.usage(light) == pytest.approx(3_000_000.0, abs=30_000.0)
 
 
 def test_credit_without_rate_limit_preempts_at_once():

@@ -33,14 +33,22 @@ def _summary(result, guest: str):
 
 
 # Published bars ----------------------------------------------------------------------------
-@pytest.mark.parametrize("cgroup", ["v1", "v2"])
-def test_shares_3_to_1_split_one_cpu_75_25(cgroup):
+@pytest.mark.parametrize("host", ["cfs", "eevdf"])
+@pytest.mark.parametrize(("cgroup", "conversion", "heavy_pct"), [
+    ("v1", "quadratic", 75.0),             # shares used as they are
+    ("v2", "linear", 100 * 118 / 157),     # older runtimes: 3072 -> 118, 1024 -> 39
+    ("v2", "quadratic", 100 * 240 / 340),  # current runtimes: 3072 -> 240, 1024 -> 100
+])
+def test_shares_3_to_1_split_one_cpu_75_25(host, cgroup, conversion, heavy_pct):
+    """The measurement (cgroup v1): 75.0 / 24.9 %; under v2 the runtime's conversion decides."""
     scenario = load_scenario(EXAMPLES / "shares-3-1.toml")
     scenario = dataclasses.replace(scenario, scheduler=dataclasses.replace(
-        scenario.scheduler, cgroup=cgroup))
+        scenario.scheduler, host=host, cgroup=cgroup, shares_conversion=conversion))
     result = run(scenario, seed=0)
-    assert _cpu_pct(result, "heavy") == pytest.approx(75.0, abs=2.0)
-    assert _cpu_pct(result, "light") == pytest.approx(24.9, abs=2.0)
+    assert _cpu_pct(result, "heavy") == pytest.approx(heavy_pct, abs=0.5)
+    assert _cpu_pct(result, "light") == pytest.approx(100.0 - heavy_pct, abs=0.5)
+    if cgroup == "v1":
+        assert _cpu_pct(result, "light") == pytest.approx(24.9, abs=2.0)
 
 
 def test_quota_20_of_100_ms_gives_20_percent_throttled_every_period():
@@ -107,9 +115,18 @@ def test_openvz_cpuunits_and_cpulimit():
 
 
 def test_shares_conversion_matches_container_runtimes():
-    assert [shares_to_weight(s) for s in (2, 1024, 3072, 262144)] == [1, 39, 118, 10000]
-    assert GuestSchedParams(shares=3072).cfs_weight("v2") == 118
+    """Older runtimes (linear, S39) and runc >= 1.3.2 / crun >= 1.23 (quadratic, S39b)."""
+    shares = (2, 3, 512, 1024, 2048, 3072, 262143, 262144)
+    assert [shares_to_weight(s, "linear") for s in shares] == [1, 1, 20, 39, 79, 118, 9999,
+                                                                10000]
+    # ConvertCPUSharesToCgroupV2Value: min, default and max map onto each other.
+    assert [shares_to_weight(s, "quadratic") for s in shares] == [1, 2, 59, 100, 174, 240,
+                                                                   10000, 10000]
+    assert GuestSchedParams(shares=3072).cfs_weight("v2", "linear") == 118
+    assert GuestSchedParams(shares=3072).cfs_weight("v2", "quadratic") == 240
     assert GuestSchedParams(weight=300).cfs_weight("v1") == 3072
+    with pytest.raises(ConfigError, match="shares_conversion"):
+        shares_to_weight(1024, "log")
 
 
 # Noisy neighbour ---------------------------------------------------------------------------
@@ -158,13 +175,17 @@ def test_noisy_neighbour_xen_rate_limit_delays_every_wakeup():
     ("guests[0].sched.shares=1", "shares", "[2, 262144]"),
     ("guests[0].sched.weight=0", "weight", "[1, 10000]"),
     ("guests[0].sched.weight=20000", "weight", "[1, 10000]"),
-    ("guests[0].sched.cfs_quota_us=150000", "cfs_quota_us", "cfs_period_us"),
+    ("guests[0].sched.cfs_quota_us=500", "cfs_quota_us", "[1000, 1e+08]"),
     ("guests[0].sched.cfs_period_us=500", "cfs_period_us", "[1000, 1e+06]"),
     ("guests[0].sched.credit_weight=0", "credit_weight", "[1, 65535]"),
     ("guests[0].sched.credit_cap_pct=300", "credit_cap_pct", "200"),
     ("guests[0].sched.openvz_cpuunits=1", "openvz_cpuunits", "[8, 500000]"),
-    ("guests[0].sched.vserver_tokens_min=500", "vserver_tokens_min", "vserver_tokens_max"),
-    ("scheduler.host=bfs", "host", "'fifo', 'cfs', 'vserver', 'openvz'"),
+    ("guests[0].sched.vserver_tokens_max=0", "vserver_tokens_max", "[1, 1000000]"),
+    ("scheduler.host=bfs", "host", "'fifo', 'linux', 'cfs', 'eevdf', 'vserver', 'openvz'"),
+    ("scheduler.hz=200", "hz", "100, 250, 300, 1000"),
+    ("scheduler.shares_conversion=log", "shares_conversion", "'quadratic', 'linear'"),
+    ("scheduler.linux_fair=bfs", "linux_fair", "'eevdf', 'cfs'"),
+    ("scheduler.runqueues=per-cpu", "runqueues", "host = cfs, eevdf, linux or vserver"),
     ("scheduler.vcpu=rtds", "vcpu", "'host', 'credit'"),
 ])
 def test_bad_scheduler_values_are_one_clear_line_with_status_2(assignment, field, allowed,

@@ -59,8 +59,12 @@ def _scenario(kind: str, scheds: list[GuestSchedParams], *, cores: int, duration
     if with_io:
         guests.append(GuestSpec(name="io", approach=approach, vcpus=1,
                                 workloads=(RequestResponse(in_flight=2),)))
+    kind, _, queues = kind.partition("-")  # "eevdf-percpu": per-CPU run queues
+    params = dict(params or {})
+    if queues:
+        params["runqueues"] = "per-cpu"
     host_kind = "fifo" if vm else kind
-    scheduler = SchedulerParams(host=host_kind, vcpu="credit" if vm else "host", **(params or {}))
+    scheduler = SchedulerParams(host=host_kind, vcpu="credit" if vm else "host", **params)
     return Scenario(duration_us=duration_us, warmup_us=0.0, host=HostParams(cores=cores),
                     scheduler=scheduler, guests=tuple(guests))
 
@@ -99,13 +103,20 @@ def _busy_profile(runs, cores: int):
     return times, counts
 
 
+def _of(name: str, leaf: str) -> bool:
+    """Whether a recorded stint's leaf is ``leaf`` (per-CPU run queues: ``g0@cpu1`` too)."""
+    return name == leaf or name.startswith(f"{leaf}@")
+
+
 def _usage_between(runs, leaf: str, start: float, end: float) -> float:
-    return sum(max(0.0, min(e, end) - max(s, start)) for name, _c, s, e in runs if name == leaf)
+    return sum(max(0.0, min(e, end) - max(s, start)) for name, _c, s, e in runs
+               if _of(name, leaf))
 
 
 # Work conservation ---------------------------------------------------------------------------
 @EXAMPLES
-@given(kind=st.sampled_from(["cfs", "vserver", "openvz", "credit"]),
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu", "vserver",
+                             "vserver-percpu", "openvz", "credit"]),
        weights=st.lists(st.integers(1, 10000), min_size=1, max_size=4),
        cores=st.integers(1, 3), seed=SEEDS)
 def test_no_core_idles_while_work_that_may_run_waits(kind, weights, cores, seed):
@@ -126,14 +137,15 @@ def test_no_core_idles_while_work_that_may_run_waits(kind, weights, cores, seed)
 # Shares ------------------------------------------------------------------------------------
 #: How long CPU-bound work runs between decisions, per scheduler (the shares' granularity).
 _QUANTUM_US = {"cfs": SchedulerParams().cfs_base_slice_us,
+               "eevdf": SchedulerParams().cfs_base_slice_us,
                "openvz": SchedulerParams().openvz_timeslice_us,
                "vserver": SchedulerParams().vserver_timeslice_us,
-               "credit": SchedulerParams().credit_tslice_us / 3}
+               "credit": SchedulerParams().credit_tslice_us}
 
 
 def _check_shares(kind: str, scheds, weights, threads, cores, duration_us, tolerance):
     """Shares within ``tolerance`` plus what a few quanta per group can shift over the run."""
-    tolerance = max(tolerance, 2 * len(scheds) * _QUANTUM_US[kind] / duration_us)
+    tolerance = max(tolerance, 2 * len(scheds) * _QUANTUM_US[kind.split("-")[0]] / duration_us)
     scheduler = _simulate(_scenario(kind, scheds, cores=cores, duration_us=duration_us,
                                     threads=threads))
     got = [_usage_between(scheduler.recorder.runs, f"g{i}", 0.0, duration_us) / duration_us
@@ -144,14 +156,39 @@ def _check_shares(kind: str, scheds, weights, threads, cores, duration_us, toler
 
 
 @EXAMPLES
-@given(weights=st.lists(st.integers(1, 10000), min_size=2, max_size=5),
+@given(kind=st.sampled_from(["cfs", "eevdf"]),
+       weights=st.lists(st.integers(1, 10000), min_size=2, max_size=5),
        threads=st.lists(st.integers(1, 2), min_size=5, max_size=5), cores=st.integers(1, 3),
        cgroup=st.sampled_from(["v1", "v2"]))
-def test_cfs_shares_follow_any_weights(weights, threads, cores, cgroup):
+def test_cfs_shares_follow_any_weights(kind, weights, threads, cores, cgroup):
     threads = threads[:len(weights)]
     scheds = [GuestSchedParams(weight=w) for w in weights]
     effective = [s.cfs_weight(cgroup) for s in scheds]
-    _check_shares("cfs", scheds, effective, threads, cores, 6_000_000.0, 0.01)
+    _check_shares(kind, scheds, effective, threads, cores, 6_000_000.0, 0.01)
+
+
+@EXAMPLES
+@given(kind=st.sampled_from(["cfs-percpu", "eevdf-percpu"]),
+       weights=st.lists(st.integers(1, 10000), min_size=2, max_size=5),
+       threads=st.lists(st.integers(1, 2), min_size=5, max_size=5),
+       cgroup=st.sampled_from(["v1", "v2"]))
+def test_per_cpu_queues_on_one_cpu_share_as_one_global_queue(kind, weights, threads, cgroup):
+    threads = threads[:len(weights)]
+    scheds = [GuestSchedParams(weight=w) for w in weights]
+    effective = [s.cfs_weight(cgroup) for s in scheds]
+    _check_shares(kind, scheds, effective, threads, 1, 6_000_000.0, 0.01)
+
+
+@EXAMPLES
+@given(kind=st.sampled_from(["cfs-percpu", "eevdf-percpu"]), cores=st.integers(2, 4),
+       weights=st.lists(st.integers(1, 10000), min_size=2, max_size=4))
+def test_per_cpu_queues_give_one_busy_thread_per_cpu_a_whole_cpu(kind, cores, weights):
+    """As many single-threaded busy groups as CPUs: each gets a CPU, whatever the weights
+    (per-CPU queues place one per CPU; one global queue would as well)."""
+    weights = weights[:cores]
+    scheds = [GuestSchedParams(weight=w) for w in weights]
+    _check_shares(kind, scheds, [1.0] * len(weights), [1] * len(weights), len(weights),
+                  3_000_000.0, 0.01)
 
 
 @EXAMPLES
@@ -173,7 +210,7 @@ def test_openvz_shares_follow_cpuunits_within_the_latency_bound(cpuunits, cores)
 def test_credit_shares_follow_weights_on_one_core(weights):
     scheds = [GuestSchedParams(credit_weight=w) for w in weights]
     _check_shares("credit", scheds, [float(w) for w in weights], [1] * len(weights), 1,
-                  12_000_000.0, 0.03)
+                  12_000_000.0, 0.04)  # whole 30 ms slices: coarser than per tick
 
 
 @EXAMPLES
@@ -185,16 +222,18 @@ def test_vserver_shares_one_core_round_robin_without_limits(n, cores):
 
 # No starvation -----------------------------------------------------------------------------
 @EXAMPLES
-@given(weights=st.lists(st.integers(1, 1000), min_size=2, max_size=4), cores=st.integers(1, 2))
-def test_no_busy_cfs_group_waits_longer_than_its_weight_makes_fair(weights, cores):
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu"]),
+       weights=st.lists(st.integers(1, 1000), min_size=2, max_size=4), cores=st.integers(1, 2))
+def test_no_busy_cfs_group_waits_longer_than_its_weight_makes_fair(kind, weights, cores):
     duration_us = 3_000_000.0
     scheds = [GuestSchedParams(weight=w) for w in weights]
-    scheduler = _simulate(_scenario("cfs", scheds, cores=cores, duration_us=duration_us))
-    quantum = SchedulerParams().cfs_base_slice_us
+    scheduler = _simulate(_scenario(kind, scheds, cores=cores, duration_us=duration_us))
+    # A quantum ends at the first tick after the slice (no hrtick).
+    quantum = SchedulerParams().cfs_base_slice_us + SchedulerParams().tick_us
     for i, w in enumerate(weights):
         others = sum(weights) - w
         bound = quantum * (others / w + len(weights) + 1)
-        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if name == f"g{i}")
+        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if _of(name, f"g{i}"))
         gaps = [stints[0][0]] + [b[0] - a[1] for a, b in zip(stints, stints[1:], strict=False)]
         assert stints and max(gaps) <= bound, (weights, i, max(gaps), bound)
 
@@ -214,7 +253,7 @@ def test_no_busy_group_starves_under_the_other_schedulers(kind, weights, cores):
                      "credit": (2, 2 * params.credit_tslice_us)}[kind]
     for i, w in enumerate(weights):
         bound = rounds * _QUANTUM_US[kind] * (sum(weights) / w + len(weights)) + slack
-        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if name == f"g{i}")
+        stints = sorted((s, e) for name, _c, s, e in scheduler.recorder.runs if _of(name, f"g{i}"))
         assert stints, (kind, weights, i)
         gaps = [stints[0][0]] + [b[0] - a[1] for a, b in zip(stints, stints[1:], strict=False)]
         gaps.append(duration_us - stints[-1][1])
@@ -223,25 +262,32 @@ def test_no_busy_group_starves_under_the_other_schedulers(kind, weights, cores):
 
 # Caps ---------------------------------------------------------------------------------------
 @EXAMPLES
-@given(period_ms=st.integers(5, 200), quota_pct=st.integers(5, 100), threads=st.integers(1, 3),
-       cores=st.integers(1, 3), with_neighbour=st.booleans())
-def test_cfs_quota_is_never_exceeded_in_any_period(period_ms, quota_pct, threads, cores,
-                                                   with_neighbour):
+@given(kind=st.sampled_from(["cfs", "eevdf", "cfs-percpu", "eevdf-percpu"]),
+       period_ms=st.integers(5, 200),
+       quota_pct=st.integers(5, 300), threads=st.integers(1, 3), cores=st.integers(1, 3),
+       with_neighbour=st.booleans(), hz=st.sampled_from([100, 250, 1000]),
+       hrtick=st.booleans())
+def test_cfs_quota_is_never_exceeded_in_any_period(kind, period_ms, quota_pct, threads, cores,
+                                                   with_neighbour, hz, hrtick):
     period = period_ms * 1000.0
-    quota = max(1000.0, period * quota_pct / 100)
+    quota = max(1000.0, period * quota_pct / 100)  # above 100 %: more than one CPU
     scheds = [GuestSchedParams(cfs_quota_us=quota, cfs_period_us=period)]
     counts = [threads]
     if with_neighbour:
         scheds.append(GuestSchedParams())
         counts.append(1)
     duration = period * 20
-    scheduler = _simulate(_scenario("cfs", scheds, cores=cores, duration_us=duration,
-                                    threads=counts))
+    params = {"hz": hz, "hrtick": hrtick}
+    scheduler = _simulate(_scenario(kind, scheds, cores=cores, duration_us=duration,
+                                    threads=counts, params=params))
     # Runtime handed to a core just before a period ends may be used just after it (as in the
-    # kernel), so the bound is cumulative: by the end of period k, at most k + 1 quotas.
+    # kernel), so the bound is cumulative: by the end of period k, at most k + 1 quotas. An
+    # exhausted slice is noticed at the next tick without hrtick: each running core may overrun
+    # by a tick, which the next period repays.
+    overrun = 1.0 if hrtick else 1e6 / hz
     for k in range(20):
         used = _usage_between(scheduler.recorder.runs, "g0", 0.0, (k + 1) * period)
-        assert used <= (k + 1) * quota + 1.0 * cores + 1e-6, (k, used, quota)
+        assert used <= (k + 1) * quota + overrun * cores + 1e-6, (k, used, quota)
 
 
 @EXAMPLES
@@ -279,8 +325,9 @@ def test_vserver_hard_limit_holds_under_contention(fill, interval, idle_skip):
                                     duration_us=duration))
     params = SchedulerParams()
     tick = params.tick_us
+    tokens_min, _tokens_max, tokens_start = sched.vserver_tokens(params.hz)
     used = _usage_between(scheduler.recorder.runs, "g0", 0.0, duration)
-    bucket_us = (sched.vserver_tokens_max + fill * (duration / tick // interval)) * tick
+    bucket_us = (tokens_start + fill * (duration / tick // interval)) * tick
     assert used <= bucket_us + tick
     # In the long run the share is fill_rate / interval where the limit binds (round robin
     # gives the context half the core otherwise), measured after the initial full bucket, to
@@ -289,5 +336,5 @@ def test_vserver_hard_limit_holds_under_contention(fill, interval, idle_skip):
     start = 1_000_000.0
     window = duration - start
     late = _usage_between(scheduler.recorder.runs, "g0", start, duration) / window
-    cycle_us = (sched.vserver_tokens_min + 2) * tick + params.vserver_timeslice_us * share
+    cycle_us = (tokens_min + 2) * tick + params.vserver_timeslice_us * share
     assert abs(late - share) <= 2 * cycle_us / window, (late, share)

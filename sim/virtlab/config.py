@@ -104,6 +104,8 @@ class Scenario(Params):
         for name in names:
             if names.count(name) > 1:
                 raise ConfigError("guests", f"guest name {name!r} is used twice")
+        for index, guest in enumerate(self.guests):  # defaults that depend on [scheduler]
+            guest.sched.check_scheduler(self.scheduler, f"guests[{index}].sched")
 
     def path_params(self, approach: str) -> Params:
         """The parameter table of an approach (``scenario.paravirtual`` for 'paravirtual')."""

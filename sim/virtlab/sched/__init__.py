@@ -12,20 +12,25 @@ its weights, quotas and caps.
 ``HostScheduler``         the dispatcher plus the mapping of contexts to scheduling groups
 ``Dispatcher``            cores, queues, quanta and preemption under a policy hierarchy
 ``Policy``, ``Node``      what a scheduling policy and its entities provide
-``CfsPolicy``             CFS group scheduling with bandwidth control
+``CfsPolicy``             CFS group scheduling (Linux 2.6.23 to 6.5)
+``EevdfPolicy``           EEVDF group scheduling (Linux 6.6 on): lag placement, deadlines
+``Bandwidth``             CFS bandwidth control: quota per period, tick-granular
+``TaskGroupPolicy``       a group above its per-CPU entities (per-CPU run queues)
 ``VServerPolicy``         Linux-VServer token buckets with idle-time skipping
 ``OpenVzPolicy``          OpenVZ fair scheduler: start tags and cpulimit
 ``CreditPolicy``          Xen credit scheduler: weights, caps, BOOST
-``shares_to_weight``      cgroup v1 shares -> v2 weight (S39)
+``shares_to_weight``      cgroup v1 shares -> v2 weight, old and current runtimes (S39, S39b)
 ========================  ==============================================================
 """
 
 from __future__ import annotations
 
+from virtlab.sched.bandwidth import Bandwidth
 from virtlab.sched.base import FifoPolicy, Node, Policy
 from virtlab.sched.cfs import CfsPolicy
 from virtlab.sched.credit import CreditPolicy
 from virtlab.sched.dispatch import Dispatcher, SchedRecorder
+from virtlab.sched.eevdf import EevdfPolicy
 from virtlab.sched.openvz import OpenVzPolicy
 from virtlab.sched.params import (
     GuestSchedParams,
@@ -33,6 +38,7 @@ from virtlab.sched.params import (
     shares_to_weight,
     weight_to_shares,
 )
+from virtlab.sched.percpu import TaskGroupPolicy
 from virtlab.sched.topology import HostScheduler, build_scheduler
 from virtlab.sched.vserver import VServerPolicy
 
@@ -47,6 +53,9 @@ __all__ = [
     "Node",
     "FifoPolicy",
     "CfsPolicy",
+    "EevdfPolicy",
+    "Bandwidth",
+    "TaskGroupPolicy",
     "VServerPolicy",
     "OpenVzPolicy",
     "CreditPolicy",

@@ -8,11 +8,16 @@ weight. A group that wakes from sleep is placed at most ``cfs_sleeper_credit_us`
 smallest vruntime (it cannot bank the time it slept), and preempts a CPU-bound group that is
 more than ``cfs_wakeup_granularity_us`` (in its own weighted time) ahead of it.
 
-**Bandwidth control**: a group with a quota gets ``cfs_quota_us`` of runtime per
-``cfs_period_us`` in a global pool. A core running the group takes runtime from the pool in
-slices of ``cfs_bandwidth_slice_us``; what a stint does not use goes back to the pool when it
-ends (the kernel keeps up to 1 ms per CPU; we return it all). When the pool is empty the group
-is **throttled**: it cannot start until the period timer refills the pool. Statistics as in
+**Bandwidth control** (``kernel/sched/fair.c``: ``account_cfs_rq_runtime``,
+``assign_cfs_rq_runtime``, ``sched_cfs_period_timer``): a group with a quota gets
+``cfs_quota_us`` of runtime per ``cfs_period_us`` in a global pool; the quota may exceed the
+period (``tg_set_cfs_bandwidth`` allows it: 150 ms per 100 ms is 1.5 CPUs). A core running the
+group takes runtime from the pool in slices of ``cfs_bandwidth_slice_us``; what a stint does not
+use goes back to the pool when it ends (the kernel keeps up to 1 ms per CPU; we return it all).
+Runtime is accounted in ``update_curr``, which a busy loop reaches at the timer tick: without
+``hrtick`` an exhausted slice is noticed at the next tick boundary (``hz``), so the group
+overruns its quota by up to a tick and repays the debt from the next period. When the pool is
+empty the group is **throttled**: it cannot start until the period timer refills the pool. Statistics as in
 ``cpu.stat``: ``nr_periods`` (periods in which the group was active), ``nr_throttled`` (periods
 in which it was throttled) and ``throttled_us``.
 
@@ -23,10 +28,10 @@ overrun of short work already running when the pool emptied (paid back from the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from simpy.events import ProcessGenerator
-
+from virtlab.sched.bandwidth import Bandwidth
 from virtlab.sched.base import INF, Node, Policy
 from virtlab.sched.params import GuestSchedParams
 
@@ -34,29 +39,19 @@ __all__ = ["CfsPolicy", "CfsGroup"]
 
 
 class CfsGroup(Node):
-    """A CFS group (see the module docstring)."""
+    """A CFS group (see the module docstring); ``bw`` holds its quota, if it has one."""
 
-    __slots__ = ("weight", "vruntime", "quota_us", "period_us", "pool_us", "silo",
-                 "throttled_at", "throttled_period", "active_period", "nr_periods",
-                 "nr_throttled", "throttled_us", "slices", "period_end_us")
+    __slots__ = ("weight", "full_weight", "vruntime", "bw")
 
-    def __init__(self, name: str, policy: Policy, limit: float, weight: int,
-                 sched: GuestSchedParams) -> None:
+    def __init__(self, name: str, policy: Policy, limit: float, weight: float,
+                 sched: GuestSchedParams, slice_us: float) -> None:
         super().__init__(name, policy, limit=limit)
         self.weight = weight
+        self.full_weight = weight  # the group's; per-CPU entities get a part of it
         self.vruntime = 0.0
-        self.quota_us = None if sched.cfs_quota_us < 0.0 else sched.cfs_quota_us
-        self.period_us = sched.cfs_period_us
-        self.pool_us = self.quota_us if self.quota_us is not None else INF
-        self.silo: dict[int, float] = {}  # runtime handed to each core's current stint
-        self.throttled_at: float | None = None
-        self.throttled_period = False
-        self.active_period = False
-        self.nr_periods = 0
-        self.nr_throttled = 0
-        self.throttled_us = 0.0
-        self.slices = 0
-        self.period_end_us = self.period_us
+        self.bw: Bandwidth | None = None
+        if sched.cfs_quota_us >= 0.0:
+            self.bw = Bandwidth(self, sched.cfs_quota_us, sched.cfs_period_us, slice_us)
 
 
 class CfsPolicy(Policy):
@@ -68,35 +63,27 @@ class CfsPolicy(Policy):
         super().__init__(params, cores)
         self.unit = 1024 if params.cgroup == "v1" else 100
         self.min_vruntime = 0.0
+        #: Running stints: core -> (group, time up to which the stint is charged to vruntime).
+        self._marks: dict[int, tuple[CfsGroup, float]] = {}
+
+    def _weight(self, sched: GuestSchedParams) -> int:
+        return sched.cfs_weight(self.params.cgroup, self.params.shares_conversion)
 
     def _make(self, name: str, sched: GuestSchedParams, cpus: int, limit: float) -> Node:
-        return CfsGroup(name, self, limit, sched.cfs_weight(self.params.cgroup), sched)
+        return CfsGroup(name, self, limit, self._weight(sched), sched,
+                        self.params.cfs_bandwidth_slice_us)
 
     def _started(self, node: Node) -> None:
         assert isinstance(node, CfsGroup) and self.dispatcher is not None
-        if node.quota_us is not None:
-            self.dispatcher.env.process(self._run_periods(node))
+        bw = node.bw
+        if bw is not None and not bw.running_timer:
+            bw.running_timer = True
+            dispatcher = self.dispatcher
 
-    def _run_periods(self, group: CfsGroup) -> ProcessGenerator:
-        """The period timer: count the period, then refill the pool (debts carry over)."""
-        env = self.dispatcher.env  # type: ignore[union-attr]
-        assert group.quota_us is not None
-        while True:
-            group.period_end_us = env.now + group.period_us
-            yield env.timeout(group.period_us)
-            now = env.now
-            if group.active_period or group.active > 0:
-                group.nr_periods += 1
-            if group.throttled_period:
-                group.nr_throttled += 1
-            if group.throttled_at is not None:
-                group.throttled_us += now - group.throttled_at
-                group.throttled_at = None
-                self.trace(group, "sched", "unthrottled: quota refilled")
-            group.throttled_period = False
-            group.active_period = group.active > 0
-            group.pool_us = group.quota_us + min(group.pool_us, 0.0)
-            self.dispatcher.reschedule()  # type: ignore[union-attr]
+            def trace(detail: str) -> None:
+                dispatcher.trace(bw.group.name, "sched", detail)
+
+            dispatcher.env.process(bw.run_periods(dispatcher.env, dispatcher.reschedule, trace))
 
     def _update_min_vruntime(self) -> None:
         smallest = min((n.vruntime for n in self.nodes if n.active > 0),  # type: ignore[attr-defined]
@@ -108,31 +95,51 @@ class CfsPolicy(Policy):
     def eligible(self, node: Node, now: float) -> bool:
         """Not while throttled (the pool of this period is empty)."""
         assert isinstance(node, CfsGroup)
-        if node.pool_us > 0.0:
+        bw = node.bw
+        if bw is None:
             return True
-        if node.throttled_at is None:
-            node.throttled_at = now
-            node.throttled_period = True
-            self.trace(node, "sched", f"throttled: quota of {node.quota_us:g} µs used")
-        return False
+        group = bw.group
+        return bw.may_run(now, lambda detail: self.trace(group, "sched", detail))
 
     def key(self, node: Node, head_seq: int, now: float) -> tuple[Any, ...]:
         """Smallest virtual runtime first."""
         return (node.vruntime, head_seq)  # type: ignore[attr-defined]
 
     def quantum_us(self, node: Node, core: int, now: float) -> float:
-        """The base slice, or what is left of the runtime this core took from the pool."""
+        """The base slice, or until the runtime this core took from the pool is noticed used.
+
+        Both are checked in the tick (``check_preempt_tick``, ``account_cfs_rq_runtime``):
+        without ``hrtick`` the stint ends at the first tick at or after the earlier of the two.
+        """
+        return self._at_tick_us(now, min(self.params.cfs_base_slice_us,
+                                         self._bandwidth_quantum_us(node, core, now)))
+
+    def _at_tick_us(self, now: float, quantum_us: float) -> float:
+        """``quantum_us`` as the kernel notices it: exactly with hrtick, else at a tick."""
+        if self.params.hrtick or quantum_us == INF:
+            return quantum_us
+        return self._next_tick_us(now + quantum_us) - now
+
+    def _next_tick_us(self, time_us: float) -> float:
+        """The first timer tick at or after ``time_us`` (ticks at multiples of ``tick_us``)."""
+        tick = self.params.tick_us
+        return math.ceil(time_us / tick - 1e-9) * tick
+
+    def _bandwidth_quantum_us(self, node: Node, core: int, now: float) -> float:
+        """Until the core's slice of quota runs out (before rounding to the tick).
+
+        ``update_curr`` -> ``account_cfs_rq_runtime`` runs at the tick for a busy loop; only
+        there does the kernel find ``runtime_remaining <= 0`` and ask the pool for more (or
+        throttle). The overrun is charged to the pool and repaid from the next period.
+        """
         assert isinstance(node, CfsGroup)
-        quantum = self.params.cfs_base_slice_us
-        if node.quota_us is not None:
-            quantum = min(quantum, node.silo.get(core, 0.0))
-        return quantum
+        return INF if node.bw is None else node.bw.left_us(core)
 
     def preempt_delay_us(self, waker: Node, running: Node, stint_us: float,
                          now: float) -> float | None:
         """Preempt if the waker is more than the wakeup granularity behind."""
         assert isinstance(waker, CfsGroup) and isinstance(running, CfsGroup)
-        current = running.vruntime + stint_us * self.unit / running.weight
+        current = self._vruntime_now(running, now)
         granularity = self.params.cfs_wakeup_granularity_us * self.unit / waker.weight
         return 0.0 if waker.vruntime + granularity < current else None
 
@@ -144,43 +151,48 @@ class CfsPolicy(Policy):
         placed = self.min_vruntime - self.params.cfs_sleeper_credit_us
         if placed > node.vruntime:
             node.vruntime = placed
-        node.active_period = True
+        if node.bw is not None:
+            node.bw.active_period = True
+
+    def _vruntime_now(self, group: CfsGroup, now: float) -> float:
+        """The group's vruntime including its stints still running (``update_curr``)."""
+        vruntime = group.vruntime
+        for running, mark in self._marks.values():
+            if running is group:
+                vruntime += (now - mark) * self.unit / group.weight
+        return vruntime
+
+    def reweight(self, node: Node, weight: float, now: float) -> None:
+        """Change a group's weight (``reweight_entity``): charge running stints first."""
+        assert isinstance(node, CfsGroup)
+        for core, (running, mark) in self._marks.items():
+            if running is node:
+                node.vruntime += (now - mark) * self.unit / node.weight
+                self._marks[core] = (node, now)
+        node.weight = weight
 
     def start(self, node: Node, core: int, now: float) -> None:
         """With a quota, take a slice of runtime from the global pool."""
         assert isinstance(node, CfsGroup)
-        if node.quota_us is not None:
-            take = min(self.params.cfs_bandwidth_slice_us, max(node.pool_us, 0.0))
-            node.pool_us -= take
-            node.silo[core] = take
-            node.slices += 1
+        self._marks[core] = (node, now)
+        if node.bw is not None:
+            node.bw.take(core)
 
     def stop(self, node: Node, core: int, ran_us: float, start_us: float, now: float) -> None:
         """Advance the virtual runtime; settle the slice with the pool."""
         assert isinstance(node, CfsGroup)
-        node.vruntime += ran_us * self.unit / node.weight
-        if node.quota_us is not None:
-            # Return what the stint did not use, or pay its overrun (short work) from the pool.
-            node.pool_us += node.silo.pop(core) - ran_us
+        _group, mark = self._marks.pop(core)
+        node.vruntime += (now - mark) * self.unit / node.weight
+        if node.bw is not None:
+            # Return what the stint did not use, or pay its overrun from the pool.
+            node.bw.settle(core, ran_us)
         self._update_min_vruntime()
 
     def stats(self, node: Node) -> dict[str, float]:
-        """Weight and vruntime; with a quota, ``cpu.stat``'s counters as of now.
-
-        A period that ends exactly now counts even if its timer has not run yet (a run stops
-        before the events of its last instant).
-        """
+        """Weight and vruntime; with a quota, ``cpu.stat``'s counters as of now."""
         assert isinstance(node, CfsGroup)
         row = {"weight": float(node.weight), "vruntime_us": node.vruntime}
-        if node.quota_us is None:
-            return row
-        now = self.dispatcher.env.now if self.dispatcher is not None else 0.0
-        periods, throttled, throttled_us = node.nr_periods, node.nr_throttled, node.throttled_us
-        if node.throttled_at is not None:
-            throttled_us += now - node.throttled_at
-        if now >= node.period_end_us - 1e-6:
-            periods += node.active_period or node.active > 0
-            throttled += node.throttled_period
-        row.update({"nr_periods": float(periods), "nr_throttled": float(throttled),
-                    "throttled_us": throttled_us, "bandwidth_slices": float(node.slices)})
+        if node.bw is not None and node.bw.group is node:
+            now = self.dispatcher.env.now if self.dispatcher is not None else 0.0
+            row.update(node.bw.stats(now))
         return row

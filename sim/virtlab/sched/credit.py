@@ -3,9 +3,12 @@
 Every accounting period (the timeslice, 30 ms) the scheduler hands out ``period x cores`` µs of
 **credit** among the *active* domains in proportion to ``weight x active vCPUs``, at most one
 timeslice per active vCPU and, with a cap, at most ``cap`` % of a timeslice. Running burns credit
-one for one. A domain's **priority** is BOOST, UNDER (credit >= 0) or OVER (credit < 0); the
-runnable domain of best priority runs, first come first served within a priority, for a
-timeslice. A domain with more than a timeslice of credit per vCPU stops earning and halves its
+one for one. A domain's **priority** is BOOST, UNDER or OVER; UNDER (credit >= 0) and OVER
+(credit < 0) are set at each accounting (``csched_acct``) and hold until the next, so a domain
+whose credit runs out mid-period stays UNDER until then. The runnable domain of best priority
+runs, first come first served within a priority, for a whole timeslice unless preempted: the
+tick (a third of a timeslice, ``csched_tick``) burns credit and ends a boost but does not
+reschedule. A domain with more than a timeslice of credit per vCPU stops earning and halves its
 credit (it is not using its share); credit below minus a timeslice is forgotten.
 
 **BOOST**: a domain that wakes (work arrives while it had none) with credit left and not parked
@@ -44,8 +47,8 @@ PRIORITY_NAMES = ("BOOST", "UNDER", "OVER")
 class Domain(Node):
     """A Xen domain's scheduling state (see the module docstring)."""
 
-    __slots__ = ("weight", "cap_pct", "vcpus", "credit_us", "boosted", "parked", "parked_at",
-                 "used_period_us", "earning", "boosts", "parks", "parked_us")
+    __slots__ = ("weight", "cap_pct", "vcpus", "credit_us", "pri", "boosted", "parked",
+                 "parked_at", "used_period_us", "earning", "boosts", "parks", "parked_us")
 
     def __init__(self, name: str, policy: Policy, limit: float, weight: int, cap_pct: int,
                  vcpus: int) -> None:
@@ -54,6 +57,7 @@ class Domain(Node):
         self.cap_pct = cap_pct
         self.vcpus = vcpus
         self.credit_us = 0.0
+        self.pri = UNDER  # UNDER or OVER, as csched_acct last set it
         self.boosted = False
         self.parked = False
         self.parked_at = 0.0
@@ -65,10 +69,8 @@ class Domain(Node):
 
     @property
     def priority(self) -> int:
-        """BOOST, UNDER or OVER."""
-        if self.boosted:
-            return BOOST
-        return UNDER if self.credit_us >= 0.0 else OVER
+        """BOOST, or UNDER / OVER as the last accounting set it (not the credit of now)."""
+        return BOOST if self.boosted else self.pri
 
 
 class CreditPolicy(Policy):
@@ -124,6 +126,7 @@ class CreditPolicy(Policy):
                 elif dom.credit_us > self.tslice_us * vcpus:
                     dom.earning = False  # not using its share: stop earning, keep half
                     dom.credit_us /= 2.0
+                dom.pri = UNDER if dom.credit_us >= 0.0 else OVER
             for dom in domains:
                 dom.used_period_us = 0.0
                 dom.peak_active = dom.active
@@ -173,9 +176,10 @@ class CreditPolicy(Policy):
         return (node.priority, head_seq)  # type: ignore[attr-defined]
 
     def quantum_us(self, node: Node, core: int, now: float) -> float:
-        """Until the next tick: there the runner is re-queued by priority (see the module)."""
+        """A whole timeslice (csched_schedule); the 10 ms tick only accounts, it does not
+        reschedule. A capped domain stops when its budget is used."""
         assert isinstance(node, Domain)
-        quantum = (math.floor(now / self.tick_us) + 1) * self.tick_us - now
+        quantum = self.tslice_us
         if node.cap_pct:
             quantum = min(quantum, self._cap_budget_us(node) - node.used_period_us)
         return quantum
@@ -191,7 +195,7 @@ class CreditPolicy(Policy):
         assert isinstance(waker, Domain) and isinstance(running, Domain)
         ratelimit_delay = max(0.0, self.params.credit_ratelimit_us - stint_us)
         start = now - stint_us
-        unboosted = UNDER if running.credit_us - stint_us >= 0.0 else OVER
+        unboosted = running.pri
         boost_ended = math.floor(now / self.tick_us) > math.floor(start / self.tick_us)
         current = BOOST if running.boosted and not boost_ended else unboosted
         if waker.priority < current:
@@ -207,7 +211,7 @@ class CreditPolicy(Policy):
         assert isinstance(node, Domain)
         node.earning = True
         if (self.params.credit_boost and not node.parked and not node.boosted
-                and node.credit_us >= 0.0):
+                and node.pri == UNDER):
             node.boosted = True
             node.boosts += 1
 

@@ -75,6 +75,10 @@ class Dispatcher:
         self.recorder: SchedRecorder | None = None
         self.preemptions = 0
         self.started = False
+        #: Per-CPU run queues: leaves may have an ``affinity``; routers send jobs to a core.
+        self.per_cpu = False
+        #: Called with a router and the time when its per-core activity changes.
+        self.on_activity: Callable[[Leaf, float], None] | None = None
 
     # Wiring ------------------------------------------------------------------------------------
     def add_policy(self, policy: Policy) -> Policy:
@@ -107,15 +111,18 @@ class Dispatcher:
         The caller holds the core for the work's duration and then calls :meth:`finish`.
         """
         now = self.env.now
+        if leaf.homes is not None:
+            leaf = self._route(leaf, now)
         self._activate(leaf, now)
         core = leaf.grace_core
         if core is not None:
             self._reclaim(core, leaf, None, now)
             return core
         if self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
-            core = self._idle.pop()
-            self._begin(core, leaf, None, now)
-            return core
+            core = self._take_idle(leaf)
+            if core is not None:
+                self._begin(core, leaf, None, now)
+                return core
         job = Job(leaf, 0.0, self.env.event(), False)
         self.runqueue.push(leaf, job, now)
         self._reschedule(now)
@@ -133,16 +140,21 @@ class Dispatcher:
     def compute(self, leaf: Leaf, work_us: float) -> Event:
         """CPU-bound work of ``leaf``; the returned event fires when ``work_us`` has run."""
         now = self.env.now
+        if leaf.homes is not None:
+            leaf = self._route(leaf, now)
         self._activate(leaf, now)
         job = Job(leaf, work_us, self.env.event(), True)
         core = leaf.grace_core
         if core is not None:
             self._reclaim(core, leaf, job, now)
-        elif self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
-            self._begin(self._idle.pop(), leaf, job, now)
-        else:
-            self.runqueue.push(leaf, job, now)
-            self._reschedule(now)
+            return job.event
+        if self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
+            core = self._take_idle(leaf)
+            if core is not None:
+                self._begin(core, leaf, job, now)
+                return job.event
+        self.runqueue.push(leaf, job, now)
+        self._reschedule(now)
         return job.event
 
     def reschedule(self) -> None:
@@ -177,12 +189,112 @@ class Dispatcher:
             node.active += 1
             if node.active > node.peak_active:
                 node.peak_active = node.active
+        if leaf.router is not None and self.on_activity is not None:
+            self.on_activity(leaf.router, now)
 
     def _deactivate(self, leaf: Leaf, now: float) -> None:
         for node in leaf.chain:
             node.active -= 1
             if node.active == 0 and node.policy is not None:
                 node.policy.on_sleep(node, now)
+        if leaf.router is not None and self.on_activity is not None:
+            self.on_activity(leaf.router, now)
+
+    # Internals: per-CPU run queues -------------------------------------------------------------
+    def _take_idle(self, leaf: Leaf) -> Core | None:
+        """An idle core ``leaf`` may run on, taken out of the idle list (None: not idle)."""
+        if leaf.affinity is None:
+            return self._idle.pop()
+        for core in self._idle:
+            if core.index == leaf.affinity:
+                self._idle.remove(core)
+                return core
+        return None
+
+    def _route(self, router: Leaf, now: float) -> Leaf:
+        """The per-core leaf a new job of ``router`` joins (wake-up placement).
+
+        A busy loop's next chunk stays where it ran (its grace core); other work goes to the
+        core with the fewest jobs running or queued on it, the lowest-numbered on a tie (a
+        simplification of ``select_task_rq_fair``'s idle-sibling and wake-affine choice).
+        """
+        assert router.homes is not None
+        core = router.grace_core
+        if core is not None:
+            return router.homes[core.index]
+        loads = [0 if core.leaf is None else 1 for core in self.cores]
+        for leaf in self.runqueue.leaves:
+            if leaf.affinity is not None:
+                loads[leaf.affinity] += len(leaf.queue)
+        best = min(range(len(loads)), key=lambda index: (loads[index], index))
+        return router.homes[best]
+
+    def _pull_candidate(self, core: Core, now: float) -> Leaf | None:
+        """A waiting per-core leaf elsewhere whose work could start on ``core`` (idle balance).
+
+        The kernel's ``newidle_balance`` pulls from the busiest CPU: here the leaf on the core
+        with the most queued jobs, the earliest waiting on a tie.
+        """
+        best, best_load = None, 0
+        loads: dict[int, int] = {}
+        for leaf in self.runqueue.leaves:
+            if leaf.affinity is not None:
+                loads[leaf.affinity] = loads.get(leaf.affinity, 0) + len(leaf.queue)
+        for leaf in self.runqueue.leaves:
+            router = leaf.router
+            if router is None or router.homes is None or leaf.affinity == core.index:
+                continue
+            target = router.homes[core.index]
+            if target.queue or not self.runqueue.startable(target, now):
+                continue
+            if not self.runqueue.startable(leaf, now):
+                continue  # throttled or held where it is: not runnable, not pulled
+            load = loads[leaf.affinity]  # type: ignore[index]
+            if best is None or load > best_load:
+                best, best_load = leaf, load
+        return best
+
+    def _pull(self, core: Core, now: float) -> Leaf | None:
+        """Move the oldest job of the best pull candidate to ``core``'s leaf of its group."""
+        source = self._pull_candidate(core, now)
+        if source is None:
+            return None
+        assert source.router is not None and source.router.homes is not None
+        target = source.router.homes[core.index]
+        job = self.runqueue.pop(source)
+        self._activate(target, now)  # first: the group's node above both stays active
+        self._deactivate(source, now)
+        seq, enqueued = job.seq, job.enqueued_us
+        job.leaf = target
+        self.runqueue.push(target, job, now)
+        job.seq, job.enqueued_us = seq, enqueued
+        self.trace(source.name, "sched", f"migrated to core {core.index} (idle balance)")
+        return target
+
+    def _fill_per_cpu(self, now: float) -> None:
+        """Give each idle core work from its own queue, else pull some from another's."""
+        progress = True
+        while progress and self._idle:
+            progress = False
+            for core in sorted(self._idle, key=lambda c: c.index):
+                leaf = self.runqueue.pick(now, core.index)
+                if leaf is None and self._idle_hooks(now):
+                    leaf = self.runqueue.pick(now, core.index)
+                if leaf is None:
+                    leaf = self._pull(core, now)
+                if leaf is None:
+                    continue
+                self._idle.remove(core)
+                self._begin(core, leaf, self.runqueue.pop(leaf), now)
+                progress = True
+
+    def _set_grace(self, leaf: Leaf, core: Core | None) -> None:
+        """Mark (or, with None, clear) the core ``leaf`` may continue its stint on."""
+        old = leaf.grace_core
+        leaf.grace_core = core
+        router = leaf.router
+        if router is not None and (core is not None or router.grace_core is old):
+            router.grace_core = core
 
     # Internals: cores --------------------------------------------------------------------------
     def _begin(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
@@ -233,7 +345,7 @@ class Dispatcher:
             # Done: keep the stint for one instant in case the leaf continues (next chunk).
             core.job = None
             core.grace = True
-            leaf.grace_core = core
+            self._set_grace(leaf, core)
             core.token += 1
             # The job's event first: its process resumes (and may reclaim the core) before
             # the grace end, scheduled after it at the same instant, is processed.
@@ -250,18 +362,20 @@ class Dispatcher:
         now = self.env.now
         leaf = core.leaf
         assert leaf is not None
-        leaf.grace_core = None
+        self._set_grace(leaf, None)
         self._stop(core, now)
         self._deactivate(leaf, now)
         self._dispatch(core, now)
 
     def _reclaim(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
         """``leaf`` continues its stint on its grace core with new work."""
-        leaf.grace_core = None
+        self._set_grace(leaf, None)
         core.grace = False
         core.token += 1  # cancels the pending grace end
         for node in leaf.chain:
             node.active -= 1  # the finished job; the new one keeps the node active
+        if leaf.router is not None and self.on_activity is not None:
+            self.on_activity(leaf.router, now)
         core.job = job
         if job is not None:
             core.job_start_us = now
@@ -314,7 +428,9 @@ class Dispatcher:
     def _reschedule(self, now: float) -> None:
         if self._limbo:
             return  # the pending settle decides, with everything that arrives meanwhile
-        while self._idle:
+        if self.per_cpu:
+            self._fill_per_cpu(now)
+        while self._idle and not self.per_cpu:
             leaf = self.runqueue.pick(now)
             if leaf is None and self._idle_hooks(now):
                 leaf = self.runqueue.pick(now)
@@ -326,8 +442,14 @@ class Dispatcher:
             startable = self.runqueue.startable
             woken = [leaf for leaf in self.runqueue.leaves
                      if not leaf.queue[0].preemptible and startable(leaf, now)]
-            while woken and self._try_preempt(woken, now):
-                woken = [leaf for leaf in woken if leaf.waiting and startable(leaf, now)]
+            groups: dict[int | None, list[Leaf]] = {None: woken}
+            if self.per_cpu:  # each core's queue decides for that core only
+                groups = {}
+                for leaf in woken:
+                    groups.setdefault(leaf.affinity, []).append(leaf)
+            for group in groups.values():
+                while group and self._try_preempt(group, now):
+                    group = [leaf for leaf in group if leaf.waiting and startable(leaf, now)]
         self._arm_release(now)
 
     def _idle_hooks(self, now: float) -> bool:
@@ -343,6 +465,8 @@ class Dispatcher:
         for core in self.cores:
             if core.job is None and not core.grace:
                 continue  # idle or running short work
+            if best.affinity is not None and core.index != best.affinity:
+                continue  # per-CPU run queues: only the waker's own core
             assert core.leaf is not None
             delay = preempt_delay_us(best, core.leaf, now - core.stint_start_us, now)
             if delay is None:
@@ -368,7 +492,7 @@ class Dispatcher:
         self.preemptions += 1
         victim = core.job
         if victim is None:  # in grace: the CPU-bound leaf's next work will have to queue
-            loser.grace_core = None
+            self._set_grace(loser, None)
             self._stop(core, now)
             self._deactivate(loser, now)
         else:
@@ -398,4 +522,10 @@ class Dispatcher:
             assert running == node.running <= node.limit, (node.name, running, node.running)
         if self._idle:
             now = self.env.now
-            assert not any(self.runqueue.startable(leaf, now) for leaf in self.runqueue.leaves)
+            if self.per_cpu:
+                for core in self._idle:
+                    assert self.runqueue.pick(now, core.index) is None, core.index
+                    assert self._pull_candidate(core, now) is None, core.index
+            else:
+                assert not any(self.runqueue.startable(leaf, now)
+                               for leaf in self.runqueue.leaves)

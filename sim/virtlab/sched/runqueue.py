@@ -64,9 +64,11 @@ class RunQueue:
                 return False
         return True
 
-    def pick(self, now: float) -> Leaf | None:
-        """The waiting leaf that runs next among those that may start now."""
-        return self.best([leaf for leaf in self.leaves if self.startable(leaf, now)], now)
+    def pick(self, now: float, core: int | None = None) -> Leaf | None:
+        """The waiting leaf that runs next among those that may start now (on ``core``)."""
+        return self.best([leaf for leaf in self.leaves
+                          if (core is None or leaf.affinity is None or leaf.affinity == core)
+                          and self.startable(leaf, now)], now)
 
     @staticmethod
     def best(candidates: list[Leaf], now: float) -> Leaf | None:

@@ -28,15 +28,18 @@ from virtlab.sched.base import INF, FifoPolicy, Node, Policy
 from virtlab.sched.cfs import CfsPolicy
 from virtlab.sched.credit import CreditPolicy, Domain
 from virtlab.sched.dispatch import Dispatcher, Leaf
+from virtlab.sched.eevdf import EevdfPolicy
 from virtlab.sched.openvz import OpenVzPolicy
 from virtlab.sched.params import GuestSchedParams, SchedulerParams
+from virtlab.sched.percpu import TaskGroupPolicy, add_per_cpu_guest, split_group_weight
 from virtlab.sched.vserver import VServerPolicy
 from virtlab.trace import Tracer
 
 __all__ = ["HostScheduler", "build_scheduler", "POLICIES", "VM_APPROACHES"]
 
 POLICIES: dict[str, type[Policy]] = {
-    "fifo": FifoPolicy, "cfs": CfsPolicy, "vserver": VServerPolicy, "openvz": OpenVzPolicy}
+    "fifo": FifoPolicy, "cfs": CfsPolicy, "eevdf": EevdfPolicy, "vserver": VServerPolicy,
+    "openvz": OpenVzPolicy}
 #: Approaches whose guests have vCPUs of their own (everything else runs on the host kernel).
 VM_APPROACHES = ("paravirtual", "emulated")
 _KERNEL_WORDS = ("softirq", "napi", "irq")
@@ -62,7 +65,14 @@ class HostScheduler(Dispatcher):
                  tracer: Tracer | None = None) -> None:
         super().__init__(env, cores, tracer)
         self.params = params
-        self.host_policy = self.add_policy(POLICIES[params.host](params, cores))
+        self.host_policy = self.add_policy(POLICIES[params.fair](params, cores))
+        self.cpu_policies: list[Any] = []
+        if params.runqueues == "per-cpu":  # one fair scheduler per core, a neutral group level
+            self.per_cpu = True
+            self.on_activity = split_group_weight
+            self.cpu_policies = [self.add_policy(POLICIES[params.fair](params, 1))
+                                 for _ in range(cores)]
+            self.group_policy = self.add_policy(TaskGroupPolicy(params, cores))
         self.credit: CreditPolicy | None = None
         self._by_ctx: dict[Any, Leaf] = {}
         self._guests: dict[str, tuple[str, Leaf]] = {}  # name -> (approach, main leaf)
@@ -92,6 +102,12 @@ class HostScheduler(Dispatcher):
         elif self.dom0 is not None:
             node = self.add_node(self.host_policy.new_node(f"dom0/{name}", sched, cpus=cpus))
             leaf = Leaf(node.name, (self.dom0, node))
+        elif self.per_cpu:
+            node, leaf, entities = add_per_cpu_guest(name, sched, self.cpu_policies,
+                                                     self.group_policy)  # type: ignore[arg-type]
+            self.add_node(node)
+            for entity in entities:
+                self.add_node(entity)
         else:
             node = self.add_node(self.host_policy.new_node(name, sched, cpus=cpus))
             leaf = Leaf(name, (node,))

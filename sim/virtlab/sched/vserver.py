@@ -43,14 +43,16 @@ class VsContext(Node):
                  "holds", "held_us", "idle_skips", "idle_tokens")
 
     def __init__(self, name: str, policy: Policy, limit: float, sched: GuestSchedParams,
-                 tick_us: float) -> None:
+                 hz: int) -> None:
         super().__init__(name, policy, limit=limit)
+        tick_us = 1e6 / hz
         self.hard = sched.vserver_hard
         self.fill_rate = float(sched.vserver_fill_rate)
         self.interval_us = sched.vserver_interval_ticks * tick_us
-        self.tokens_min = float(sched.vserver_tokens_min)
-        self.tokens_max = float(sched.vserver_tokens_max)
-        self.tokens = self.tokens_max  # a new context starts with a full bucket (assumption)
+        tokens_min, tokens_max, tokens = sched.vserver_tokens(hz)
+        self.tokens_min = float(tokens_min)
+        self.tokens_max = float(tokens_max)
+        self.tokens = float(tokens)  # vx_info_init_sched: a new context starts with HZ >> 2
         self.last_fill_us = 0.0
         self.held = False
         self.held_at = 0.0
@@ -69,7 +71,7 @@ class VServerPolicy(Policy):
     name = "vserver"
 
     def _make(self, name: str, sched: GuestSchedParams, cpus: int, limit: float) -> Node:
-        return VsContext(name, self, limit, sched, self.params.tick_us)
+        return VsContext(name, self, limit, sched, self.params.hz)
 
     @staticmethod
     def _refill(ctx: VsContext, now: float) -> None:

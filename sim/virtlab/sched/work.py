@@ -19,16 +19,24 @@ MIN_QUANTUM_US = 1.0
 
 
 class Leaf:
-    """Where the jobs of one or more execution contexts queue, below a chain of nodes."""
+    """Where the jobs of one or more execution contexts queue, below a chain of nodes.
 
-    __slots__ = ("name", "chain", "queue", "waiting", "grace_core")
+    With per-CPU run queues a context's leaf is a *router*: ``homes[c]`` is its leaf on core
+    ``c`` (``affinity = c``, ``router`` pointing back), and each job goes to one of them.
+    """
 
-    def __init__(self, name: str, chain: tuple[Node, ...]) -> None:
+    __slots__ = ("name", "chain", "queue", "waiting", "grace_core", "affinity", "homes",
+                 "router")
+
+    def __init__(self, name: str, chain: tuple[Node, ...], affinity: int | None = None) -> None:
         self.name = name
         self.chain = chain
         self.queue: deque[Job] = deque()
         self.waiting = False
         self.grace_core: Core | None = None
+        self.affinity = affinity
+        self.homes: list[Leaf] | None = None
+        self.router: Leaf | None = None
 
 
 class Job:
