@@ -19,7 +19,7 @@ from virtlab.sched.eevdf import EevdfPolicy
 from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.workload import CpuHog
 
-from test_cpu_sched import Bench  # noqa: I001 - the dispatcher bench of the mechanism tests
+from tests.test_cpu_sched import Bench  # the dispatcher bench of the mechanism tests
 
 FAIR = ["cfs", "eevdf"]
 POLICY = {"cfs": CfsPolicy, "eevdf": EevdfPolicy}
