@@ -47,7 +47,7 @@ def virtlab_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
     """Run ``python -m virtlab ARGS`` in a subprocess (the real CLI)."""
     return subprocess.run([sys.executable, "-m", "virtlab", *args], capture_output=True,
                           text=True, env=virtlab_env(), timeout=timeout, check=False)
@@ -128,7 +128,7 @@ def namespaces_in_use() -> set[str]:
     return found
 
 
-def assert_namespaces_gone(links: Iterable[str], timeout_s: float = 3.0) -> None:
+def assert_namespaces_gone(links: Iterable[str], timeout_s: float = 10.0) -> None:
     """Fail if any of these namespaces is still held by anything."""
     wanted = set(links)
     deadline = time.monotonic() + timeout_s
