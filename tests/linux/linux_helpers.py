@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,10 +48,58 @@ def virtlab_env() -> dict[str, str]:
     return env
 
 
+# Other work on the machine (another checkout's tests, say) may start and stop virtlab processes
+# and groups of its own while a test runs. The leak checks therefore look only at what *this*
+# test run started: processes in its session or in the sessions of the CLI subprocesses it
+# started, and groups named after its own PID or theirs.
+_STARTED: set[int] = set()
+
+
+def started(pid: int) -> None:
+    """Count a subprocess started with ``start_new_session=True`` (its PID is its session)."""
+    _STARTED.add(pid)
+
+
+def start_cli(*args: str, **popen: object) -> subprocess.Popen[str]:
+    """Start ``python -u -m virtlab ARGS`` in its own session (a test can signal all of it)."""
+    proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-u", "-m", "virtlab", *args], env=virtlab_env(),
+        start_new_session=True, **popen)
+    started(proc.pid)
+    return proc
+
+
 def run_cli(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m virtlab ARGS`` in a subprocess (the real CLI)."""
-    return subprocess.run([sys.executable, "-m", "virtlab", *args], capture_output=True,
-                          text=True, env=virtlab_env(), timeout=timeout, check=False)
+    """Run ``python -m virtlab ARGS`` in a subprocess (the real CLI), killed after ``timeout``."""
+    proc = start_cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[3])  # zombies have exited already
+
+
+def _ours(pid: int) -> bool:
+    session = _session(pid)
+    return session is not None and (session == os.getsid(0) or session in _STARTED)
+
+
+def _our_group(name: str) -> bool:
+    owner = name.split("-")[1] if name.count("-") >= 2 else ""
+    if not owner.isdigit():
+        return True  # not one of the usual names: count it, to be safe
+    return int(owner) == os.getpid() or int(owner) in _STARTED or _ours(int(owner))
 
 
 @dataclass(frozen=True)
@@ -69,7 +118,8 @@ def snapshot() -> Snapshot:
     from virtlab.linux import cgroups, procs
 
     try:
-        groups = frozenset(cgroups.leftover_groups(cgroups.detect()))
+        groups = frozenset(name for name in cgroups.leftover_groups(cgroups.detect())
+                           if _our_group(name))
     except (PreflightError, OSError):
         groups = frozenset()
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
@@ -77,7 +127,8 @@ def snapshot() -> Snapshot:
     with open("/proc/sysvipc/shm", encoding="ascii") as handle:
         shm = frozenset(int(line.split()[0]) for line in handle.readlines()[1:] if line.strip())
     links = frozenset(name for _, name in socket.if_nameindex())
-    return Snapshot(frozenset(procs.virtlab_processes()), mountinfo, groups, links, shm)
+    processes = frozenset((pid, name) for pid, name in procs.virtlab_processes() if _ours(pid))
+    return Snapshot(processes, mountinfo, groups, links, shm)
 
 
 def assert_no_leaks(before: Snapshot, timeout_s: float = 10.0) -> None:

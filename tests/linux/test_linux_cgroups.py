@@ -13,12 +13,11 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from linux_helpers import IS_LINUX, skip_unless_root, virtlab_env
+from linux_helpers import IS_LINUX, skip_unless_root, start_cli
 
 from virtlab.errors import PreflightError
 from virtlab.linux import cgroups, demo_cgroups, libc
@@ -109,9 +108,8 @@ def test_a_stale_group_from_a_killed_run_is_removed(layout: cgroups.CgroupLayout
 @contextlib.contextmanager
 def _start_demo(seconds: str) -> Iterator[subprocess.Popen[bytes]]:
     # -u: unbuffered, so each line arrives as it is printed
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "virtlab", "demo", "cgroups",
-                             "--seconds", seconds], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=virtlab_env(), start_new_session=True)
+    proc = start_cli("demo", "cgroups", "--seconds", seconds, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:

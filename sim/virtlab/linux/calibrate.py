@@ -38,8 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtlab.linux import libc as _c
 from virtlab.linux import cleanup, namespaces, netdev, netlink, probes, procs
+from virtlab.linux import libc as _c
 from virtlab.linux.container import CONTAINER_FLAGS, Container, ContainerSpec, Inside
 from virtlab.linux.text import Teller, table
 

@@ -278,7 +278,7 @@ def _kill_ours(group_dir: Path) -> None:
 
 
 def _owner_alive(pid: int, group: Path) -> bool:
-    """Is the run that made ``group`` still running as ``pid``?
+    """Tell whether the run that made ``group`` is still running as ``pid``.
 
     A PID is reused once the PID space wraps around, so "a process with that PID exists" is not
     enough: the owner made the group after it started, so a process that started after the

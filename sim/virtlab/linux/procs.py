@@ -221,8 +221,7 @@ _active: Interruption | None = None
 
 @contextlib.contextmanager
 def signals_as_interrupts(*, keep_ignoring: bool = False) -> Iterator[Interruption]:
-    """Within the block, the *first* stop signal raises :class:`KeyboardInterrupt`; later ones
-    are counted and ignored.
+    """Turn the first stop signal into :class:`KeyboardInterrupt`; count and ignore later ones.
 
     Python turns only ``SIGINT`` (Ctrl-C) into :class:`KeyboardInterrupt`, and it does so again
     for a second Ctrl-C, in the middle of the ``finally`` blocks the first one started; the
@@ -241,6 +240,7 @@ def signals_as_interrupts(*, keep_ignoring: bool = False) -> Iterator[Interrupti
 
     Nested blocks share the outermost one's state. Only the main thread may install handlers;
     elsewhere this yields a state that never fires.
+
     """
     global _active  # noqa: PLW0603 - one signal disposition per process
     if threading.current_thread() is not threading.main_thread():
