@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -79,6 +80,34 @@ def run_cli(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def read_until(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> str:
+    """Read a child's raw output (run with ``-u``) until ``text`` appears; fail if it never does.
+
+    Returns everything read so far. Output after ``text`` in the same chunk is included.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and text.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    if text.encode() not in seen:
+        pytest.fail(f"never saw {text!r}; output so far:\n{seen.decode(errors='replace')}")
+    return seen.decode(errors="replace")
+
+
+def session_processes(session: int) -> list[tuple[int, str]]:
+    """Live (not zombie) ``virtlab-*`` processes in ``session``."""
+    from virtlab.linux import procs
+
+    return [(pid, name) for pid, name in procs.virtlab_processes() if _session(pid) == session]
 
 
 def _session(pid: int) -> int | None:

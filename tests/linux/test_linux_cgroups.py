@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
-from linux_helpers import IS_LINUX, skip_unless_root, start_cli
+from linux_helpers import IS_LINUX, read_until, skip_unless_root, start_cli
 
 from virtlab.errors import PreflightError
 from virtlab.linux import cgroups, demo_cgroups, libc
@@ -118,24 +116,6 @@ def _start_demo(seconds: str) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def _wait_for_text(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> str:
-    """Read the child's output (raw, unbuffered) until ``text`` appears."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and text.encode() not in seen:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-    if text.encode() not in seen:
-        pytest.fail(f"never saw {text!r}; output so far:\n{seen.decode(errors='replace')}")
-    return seen.decode(errors="replace")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_demo_removes_everything(layout: cgroups.CgroupLayout, sig: int,
                                                   no_leaks: object) -> None:
@@ -143,7 +123,7 @@ def test_interrupting_the_demo_removes_everything(layout: cgroups.CgroupLayout, 
         # Printed once every container reported "spinning" from inside its group. The deadlines
         # are for a loaded machine (a fresh interpreter importing the package under load can
         # take many seconds); nothing here waits longer than it must.
-        _wait_for_text(proc, "Measure CPU time", timeout_s=STARTUP_DEADLINE_S)
+        read_until(proc, "Measure CPU time", timeout_s=STARTUP_DEADLINE_S)
         os.killpg(proc.pid, sig)  # what Ctrl-C does: the whole foreground process group
         rest, _ = proc.communicate(timeout=EXIT_DEADLINE_S)
         assert proc.returncode == 128 + sig, rest  # 130 for SIGINT, 143 for SIGTERM

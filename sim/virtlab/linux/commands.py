@@ -126,23 +126,30 @@ def _real(body: Callable[[], int]) -> int:
 
     First, leftovers of killed runs are removed. Then the first ``SIGINT``/``SIGTERM``/``SIGHUP``
     stops the command; further ones are ignored until it has cleaned up, checked that nothing
-    it created is left, said so and exited with 128 + the signal number.
+    it created is left, said so and exited with 128 + the signal number. A signal that comes
+    after the work is done interrupts nothing: it is ignored, and the command ends normally.
     """
     from virtlab.linux import cleanup, procs
 
     cleanup.reset()
+    status = 0
     with procs.signals_as_interrupts(keep_ignoring=True) as stop:
         try:
-            _remove_stale_groups()
-            return body()
+            try:
+                _remove_stale_groups()
+                status = body()
+            finally:
+                stop.disarm()  # whatever happens now, the checks below run to the end
         except KeyboardInterrupt:
             if stop.signum is None:  # raised by something other than our handler
                 stop.signum = signal.SIGINT
-        finally:
+        finally:  # also after an error (which then reaches the user as one line)
             outcome = cleanup.finish()
-            if stop.signum is None and outcome.removed:
-                _say("internal error: the run left these behind and they were removed at the "
-                     "end: " + "; ".join(outcome.removed) + ". Please report it.")
+    if stop.signum is None:
+        if outcome.removed:
+            _say("internal error: the run left these behind and they were removed at the "
+                 "end: " + "; ".join(outcome.removed) + ". Please report it.")
+        return status
     more = f" ({stop.ignored} more stop signals ignored while cleaning up)" if stop.ignored else ""
     _say(f"interrupted by {stop.name}{more}.")
     if outcome.left:

@@ -192,12 +192,16 @@ class Interruption:
     signum:
         The first ``SIGINT``/``SIGTERM``/``SIGHUP`` received, or ``None``.
     ignored:
-        Further stop signals received after it, and ignored so that cleanup runs to the end.
+        Further stop signals received after it (or after :meth:`disarm`), and ignored so that
+        cleanup runs to the end.
+    armed:
+        Whether the first stop signal still raises :class:`KeyboardInterrupt`.
 
     """
 
     signum: int | None = None
     ignored: int = 0
+    armed: bool = True
 
     @property
     def exit_status(self) -> int:
@@ -209,8 +213,12 @@ class Interruption:
         """The first signal's name, e.g. ``SIGTERM``."""
         return signal.Signals(self.signum or signal.SIGINT).name
 
+    def disarm(self) -> None:
+        """From now on only count signals: the work is over and the final checks must run."""
+        self.armed = False
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is None:
+        if self.signum is None and self.armed:
             self.signum = signum
             raise KeyboardInterrupt(f"stopped by {self.name}")
         self.ignored += 1  # cleanup is under way: a second Ctrl-C must not cut it short
@@ -234,9 +242,9 @@ def signals_as_interrupts(*, keep_ignoring: bool = False) -> Iterator[Interrupti
     Parameters
     ----------
     keep_ignoring:
-        After an interruption, leave stop signals ignored when the block ends instead of
-        restoring the previous handlers: for a command that still has to report and exit
-        (a burst of signals can outlast the cleanup).
+        Leave stop signals ignored when the block ends instead of restoring the previous
+        handlers: for a command that only has to report and exit after it (a burst of signals
+        can outlast the cleanup).
 
     Nested blocks share the outermost one's state. Only the main thread may install handlers;
     elsewhere this yields a state that never fires.
@@ -257,7 +265,7 @@ def signals_as_interrupts(*, keep_ignoring: bool = False) -> Iterator[Interrupti
     finally:
         _active = None
         for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_IGN if keep_ignoring and state.signum else handler)
+            signal.signal(sig, signal.SIG_IGN if keep_ignoring else handler)
 
 
 def virtlab_processes() -> list[tuple[int, str]]:
