@@ -14,6 +14,7 @@ closing message that claims a cleanup which did not happen fails the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from linux_helpers import (
 )
 
 from virtlab.errors import PreflightError
-from virtlab.linux import cgroups
+from virtlab.linux import cgroups, cleanup, procs
 
 pytestmark = [pytest.mark.linux,
               pytest.mark.skipif(not IS_LINUX, reason="needs Linux namespaces and cgroups")]
@@ -200,3 +201,25 @@ def test_a_64_byte_hostname_works(no_leaks: object) -> None:
     result = run_cli("demo", "namespaces", "--mode", "root", "--hostname", "h" * 64)
     assert result.returncode == 0, result.stderr
     assert f"hostname seen after setns: {'h' * 64}" in result.stdout
+
+
+def test_the_final_check_stops_a_stray_child_and_tells_a_reused_pid_apart() -> None:
+    cleanup.reset()
+    pid = procs.fork_child("virtlab-stray")
+    if pid == 0:
+        procs.child_main(lambda: signal.pause() or 0, name="virtlab-stray")  # waits to be killed
+    try:
+        outcome = cleanup.finish(timeout_s=10)
+        assert outcome.left == []
+        assert any(entry.startswith(f"process {pid} ") for entry in outcome.removed), outcome
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # killed *and* reaped
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    me = os.getpid()
+    started = cleanup._start_ticks(me)
+    assert started is not None
+    assert cleanup._still_ours(me, started)
+    assert not cleanup._still_ours(me, started - 1)  # same PID, other start time: not ours

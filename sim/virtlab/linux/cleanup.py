@@ -35,7 +35,7 @@ from pathlib import Path
 __all__ = ["Outcome", "finish", "forget_process", "register_group", "register_link",
            "register_process"]
 
-_processes: dict[int, tuple[str, int | None]] = {}  # pid -> (name, start time in clock ticks)
+_processes: dict[int, tuple[str, int]] = {}  # pid -> (name, start time in clock ticks)
 _groups: list[Path] = []
 _links: list[str] = []
 
@@ -54,8 +54,11 @@ def _start_ticks(pid: int) -> int | None:
 
 def register_process(pid: int, name: str) -> None:
     """Remember a process this run started (call in the parent right after ``fork``)."""
-    if os.getpid() == _owner:
-        _processes[pid] = (name, _start_ticks(pid))
+    if os.getpid() != _owner:
+        return  # a forked child: its registrations would die with it anyway
+    started = _start_ticks(pid)
+    if started is not None:  # None: it has already exited
+        _processes[pid] = (name, started)
 
 
 def forget_process(pid: int) -> None:
@@ -117,9 +120,8 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _still_ours(pid: int, started: int | None) -> bool:
-    now = _start_ticks(pid)
-    return now is not None and (started is None or now == started)
+def _still_ours(pid: int, started: int) -> bool:
+    return _start_ticks(pid) == started  # a reused PID has another start time
 
 
 def finish(timeout_s: float = 10.0) -> Outcome:
@@ -138,7 +140,7 @@ def finish(timeout_s: float = 10.0) -> Outcome:
         # has our own name). Anything else (an unrelated subprocess of a caller) is left alone.
         if pid not in _processes and not comm.startswith("virtlab-") and comm != my_comm:
             continue
-        name = _processes.get(pid, (comm, None))[0]
+        name = _processes.get(pid, (comm, 0))[0]
         exited = _start_ticks(pid) is None  # a zombie: it ended by itself, only reap it
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid:  # a launcher leads its own group: take it all
