@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -47,10 +49,86 @@ def virtlab_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m virtlab ARGS`` in a subprocess (the real CLI)."""
-    return subprocess.run([sys.executable, "-m", "virtlab", *args], capture_output=True,
-                          text=True, env=virtlab_env(), timeout=timeout, check=False)
+# Other work on the machine (another checkout's tests, say) may start and stop virtlab processes
+# and groups of its own while a test runs. The leak checks therefore look only at what *this*
+# test run started: processes in its session or in the sessions of the CLI subprocesses it
+# started, and groups named after its own PID or theirs.
+_STARTED: set[int] = set()
+
+
+def started(pid: int) -> None:
+    """Count a subprocess started with ``start_new_session=True`` (its PID is its session)."""
+    _STARTED.add(pid)
+
+
+def start_cli(*args: str, **popen: object) -> subprocess.Popen[str]:
+    """Start ``python -u -m virtlab ARGS`` in its own session (a test can signal all of it)."""
+    proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-u", "-m", "virtlab", *args], env=virtlab_env(),
+        start_new_session=True, **popen)
+    started(proc.pid)
+    return proc
+
+
+def run_cli(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m virtlab ARGS`` in a subprocess (the real CLI), killed after ``timeout``."""
+    proc = start_cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def read_until(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> str:
+    """Read a child's raw output (run with ``-u``) until ``text`` appears; fail if it never does.
+
+    Returns everything read so far. Output after ``text`` in the same chunk is included.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and text.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    if text.encode() not in seen:
+        pytest.fail(f"never saw {text!r}; output so far:\n{seen.decode(errors='replace')}")
+    return seen.decode(errors="replace")
+
+
+def session_processes(session: int) -> list[tuple[int, str]]:
+    """Live (not zombie) ``virtlab-*`` processes in ``session``."""
+    from virtlab.linux import procs
+
+    return [(pid, name) for pid, name in procs.virtlab_processes() if _session(pid) == session]
+
+
+def _session(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[3])  # zombies have exited already
+
+
+def _ours(pid: int) -> bool:
+    session = _session(pid)
+    return session is not None and (session == os.getsid(0) or session in _STARTED)
+
+
+def _our_group(name: str) -> bool:
+    owner = name.split("-")[1] if name.count("-") >= 2 else ""
+    if not owner.isdigit():
+        return True  # not one of the usual names: count it, to be safe
+    return int(owner) == os.getpid() or int(owner) in _STARTED or _ours(int(owner))
 
 
 @dataclass(frozen=True)
@@ -69,7 +147,8 @@ def snapshot() -> Snapshot:
     from virtlab.linux import cgroups, procs
 
     try:
-        groups = frozenset(cgroups.leftover_groups(cgroups.detect()))
+        groups = frozenset(name for name in cgroups.leftover_groups(cgroups.detect())
+                           if _our_group(name))
     except (PreflightError, OSError):
         groups = frozenset()
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
@@ -77,7 +156,8 @@ def snapshot() -> Snapshot:
     with open("/proc/sysvipc/shm", encoding="ascii") as handle:
         shm = frozenset(int(line.split()[0]) for line in handle.readlines()[1:] if line.strip())
     links = frozenset(name for _, name in socket.if_nameindex())
-    return Snapshot(frozenset(procs.virtlab_processes()), mountinfo, groups, links, shm)
+    processes = frozenset((pid, name) for pid, name in procs.virtlab_processes() if _ours(pid))
+    return Snapshot(processes, mountinfo, groups, links, shm)
 
 
 def assert_no_leaks(before: Snapshot, timeout_s: float = 10.0) -> None:
@@ -128,7 +208,7 @@ def namespaces_in_use() -> set[str]:
     return found
 
 
-def assert_namespaces_gone(links: Iterable[str], timeout_s: float = 3.0) -> None:
+def assert_namespaces_gone(links: Iterable[str], timeout_s: float = 10.0) -> None:
     """Fail if any of these namespaces is still held by anything."""
     wanted = set(links)
     deadline = time.monotonic() + timeout_s

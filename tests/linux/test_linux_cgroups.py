@@ -2,23 +2,20 @@
 
 The expected values are the scheduler's definitions, not golden numbers: two always-runnable
 groups with weights w_a and w_b on one CPU get w_a/(w_a+w_b) of it; a quota q per period p
-caps a busy group at q/p. The tolerances are for a short run on a possibly noisy machine:
-±5 points for the weights, ±2 for the quota.
+caps a busy group at q/p. The tolerances are for a short run on a loaded 2-core machine:
+±7 points for the weights, ±3 for the quota.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-from linux_helpers import IS_LINUX, skip_unless_root, virtlab_env
+from linux_helpers import IS_LINUX, read_until, skip_unless_root, start_cli
 
 from virtlab.errors import PreflightError
 from virtlab.linux import cgroups, demo_cgroups, libc
@@ -26,6 +23,9 @@ from virtlab.linux.container import CONTAINER_FLAGS, Container, ContainerSpec, I
 
 pytestmark = [pytest.mark.linux,
               pytest.mark.skipif(not IS_LINUX, reason="needs Linux cgroups")]
+
+STARTUP_DEADLINE_S = 120.0  # a demo in a fresh interpreter reaching a given step, loaded machine
+EXIT_DEADLINE_S = 90.0  # from the signal to the exit status (cleanup included), loaded machine
 
 
 @pytest.fixture
@@ -43,9 +43,16 @@ def test_weights_and_quota_give_the_expected_shares(layout: cgroups.CgroupLayout
         pytest.skip(reason="needs 2 CPUs to run both experiments at once")
     lines: list[str] = []
     result = demo_cgroups.run_demo(seconds=2.0, out=lines.append)
-    assert result.share_a == pytest.approx(0.75, abs=0.05)
-    assert result.share_b == pytest.approx(0.25, abs=0.05)
-    assert result.share_q == pytest.approx(0.20, abs=0.02)
+    # The containers run under the session's parent group weighted 10x the default, so CPU-bound
+    # neighbours elsewhere on the machine take little from them (checked on a 2-core machine
+    # with two `while True: pass` processes beside the test). The margins are for that case;
+    # equal weights (0.5) or no quota (1.0) would still fall far outside them.
+    parent_weight = demo_cgroups.PARENT_WEIGHT if layout.version == 2 else \
+        round(demo_cgroups.PARENT_WEIGHT * 1024 / 100)
+    assert any(f"= {parent_weight}" in line for line in lines if "parent" in line)
+    assert result.share_a == pytest.approx(0.75, abs=0.07)
+    assert result.share_b == pytest.approx(0.25, abs=0.07)
+    assert result.share_q == pytest.approx(0.20, abs=0.03)
     assert result.nr_periods >= 15
     assert result.nr_throttled >= 0.8 * result.nr_periods  # throttled (almost) every period
     assert result.leftovers == []
@@ -99,9 +106,8 @@ def test_a_stale_group_from_a_killed_run_is_removed(layout: cgroups.CgroupLayout
 @contextlib.contextmanager
 def _start_demo(seconds: str) -> Iterator[subprocess.Popen[bytes]]:
     # -u: unbuffered, so each line arrives as it is printed
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "virtlab", "demo", "cgroups",
-                             "--seconds", seconds], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=virtlab_env(), start_new_session=True)
+    proc = start_cli("demo", "cgroups", "--seconds", seconds, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -110,31 +116,16 @@ def _start_demo(seconds: str) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def _wait_for_text(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> str:
-    """Read the child's output (raw, unbuffered) until ``text`` appears."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and text.encode() not in seen:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-    if text.encode() not in seen:
-        pytest.fail(f"never saw {text!r}; output so far:\n{seen.decode(errors='replace')}")
-    return seen.decode(errors="replace")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_demo_removes_everything(layout: cgroups.CgroupLayout, sig: int,
                                                   no_leaks: object) -> None:
     with _start_demo("30") as proc:
-        _wait_for_text(proc, "Measure CPU time", timeout_s=20)
-        time.sleep(0.3)  # the containers are spinning inside their groups now
+        # Printed once every container reported "spinning" from inside its group. The deadlines
+        # are for a loaded machine (a fresh interpreter importing the package under load can
+        # take many seconds); nothing here waits longer than it must.
+        read_until(proc, "Measure CPU time", timeout_s=STARTUP_DEADLINE_S)
         os.killpg(proc.pid, sig)  # what Ctrl-C does: the whole foreground process group
-        rest, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 130, rest
-        assert b"interrupted" in rest
+        rest, _ = proc.communicate(timeout=EXIT_DEADLINE_S)
+        assert proc.returncode == 128 + sig, rest  # 130 for SIGINT, 143 for SIGTERM
+        assert f"interrupted by {signal.Signals(sig).name}".encode() in rest
+        assert b"no process, cgroup or network interface this run created is left" in rest

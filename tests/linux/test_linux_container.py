@@ -254,7 +254,7 @@ def test_a_timeout_kills_everything(mode: str, no_leaks: object) -> None:
     with pytest.raises(TimeoutError), Container(_spec(mode), payload, timeout_s=1.0) as ctr:
         seen.update(ctr.wait_for("up")["ns"])
         ctr.result()
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 30  # 1 s timeout + kill and reap, on a loaded machine
     assert_namespaces_gone(_new_namespaces(seen))
 
 
@@ -286,7 +286,7 @@ def test_sigkill_of_the_launcher_takes_pid_1_with_it(no_leaks: object) -> None:
         ctr.wait_for("ready")
         os.kill(ctr.launcher_pid, signal.SIGKILL)
         os.waitpid(ctr.launcher_pid, 0)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 10  # the kernel delivers PDEATHSIG; slow when loaded
         while time.monotonic() < deadline and any(pid == ctr.pid1 for pid, _ in
                                                   procs.virtlab_processes()):
             time.sleep(0.02)

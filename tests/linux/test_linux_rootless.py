@@ -7,7 +7,10 @@ Two ways to become unprivileged, because they differ in one trap (namespaces.md 
 * ``os.setuid(65534)`` inside a forked child does not exec, so the process stays non-dumpable and
   writing its own ``uid_map`` fails with ``EACCES``, unless it calls ``prctl(PR_SET_DUMPABLE, 1)``.
 
-When the test process is not root, the setpriv tests simply run as the current user.
+When the test process is not root, the setpriv tests simply run as the current user. When the
+checkout is not readable to uid 65534 (a clone inside a private folder), what the rootless path
+needs is staged in a world-readable temporary folder first (see ``unprivileged.py``), or the
+tests skip naming every interpreter tried and why it failed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from linux_helpers import IS_LINUX, skip_unless_root, virtlab_env
+from linux_helpers import IS_LINUX, skip_unless_linux, skip_unless_root
+from unprivileged import NOBODY, Unprivileged, find_unprivileged
 
 from virtlab.linux import libc, preflight, procs
 from virtlab.linux.container import ContainerSpec, run_container
@@ -33,27 +36,24 @@ from virtlab.linux.container import ContainerSpec, run_container
 pytestmark = [pytest.mark.linux,
               pytest.mark.skipif(not IS_LINUX, reason="needs Linux namespaces")]
 
-NOBODY = 65534
 
 
-def _unprivileged(*argv: str, timeout: float = 60.0,
+@pytest.fixture(scope="module")
+def nobody() -> Iterator[Unprivileged]:
+    """How to run this checkout as uid 65534 (staged if the checkout is private), or skip."""
+    skip_unless_linux()
+    found = find_unprivileged()
+    if isinstance(found, str):
+        pytest.skip(reason=found)
+    yield found
+    found.cleanup()
+
+
+def _unprivileged(nobody: Unprivileged, *argv: str, timeout: float = 120.0,
                   cwd: str = "/") -> subprocess.CompletedProcess[str]:
     """Run ``python ARGV`` as uid 65534 (via setpriv) if we are root, else as ourselves."""
-    command = [sys.executable, *argv]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip(reason="setpriv (util-linux) is not installed; cannot drop to uid 65534")
-        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
-    # Can that user run this interpreter at all? (It may live under a private home directory,
-    # or need a shared library it cannot read.)
-    trial = subprocess.run([*command[:-len(argv)], "-c", "pass"], capture_output=True, text=True,
-                           env=virtlab_env(), timeout=timeout, cwd=cwd, check=False)
-    if trial.returncode != 0:
-        pytest.skip(reason=f"uid {os.geteuid() or NOBODY} cannot run {sys.executable}: "
-                           f"{trial.stderr.strip()[-200:]}")
-    return subprocess.run(command, capture_output=True, text=True, env=virtlab_env(),
-                          timeout=timeout, cwd=cwd, check=False)
+    return subprocess.run([*nobody.command, *argv], capture_output=True, text=True,
+                          env=nobody.env, timeout=timeout, cwd=cwd, check=False)
 
 
 PROBE = """
@@ -74,8 +74,9 @@ except OSError as exc:
 """
 
 
-def test_rootless_container_as_an_ordinary_user(no_leaks: object) -> None:
-    result = _unprivileged("-c", PROBE)
+def test_rootless_container_as_an_ordinary_user(nobody: Unprivileged,
+                                                 no_leaks: object) -> None:
+    result = _unprivileged(nobody, "-c", PROBE)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     if "errno" in seen:
@@ -85,21 +86,23 @@ def test_rootless_container_as_an_ordinary_user(no_leaks: object) -> None:
                               "proc": [1]}
 
 
-def test_demo_and_doctor_as_an_ordinary_user(no_leaks: object) -> None:
-    demo = _unprivileged("-m", "virtlab", "demo", "namespaces")
+def test_demo_and_doctor_as_an_ordinary_user(nobody: Unprivileged,
+                                             no_leaks: object) -> None:
+    demo = _unprivileged(nobody, "-m", "virtlab", "demo", "namespaces")
     if demo.returncode == 2:
         pytest.skip(reason=f"rootless mode cannot run here: {demo.stderr.strip()}")
     assert demo.returncode == 0, demo.stderr
     assert "Mode: rootless" in demo.stdout
     assert "CLONE_NEWUSER" in demo.stdout
-    doctor = _unprivileged("-m", "virtlab", "doctor")
+    doctor = _unprivileged(nobody, "-m", "virtlab", "doctor")
     assert doctor.returncode == 0, doctor.stderr
     assert "[FAIL] root container: you are not root" in doctor.stdout
     assert "[ok  ] rootless container" in doctor.stdout
 
 
-def test_cgroups_demo_as_an_ordinary_user_exits_2_with_a_reason() -> None:
-    result = _unprivileged("-m", "virtlab", "demo", "cgroups", "--seconds", "1")
+def test_cgroups_demo_as_an_ordinary_user_exits_2_with_a_reason(
+        nobody: Unprivileged) -> None:
+    result = _unprivileged(nobody, "-m", "virtlab", "demo", "cgroups", "--seconds", "1")
     assert result.returncode == 2
     assert "needs root" in result.stderr
 
@@ -113,9 +116,9 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def test_rootless_calibrate_leaves_veth_out_and_says_why(shared_dir: Path,
+def test_rootless_calibrate_leaves_veth_out_and_says_why(nobody: Unprivileged, shared_dir: Path,
                                                          no_leaks: object) -> None:
-    result = _unprivileged("-m", "virtlab", "calibrate", "--quick", "-o", "p.toml",
+    result = _unprivileged(nobody, "-m", "virtlab", "calibrate", "--quick", "-o", "p.toml",
                            cwd=str(shared_dir), timeout=120)
     if result.returncode == 2:
         pytest.skip(reason=f"rootless mode cannot run here: {result.stderr.strip()}")

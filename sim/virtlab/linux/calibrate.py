@@ -38,8 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtlab.linux import cleanup, namespaces, netdev, netlink, probes, procs
 from virtlab.linux import libc as _c
-from virtlab.linux import namespaces, netdev, netlink, probes, procs
 from virtlab.linux.container import CONTAINER_FLAGS, Container, ContainerSpec, Inside
 from virtlab.linux.text import Teller, table
 
@@ -165,8 +165,9 @@ def _steady(plan: Plan) -> Callable[[Inside], dict[str, float]]:
         result = probes.syscall_cost_ns(plan.syscall_calls)
         server = probes.Server("127.0.0.1")
         try:
-            result["bulk_mib_s"] = probes.bulk_mib_s(server.address, plan.bulk_bytes)
-            rtt = probes.rtt_us(server.address, plan.rtt_count)
+            result["bulk_mib_s"] = probes.bulk_mib_s(server.address, server.token,
+                                                     plan.bulk_bytes)
+            rtt = probes.rtt_us(server.address, server.token, plan.rtt_count)
             result["rtt_us"], result["rtt_mean_us"] = rtt["median"], rtt["mean"]
         finally:
             server.stop()
@@ -224,7 +225,7 @@ def _veth_payload(ctr_if: str, host_if: str, ctr_addr: str) -> Callable[[Inside]
         netdev.set_link_up(ctr_if)
         server = probes.Server(ctr_addr)
         try:
-            inside.send("veth", port=server.address[1])
+            inside.send("veth", port=server.address[1], token=server.token.hex())
             inside.recv(timeout_s=120.0)
         finally:
             server.stop()
@@ -234,7 +235,7 @@ def _veth_payload(ctr_if: str, host_if: str, ctr_addr: str) -> Callable[[Inside]
     return payload
 
 
-def _wait_gone(ifname: str, timeout_s: float = 3.0) -> bool:
+def _wait_gone(ifname: str, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -256,16 +257,18 @@ def _measure_veth(calib: Calibration, plan: Plan) -> None:
     try:
         spec = ContainerSpec(hostname="calib", keep_host_netns=True)
         with Container(spec, _veth_payload(ctr_if, host_if, ctr_addr), timeout_s=30.0) as ctr:
-            port = ctr.wait_for("veth")["port"]
+            cleanup.register_link(host_if)  # it must vanish with the container
+            ready = ctr.wait_for("veth")
             netdev.set_ipv4(host_if, host_addr, 24)
             netdev.set_link_up(host_if)
-            targets = {"lo": lo_server.address, "veth": (ctr_addr, port)}
+            targets = {"lo": (lo_server.address, lo_server.token),
+                       "veth": ((ctr_addr, ready["port"]), bytes.fromhex(ready["token"]))}
             for round_no in range(plan.rounds):
                 order = ["lo", "veth"] if round_no % 2 == 0 else ["veth", "lo"]
                 for path in order:
-                    samples[f"{path}_bulk"].append(probes.bulk_mib_s(targets[path],
+                    samples[f"{path}_bulk"].append(probes.bulk_mib_s(*targets[path],
                                                                      plan.bulk_bytes))
-                    rtt = probes.rtt_us(targets[path], plan.rtt_count)
+                    rtt = probes.rtt_us(*targets[path], plan.rtt_count)
                     samples[f"{path}_rtt"].append(rtt["median"])
                     samples[f"{path}_rtt_mean"].append(rtt["mean"])
             ctr.send(done=True)
@@ -273,7 +276,7 @@ def _measure_veth(calib: Calibration, plan: Plan) -> None:
     finally:
         lo_server.stop()
         if not _wait_gone(host_if):
-            calib.skipped["veth_cleanup"] = f"{host_if} still present after 3 s"
+            calib.skipped["veth_cleanup"] = f"{host_if} still present after 10 s"
     names = {"veth_rtt": "veth_rtt_us", "lo_rtt": "veth_lo_rtt_us",
              "veth_rtt_mean": "veth_rtt_mean_us", "lo_rtt_mean": "veth_lo_rtt_mean_us",
              "veth_bulk": "veth_bulk_mib_s", "lo_bulk": "veth_lo_bulk_mib_s"}

@@ -39,9 +39,10 @@ from pathlib import Path
 from types import TracebackType
 
 from virtlab.errors import PreflightError
-from virtlab.linux import procs
+from virtlab.linux import cleanup, procs
 
-__all__ = ["CgroupLayout", "CgroupSession", "CpuGroup", "detect", "leftover_groups"]
+__all__ = ["CgroupLayout", "CgroupSession", "CpuGroup", "detect", "leftover_groups",
+           "remove_stale", "remove_tree", "stale_groups"]
 
 GROUP_PREFIX = "virtlab-"
 _GROUP_NAME = re.compile(r"^virtlab-(\d+)-[0-9a-f]+$")
@@ -196,14 +197,21 @@ class CgroupSession:
         self.parent = layout.mountpoint / f"{GROUP_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         self.groups: list[CpuGroup] = []
         self.leftovers: list[str] = []
+        self.removed_stale: list[str] = []
 
     def __enter__(self) -> CgroupSession:
-        remove_stale(self.layout)
+        self.removed_stale = remove_stale(self.layout)
+        cleanup.register_group(self.parent)  # before mkdir: no interruption can hide it
         self.parent.mkdir()
-        if self.layout.version == 2:
-            # No-internal-process rule: a v2 group that hands "cpu" to its children may not hold
-            # processes itself, so the parent only groups and the containers go in the leaves.
-            (self.parent / "cgroup.subtree_control").write_text("+cpu")
+        try:
+            if self.layout.version == 2:
+                # No-internal-process rule: a v2 group that hands "cpu" to its children may not
+                # hold processes itself, so the parent only groups and the containers go in the
+                # leaves.
+                (self.parent / "cgroup.subtree_control").write_text("+cpu")
+        except BaseException:
+            remove_tree(self.parent)  # __exit__ will not run when __enter__ fails
+            raise
         return self
 
     @property
@@ -224,12 +232,13 @@ class CgroupSession:
         self.leftovers = remove_tree(self.parent)
 
 
-def remove_tree(parent: Path, timeout_s: float = 2.0) -> list[str]:
+def remove_tree(parent: Path, timeout_s: float = 10.0) -> list[str]:
     """Empty and remove ``parent`` and its leaf groups; return what could not be removed.
 
     A group can be removed only once it holds no process. Processes of ours (``virtlab-*``) still
     inside are killed; anything else is left alone and reported. ``rmdir`` can still see ``EBUSY``
-    for a moment after the last process exited, hence the retries.
+    for a moment after the last process exited (longer on a loaded machine), hence the retries
+    for up to ``timeout_s``.
     """
     if not parent.exists():
         return []
@@ -268,20 +277,45 @@ def _kill_ours(group_dir: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def remove_stale(layout: CgroupLayout) -> list[str]:
-    """Remove groups left by earlier runs whose owner process no longer exists."""
-    removed = []
-    for path in layout.mountpoint.iterdir():
+def _owner_alive(pid: int, group: Path) -> bool:
+    """Tell whether the run that made ``group`` is still running as ``pid``.
+
+    A PID is reused once the PID space wraps around, so "a process with that PID exists" is not
+    enough: the owner made the group after it started, so a process that started after the
+    group was made (its directory's mtime, which adding leaves does not change) is someone else.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user: fall through to the start-time check
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as handle:
+            boot_s = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
+        started_s = boot_s + ticks / os.sysconf("SC_CLK_TCK")
+        made_s = group.stat().st_mtime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # cannot tell: leave it alone
+    return started_s <= made_s + 2.0  # btime has whole seconds: allow for the rounding
+
+
+def stale_groups(layout: CgroupLayout) -> list[Path]:
+    """Groups ``virtlab-<pid>-<random>`` whose owner run no longer exists (it was killed)."""
+    found = []
+    for path in sorted(layout.mountpoint.iterdir()):
         match = _GROUP_NAME.match(path.name)
-        if not match or not path.is_dir():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-            continue  # owner still alive: its group, not ours to touch
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # alive, owned by someone else
+        if match and path.is_dir() and not _owner_alive(int(match.group(1)), path):
+            found.append(path)
+    return found
+
+
+def remove_stale(layout: CgroupLayout) -> list[str]:
+    """Remove groups left by earlier runs whose owner process no longer exists; return them."""
+    removed = []
+    for path in stale_groups(layout):
         if not remove_tree(path):
             removed.append(path.name)
     return removed

@@ -4,8 +4,10 @@
 ``func(args) -> int``. Nothing Linux-specific is imported until a command runs, so ``virtlab
 --help`` works on any OS. A machine that cannot run a command raises
 :class:`~virtlab.errors.PreflightError`, which the CLI prints as one line with exit status 2.
-Ctrl-C (or ``SIGTERM``) stops a command cleanly: everything it created is removed first, then it
-exits with 130.
+Ctrl-C (or ``SIGTERM``, ``SIGHUP``) stops a command cleanly: the first signal starts the cleanup,
+later ones are ignored until it is done; then the command checks that nothing it created is left,
+says so (or says what is left), and exits with 128 + the signal number (130, 143, 129). Each of
+these commands first removes cgroups left by earlier runs that were killed, and says so.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import signal
 import socket
 import sys
 import textwrap
@@ -27,8 +30,6 @@ _RAW = argparse.RawDescriptionHelpFormatter  # keep the epilogs' layout; descrip
 def _wrap(text: str) -> str:
     return textwrap.fill(" ".join(text.split()), 79)
 
-
-INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
 
 _MODE_HELP = ("root: create namespaces directly (needs root); rootless: add a user namespace "
               "(works as an ordinary user where the kernel allows it); auto (default): root "
@@ -97,39 +98,117 @@ def _quota(text: str) -> tuple[float, float]:
     return quota, period
 
 
-def _interrupted() -> int:
-    print("\ninterrupted: every process, mount, namespace and cgroup this run created was "
-          "removed first.")
-    return INTERRUPTED
+def _say(text: str) -> None:
+    print(f"virtlab: {text}", file=sys.stderr, flush=True)
+
+
+def _remove_stale_groups() -> None:
+    """Remove cgroups left by earlier runs that were killed (SIGKILL); say what was removed."""
+    from virtlab.errors import PreflightError
+    from virtlab.linux import cgroups
+
+    try:
+        layout = cgroups.detect()
+        stale = cgroups.stale_groups(layout)
+    except (PreflightError, OSError):
+        return  # no usable cpu controller (or no access to it): no group of ours can be there
+    for path in stale:
+        problems = cgroups.remove_tree(path)
+        if problems:
+            _say(f"found a cgroup left by a run that was killed, and could not remove it: "
+                 f"{'; '.join(problems)} (run `virtlab doctor` as root to remove it)")
+        else:
+            _say(f"removed {path}, a cgroup left by an earlier run that was killed")
+
+
+def _real(body: Callable[[], int]) -> int:
+    """Run a real-Linux command with orderly signal handling and a checked cleanup.
+
+    First, leftovers of killed runs are removed. Then the first ``SIGINT``/``SIGTERM``/``SIGHUP``
+    stops the command; further ones are ignored until it has cleaned up, checked that nothing
+    it created is left, said so and exited with 128 + the signal number. A signal that comes
+    after the work is done interrupts nothing: it is ignored, and the command ends normally.
+    """
+    from virtlab.linux import cleanup, procs
+
+    cleanup.reset()
+    status = 0
+    with procs.signals_as_interrupts(keep_ignoring=True) as stop:
+        try:
+            try:
+                _remove_stale_groups()
+                status = body()
+            finally:
+                stop.disarm()  # whatever happens now, the checks below run to the end
+        except KeyboardInterrupt:
+            if stop.signum is None:  # raised by something other than our handler
+                stop.signum = signal.SIGINT
+        finally:  # also after an error (which then reaches the user as one line)
+            outcome = cleanup.finish()
+    if stop.signum is None:
+        if outcome.removed:
+            _say("internal error: the run left these behind and they were removed at the "
+                 "end: " + "; ".join(outcome.removed) + ". Please report it.")
+        return status
+    more = f" ({stop.ignored} more stop signals ignored while cleaning up)" if stop.ignored else ""
+    _say(f"interrupted by {stop.name}{more}.")
+    if outcome.left:
+        _say("NOT cleaned up, still there after the checks: " + "; ".join(outcome.left))
+    else:
+        removed = f" (removed after the interruption: {'; '.join(outcome.removed)})" \
+            if outcome.removed else ""
+        _say("checked after cleaning up: no process, cgroup or network interface this run "
+             "created is left; its namespaces and mounts went with its processes" + removed + ".")
+    return stop.exit_status
+
+
+HOST_NAME_MAX = 64  # bytes; sethostname(2) refuses longer names with EINVAL
+
+
+def _check_hostname(hostname: str) -> None:
+    from virtlab.errors import ConfigError
+
+    size = len(hostname.encode("utf-8", errors="surrogateescape"))
+    if not 1 <= size <= HOST_NAME_MAX or "\0" in hostname:
+        shown = hostname if len(hostname) <= 20 else hostname[:20] + "..."
+        raise ConfigError("--hostname", f"{shown!r} is {size} bytes long; a hostname has 1 to "
+                                        f"{HOST_NAME_MAX} bytes and no NUL character")
 
 
 def _demo_namespaces(args: argparse.Namespace) -> int:
     from virtlab.linux import demo_namespaces, preflight
 
-    mode = preflight.require_mode(args.mode)
-    try:
+    _check_hostname(args.hostname)  # before anything is created
+
+    def body() -> int:
+        mode = preflight.require_mode(args.mode)
         demo_namespaces.run_demo(mode=mode, hostname=args.hostname, timeout_s=args.timeout)
-    except KeyboardInterrupt:
-        return _interrupted()
-    return 0
+        return 0
+
+    return _real(body)
 
 
 def _demo_cgroups(args: argparse.Namespace) -> int:
     from virtlab.linux import cgroups, demo_cgroups, preflight
 
     preflight.require_root("the cgroups demo")
-    cgroups.detect()  # raises PreflightError with the reason if there is no cpu controller
-    preflight.require_mode("root")
-    quota_ms, period_ms = args.quota
-    try:
+
+    def body() -> int:
+        cgroups.detect()  # raises PreflightError with the reason if there is no cpu controller
+        preflight.require_mode("root")
+        quota_ms, period_ms = args.quota
         result = demo_cgroups.run_demo(seconds=args.seconds, weights=args.weights,
                                        quota_ms=quota_ms, period_ms=period_ms)
-    except KeyboardInterrupt:
-        return _interrupted()
-    return 1 if result.leftovers else 0
+        return 1 if result.leftovers else 0
+
+    return _real(body)
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    return _real(_doctor_report)
+
+
+def _doctor_report() -> int:
     from virtlab.errors import PreflightError
     from virtlab.linux import preflight
 
@@ -156,21 +235,26 @@ def _doctor(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from virtlab.linux import calibrate, preflight, profile
 
-    mode = preflight.require_mode(args.mode)
-    plan = calibrate.Plan.quick(veth=not args.no_veth) if args.quick else \
-        calibrate.Plan(veth=not args.no_veth)
-    if args.rounds:
-        plan = dataclasses.replace(plan, rounds=args.rounds)
-    try:
-        calib = calibrate.run_calibration(plan, mode)
-    except KeyboardInterrupt:
-        return _interrupted()
-    host = socket.gethostname()
-    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    text = profile.render_profile(calib, host, when)
-    profile.write_profile(args.output, text)
-    values = calibrate.profile_values(calib)
-    print(f"\nWrote {args.output}:")
+    def body() -> int:
+        # The output is checked, and its temporary file created, before anything is measured.
+        with profile.ProfileOutput(args.output) as output:
+            mode = preflight.require_mode(args.mode)
+            plan = calibrate.Plan.quick(veth=not args.no_veth) if args.quick else \
+                calibrate.Plan(veth=not args.no_veth)
+            if args.rounds:
+                plan = dataclasses.replace(plan, rounds=args.rounds)
+            calib = calibrate.run_calibration(plan, mode)
+            host = socket.gethostname()
+            when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            output.commit(profile.render_profile(calib, host, when))
+        _report_profile(args.output, calibrate.profile_values(calib))
+        return 0
+
+    return _real(body)
+
+
+def _report_profile(path: Path, values: dict[str, float]) -> None:
+    print(f"\nWrote {path}:")
     print(f"  [host]      syscall_us       = {values['syscall_us']:.4f}")
     print(f"  [container] syscall_extra_us = {values['syscall_extra_us']:.4f}"
           + ("  (measured < 0: clamped)" if values["syscall_extra_us_raw"] < 0 else ""))
@@ -179,8 +263,7 @@ def _calibrate(args: argparse.Namespace) -> int:
               + ("  (measured < 0: clamped)" if values["veth_hop_us_raw"] < 0 else ""))
     else:
         print("  [container] veth_hop_us      (not measured; the base profile's value applies)")
-    print(f"Use it with: virtlab compare --profile {args.output}")
-    return 0
+    print(f"Use it with: virtlab compare --profile {path}")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -211,7 +294,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                "every namespace it had. Try: virtlab demo namespaces --mode rootless")
     ns.add_argument("--mode", choices=("auto", "root", "rootless"), default="auto",
                     help=_MODE_HELP)
-    ns.add_argument("--hostname", default="tiny-ctr", help="the container's hostname")
+    ns.add_argument("--hostname", default="tiny-ctr",
+                    help="the container's hostname (1 to 64 bytes)")
     ns.add_argument("--timeout", type=_positive(1, 300), default=15.0, metavar="SECONDS",
                     help="give up (and clean up) if a step takes longer (default 15)")
     ns.set_defaults(func=_demo_namespaces)

@@ -38,8 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtlab.linux import cleanup, namespaces, netdev, procs
 from virtlab.linux import libc as _c
-from virtlab.linux import namespaces, netdev, procs
 from virtlab.linux.channel import LineReader, RemoteError, error_message, raise_remote, write_line
 
 __all__ = ["CONTAINER_FLAGS", "Container", "ContainerError", "ContainerSpec", "Inside",
@@ -174,7 +174,7 @@ class Container:
         control_r, control_w = os.pipe()
         parent = os.getpid()
         self.started_ns = time.perf_counter_ns()
-        pid = os.fork()
+        pid = procs.fork_child("virtlab-launch")  # registered for the final check at once
         if pid == 0:
             _close_fds_except({events_w, control_r})
             procs.child_main(lambda: self._launcher(parent, events_w, control_r),
@@ -224,6 +224,7 @@ class Container:
         self.events.append(event)
         if event["kind"] == "launched":
             self.pid1 = int(event["pid1"])
+            cleanup.register_process(self.pid1, "virtlab-init")
         elif event["kind"] == "exit":
             self._exited = True
 
@@ -263,6 +264,8 @@ class Container:
                     os.kill(self.pid1, signal.SIGKILL)
             # The launcher reaps PID 1 and exits; if it does not, kill the whole group.
             procs.kill_and_reap(self.launcher_pid, group=True, grace_s=2.0)
+            if self._exited:  # the launcher reported PID 1's exit status: it was reaped
+                cleanup.forget_process(self.pid1)
         finally:
             if self._reader is not None:
                 os.close(self._reader.fd)

@@ -13,12 +13,18 @@ Traps these probes avoid (each one measured, see ``docs/namespaces.md``):
   :func:`syscall_cost_ns` times an identical loop over ``gc.isenabled()``, a builtin with the same
   calling convention that makes no syscall, and subtracts it.
 * **Hung peers.** Every socket has a timeout; a server that hears nothing exits.
+* **Strangers.** A loopback port is open to every local user; the servers serve only clients
+  that present their random token first, and shrug off everything else (see :class:`Server`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import hmac
 import os
+import secrets
+import select
 import socket
 import statistics
 import struct
@@ -28,9 +34,12 @@ from collections.abc import Callable
 from virtlab.linux import libc as _c
 from virtlab.linux import procs
 
-__all__ = ["Server", "bulk_mib_s", "rtt_us", "syscall_cost_ns", "unshare_cost_us"]
+__all__ = ["Server", "bulk_mib_s", "connect", "rtt_us", "syscall_cost_ns",
+           "unshare_cost_us"]
 
 _SOCKET_TIMEOUT_S = 20.0
+_TOKEN_WAIT_S = 5.0  # ours send the token right after connecting; strangers get this long
+TOKEN_BYTES = 16
 _CHUNK = 1 << 20  # 1 MiB per sendall
 
 
@@ -70,9 +79,16 @@ def syscall_cost_ns(calls: int = 200_000, repeats: int = 3) -> dict[str, float]:
 class Server:
     """A TCP server in a forked child: bulk sink and 1-byte echo, until told to quit.
 
-    Protocol, one connection per request: the client sends ``b"B"`` and an 8-byte length, then
-    that many bytes, and gets ``b"k"`` back; or ``b"R"`` and then echoes single bytes until it
-    closes; or ``b"Q"`` and the server exits.
+    Protocol, one connection per request. The client first sends the server's :attr:`token`
+    (16 random bytes, known only to the process that made the server and its children); then
+    ``b"B"`` and an 8-byte length, then that many bytes, and gets ``b"k"`` back; or ``b"R"`` and
+    then echoes single bytes until it closes; or ``b"Q"`` and the server exits.
+
+    Any local user can connect to a port on ``127.0.0.1``, and calibration may run as root. So a
+    connection that does not start with the token within :data:`_TOKEN_WAIT_S` (an empty one,
+    garbage, a port scanner, a stranger's ``Q``) is closed and ignored: it can neither stop the
+    server nor feed the measurement. Connections waiting for their token are watched together
+    with ``select``, so a stranger who connects and sends nothing does not hold up ours.
 
     Parameters
     ----------
@@ -82,39 +98,67 @@ class Server:
     """
 
     def __init__(self, address: str = "127.0.0.1") -> None:
+        self.token = secrets.token_bytes(TOKEN_BYTES)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind((address, 0))
-        self.listener.listen(4)
+        self.listener.listen(64)
         self.address: tuple[str, int] = self.listener.getsockname()
         parent = os.getpid()
-        self.pid = os.fork()
+        self.pid = procs.fork_child("virtlab-server")
         if self.pid == 0:
             procs.child_main(lambda: self._serve(parent), name="virtlab-server")
         self.listener.close()
 
     def _serve(self, parent: int) -> int:
         procs.die_with_parent(parent)
-        self.listener.settimeout(_SOCKET_TIMEOUT_S)
         buffer = bytearray(_CHUNK)
+        waiting: dict[socket.socket, tuple[float, bytes]] = {}  # connection -> (deadline, got)
+        idle_until = time.monotonic() + _SOCKET_TIMEOUT_S
         while True:
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                return 0  # nobody came for a long time: the parent is done or gone
-            with conn:
+            now = time.monotonic()
+            for conn, (deadline, _) in list(waiting.items()):
+                if now > deadline:  # connected, never said the token: a stranger
+                    del waiting[conn]
+                    conn.close()
+            if now > idle_until:
+                return 0  # nobody of ours came for a long time: the parent is done or gone
+            wake = min([idle_until, *(deadline for deadline, _ in waiting.values())])
+            ready, _, _ = select.select([self.listener, *waiting], [], [], max(0.0, wake - now))
+            for sock in ready:
+                if sock is self.listener:
+                    with contextlib.suppress(OSError):
+                        conn, _ = self.listener.accept()
+                        conn.setblocking(False)
+                        waiting[conn] = (time.monotonic() + _TOKEN_WAIT_S, b"")
+                    continue
+                deadline, got = waiting.pop(sock)
                 try:
-                    if not self._handle(conn, buffer):
-                        return 0
+                    chunk = sock.recv(TOKEN_BYTES - len(got))
                 except OSError:
-                    continue  # the client went away mid-request (e.g. Ctrl-C): serve the next
+                    chunk = b""
+                got += chunk
+                if chunk and len(got) < TOKEN_BYTES:
+                    waiting[sock] = (deadline, got)  # a token split over packets: wait for more
+                    continue
+                if not chunk or not hmac.compare_digest(got, self.token):
+                    sock.close()  # empty, garbage or a wrong token: not ours
+                    continue
+                idle_until = time.monotonic() + _SOCKET_TIMEOUT_S
+                with sock:
+                    try:
+                        sock.setblocking(True)
+                        if not self._handle(sock, buffer):
+                            return 0
+                    except OSError:
+                        pass  # the client went away mid-request (e.g. Ctrl-C): serve the next
 
     @staticmethod
     def _handle(conn: socket.socket, buffer: bytearray) -> bool:
-        """Serve one request; ``False`` means quit."""
+        """Serve one request from a client that sent the token; ``False`` means quit."""
         conn.settimeout(_SOCKET_TIMEOUT_S)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         command = conn.recv(1)
-        if command == b"Q" or not command:
+        if command == b"Q":
             return False
         if command == b"B":
             (remaining,) = struct.unpack("!Q", _recv_exact(conn, 8))
@@ -132,11 +176,23 @@ class Server:
     def stop(self) -> None:
         """Tell the server to exit and reap it (killing it if it does not answer)."""
         try:
-            with socket.create_connection(self.address, timeout=2.0) as conn:
+            with connect(self.address, self.token, timeout_s=2.0) as conn:
                 conn.sendall(b"Q")
         except OSError:
             pass  # already gone: the reap below still runs
         procs.kill_and_reap(self.pid, grace_s=2.0)
+
+
+def connect(address: tuple[str, int], token: bytes,
+            timeout_s: float = _SOCKET_TIMEOUT_S) -> socket.socket:
+    """Connect to a :class:`Server` and identify ourselves with its token."""
+    conn = socket.create_connection(address, timeout=timeout_s)
+    try:
+        conn.sendall(token)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _recv_exact(conn: socket.socket, size: int) -> bytes:
@@ -149,10 +205,10 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def bulk_mib_s(address: tuple[str, int], nbytes: int) -> float:
+def bulk_mib_s(address: tuple[str, int], token: bytes, nbytes: int) -> float:
     """Send ``nbytes`` to a :class:`Server` and return the rate in MiB/s (until its ack)."""
     payload = bytes(_CHUNK)
-    with socket.create_connection(address, timeout=_SOCKET_TIMEOUT_S) as conn:
+    with connect(address, token) as conn:
         start = time.perf_counter_ns()
         conn.sendall(b"B" + struct.pack("!Q", nbytes))
         remaining = nbytes
@@ -166,7 +222,7 @@ def bulk_mib_s(address: tuple[str, int], nbytes: int) -> float:
     return nbytes / (1 << 20) / elapsed_s
 
 
-def rtt_us(address: tuple[str, int], count: int) -> dict[str, float]:
+def rtt_us(address: tuple[str, int], token: bytes, count: int) -> dict[str, float]:
     """Round trips of a 1-byte ping-pong with a :class:`Server`, in µs.
 
     Returns
@@ -179,7 +235,7 @@ def rtt_us(address: tuple[str, int], count: int) -> dict[str, float]:
     """
     samples = []
     clock = time.perf_counter_ns
-    with socket.create_connection(address, timeout=_SOCKET_TIMEOUT_S) as conn:
+    with connect(address, token) as conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sendall(b"R")
         for _ in range(min(50, count)):  # warm up: wake both sides, fill the caches

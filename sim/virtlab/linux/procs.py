@@ -11,9 +11,11 @@ Three habits keep a forked Python child from doing damage:
   every process of ours start with ``virtlab-``, so a leak check can find strays however they
   were reparented.
 
-The parent side gets :func:`kill_and_reap` and :func:`signals_as_interrupts`, which turns
-``SIGTERM``/``SIGHUP`` into :class:`KeyboardInterrupt` so that the same ``finally`` blocks that
-handle Ctrl-C also run when a test harness or ``timeout(1)`` stops the demo.
+The parent side gets :func:`kill_and_reap` and :func:`signals_as_interrupts`, which turns the
+first ``SIGINT``/``SIGTERM``/``SIGHUP`` into :class:`KeyboardInterrupt` so that the same
+``finally`` blocks that handle Ctrl-C also run when a test harness or ``timeout(1)`` stops the
+demo, and ignores the ones after it so that nothing cuts that cleanup short. Every child is
+registered with :mod:`virtlab.linux.cleanup`, which checks at the end that it is gone.
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NoReturn
 
+from virtlab.linux import cleanup
 from virtlab.linux import libc as _c
 from virtlab.linux.channel import LineReader, RemoteError, error_message, raise_remote, write_line
 
 __all__ = [
     "NAME_PREFIX",
+    "Interruption",
     "child_main",
     "die_with_parent",
+    "fork_child",
     "kill_and_reap",
     "run_forked",
     "set_name",
@@ -45,6 +51,7 @@ __all__ = [
 ]
 
 NAME_PREFIX = "virtlab-"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def set_name(name: str) -> None:
@@ -92,11 +99,35 @@ def child_main(work: Callable[[], int], name: str | None = None) -> NoReturn:
         if name:
             set_name(name)
         status = work()
+    except BrokenPipeError:
+        status = 1  # the parent stopped listening (it was interrupted): nothing left to tell it
     except BaseException:  # noqa: BLE001 - the child must reach _exit on every path
         with contextlib.suppress(Exception):
             traceback.print_exc(file=sys.stderr)
     finally:
         os._exit(status)
+
+
+def fork_child(name: str) -> int:
+    """:func:`os.fork` with stop signals blocked across it; the child ignores Ctrl-C at once.
+
+    Without the mask, a Ctrl-C landing in the child between ``fork`` and :func:`child_main`
+    would raise :class:`KeyboardInterrupt` there and unwind into the *parent's* code (its
+    ``finally`` blocks would run twice, once per process). In the parent, the child is
+    registered with :mod:`virtlab.linux.cleanup` before any signal can interrupt.
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        else:
+            cleanup.register_process(pid, name)
+        return pid
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def wait_exit(pid: int, timeout_s: float) -> int | None:
@@ -137,6 +168,7 @@ def kill_and_reap(pid: int, *, group: bool = False, grace_s: float = 0.0) -> int
     if grace_s > 0:
         status = wait_exit(pid, grace_s)
         if status is not None:
+            cleanup.forget_process(pid)
             return status
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if group:
@@ -147,31 +179,93 @@ def kill_and_reap(pid: int, *, group: bool = False, grace_s: float = 0.0) -> int
         return os.waitpid(pid, 0)[1]
     except ChildProcessError:
         return 0
+    finally:
+        cleanup.forget_process(pid)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+@dataclass
+class Interruption:
+    """The signal that stopped a block, and how many more came while it was cleaning up.
+
+    Attributes
+    ----------
+    signum:
+        The first ``SIGINT``/``SIGTERM``/``SIGHUP`` received, or ``None``.
+    ignored:
+        Further stop signals received after it (or after :meth:`disarm`), and ignored so that
+        cleanup runs to the end.
+    armed:
+        Whether the first stop signal still raises :class:`KeyboardInterrupt`.
+
+    """
+
+    signum: int | None = None
+    ignored: int = 0
+    armed: bool = True
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number: 130 for ``SIGINT``, 143 for ``SIGTERM``, 129 for ``SIGHUP``."""
+        return 128 + (self.signum or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        """The first signal's name, e.g. ``SIGTERM``."""
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    def disarm(self) -> None:
+        """From now on only count signals: the work is over and the final checks must run."""
+        self.armed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None and self.armed:
+            self.signum = signum
+            raise KeyboardInterrupt(f"stopped by {self.name}")
+        self.ignored += 1  # cleanup is under way: a second Ctrl-C must not cut it short
+
+
+_active: Interruption | None = None
 
 
 @contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """Within the block, ``SIGTERM`` and ``SIGHUP`` raise :class:`KeyboardInterrupt`.
+def signals_as_interrupts(*, keep_ignoring: bool = False) -> Iterator[Interruption]:
+    """Turn the first stop signal into :class:`KeyboardInterrupt`; count and ignore later ones.
 
-    Python already turns ``SIGINT`` (Ctrl-C) into :class:`KeyboardInterrupt`; the default action
-    of ``SIGTERM`` is to die without running any ``finally``. Mapping both onto the same
-    exception means one cleanup path covers Ctrl-C, ``kill``, a closed terminal and test
-    timeouts. Only the main thread may install handlers; elsewhere this is a no-op.
+    Python turns only ``SIGINT`` (Ctrl-C) into :class:`KeyboardInterrupt`, and it does so again
+    for a second Ctrl-C, in the middle of the ``finally`` blocks the first one started; the
+    default action of ``SIGTERM`` is to die without running any ``finally``. Here the first of
+    ``SIGINT``, ``SIGTERM`` and ``SIGHUP`` raises :class:`KeyboardInterrupt` (one cleanup path for
+    Ctrl-C, ``kill``, a closed terminal and test timeouts), and every later one is recorded in
+    the yielded :class:`Interruption` and otherwise ignored, so the cleanup it started cannot be
+    interrupted.
+
+    Parameters
+    ----------
+    keep_ignoring:
+        Leave stop signals ignored when the block ends instead of restoring the previous
+        handlers: for a command that only has to report and exit after it (a burst of signals
+        can outlast the cleanup).
+
+    Nested blocks share the outermost one's state. Only the main thread may install handlers;
+    elsewhere this yields a state that never fires.
+
     """
+    global _active  # noqa: PLW0603 - one signal disposition per process
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield Interruption()
         return
-    previous = {sig: signal.signal(sig, _raise_interrupt)
-                for sig in (signal.SIGTERM, signal.SIGHUP)}
+    if _active is not None:
+        yield _active
+        return
+    state = Interruption()
+    previous = {sig: signal.signal(sig, state._handle) for sig in _STOP_SIGNALS}
+    _active = state
     try:
-        yield
+        yield state
     finally:
+        _active = None
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if keep_ignoring else handler)
 
 
 def virtlab_processes() -> list[tuple[int, str]]:
@@ -201,7 +295,7 @@ def run_forked(work: Callable[[], Any], *, timeout_s: float = 10.0,
     _c.preload()
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    pid = fork_child(name)
     if pid == 0:
         os.close(read_fd)
 
@@ -210,8 +304,11 @@ def run_forked(work: Callable[[], Any], *, timeout_s: float = 10.0,
             try:
                 write_line(write_fd, {"kind": "result", "value": work()})
                 return 0
+            except BrokenPipeError:
+                return 1  # the parent is gone or stopped reading (Ctrl-C): nobody to tell
             except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
-                write_line(write_fd, error_message(exc, name))
+                with contextlib.suppress(OSError):  # the parent may have stopped reading
+                    write_line(write_fd, error_message(exc, name))
                 return 1
 
         child_main(body, name=name)

@@ -11,20 +11,30 @@ Layout (the simulator's loader rejects any other table or key, except inside
 Every value gets a comment line saying where it came from, with its spread, so the file
 explains itself when a student opens it. Values are formatted by ``tomli_w`` (so strings are
 quoted correctly) and the finished text is parsed back with :mod:`tomllib` and checked against the
-allowed keys before it is written.
+allowed keys before it is written. :class:`ProfileOutput` writes it: checked before measuring,
+never through a symlink, atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
+import secrets
+import signal
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from virtlab.errors import ConfigError
 from virtlab.linux.calibrate import Calibration, profile_values
 
-__all__ = ["ALLOWED_KEYS", "render_profile", "validate_profile", "write_profile"]
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+__all__ = ["ALLOWED_KEYS", "ProfileOutput", "render_profile", "validate_profile",
+           "write_profile"]
 
 ALLOWED_KEYS: dict[str, set[str] | None] = {
     "profile": {"name", "extends", "description"},
@@ -152,8 +162,151 @@ def validate_profile(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+# Filesystems whose files are kernel interfaces, not storage: never the place for a profile.
+_NOT_STORAGE = {"proc", "sysfs", "cgroup", "cgroup2", "devtmpfs", "devpts", "debugfs", "tracefs",
+                "securityfs", "bpf", "configfs", "fusectl", "pstore", "efivarfs", "mqueue",
+                "binfmt_misc", "hugetlbfs", "autofs", "rpc_pipefs", "nsfs"}
+
+
+def _filesystem_of(folder: str) -> str:
+    """The type of the filesystem ``folder`` (a resolved path) is on, from the mount table."""
+    best, fstype = "", "?"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                point = fields[4].replace("\\040", " ")
+                inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, fstype = point, right.split()[0]
+    except OSError:
+        pass
+    return fstype
+
+
+class ProfileOutput:
+    """The profile file: checked and opened *before* measuring, written atomically at the end.
+
+    Safe in a folder other users can write to (``/tmp``, a shared lab folder), even as root:
+
+    * the temporary file has a random name and is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``
+      in the target folder (opened once, as a directory descriptor, and used for every step), so
+      a symlink or file planted under any name is never opened, followed or truncated;
+    * an existing target that is not a regular file (a symlink, a directory, a device such as
+      ``/dev/full``) is refused; ``rename`` then replaces the directory *entry*, so a symlink
+      planted at the target after the check is replaced, never followed;
+    * kernel filesystems (``/proc``, ``/sys``, cgroups, ...) are refused;
+    * everything is checked when the object is made, before any measurement, and every problem
+      is a :class:`~virtlab.errors.ConfigError` naming ``-o`` and the path: one line, exit 2.
+
+    Use as a context manager; :meth:`commit` writes, ``fsync`` s and renames into place; leaving
+    the block without committing (an error, Ctrl-C) removes the temporary file.
+    """
+
+    def __init__(self, path: Path, option: str = "-o") -> None:
+        self.path = path
+        self._what = f"{option} {path}"
+        name = path.name
+        if name in ("", ".", ".."):
+            raise ConfigError(self._what, "names a folder; give a file name such as profile.toml")
+        folder = str(path.parent)
+        try:
+            self._dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ConfigError(self._what, f"the folder {folder} does not exist; create it "
+                                          "first or write somewhere else") from None
+        except NotADirectoryError:
+            raise ConfigError(self._what, f"{folder} is not a folder") from None
+        except OSError as exc:
+            raise ConfigError(self._what, f"cannot open the folder {folder}: "
+                                          f"{exc.strerror}") from None
+        self._fd = -1
+        self._tmp = ""
+        try:
+            self._check_target(name, folder)
+            self._create_temporary(name, folder)
+        except BaseException:
+            os.close(self._dir_fd)
+            raise
+
+    def _check_target(self, name: str, folder: str) -> None:
+        fstype = _filesystem_of(os.path.realpath(folder))
+        if fstype in _NOT_STORAGE:
+            raise ConfigError(self._what, f"{folder} is on a {fstype} filesystem (a kernel "
+                                          "interface, not storage); write the profile to an "
+                                          "ordinary folder")
+        try:
+            found = os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(self._what, f"cannot check it: {exc.strerror}") from None
+        if not stat.S_ISREG(found.st_mode):
+            kind = ("a symbolic link (virtlab never writes through a link; give the real path)"
+                    if stat.S_ISLNK(found.st_mode) else "a folder" if stat.S_ISDIR(found.st_mode)
+                    else "a special file")
+            raise ConfigError(self._what, f"exists and is {kind}; give the name of a regular "
+                                          "file to create or replace")
+
+    def _create_temporary(self, name: str, folder: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Stop signals wait until the name is recorded: an interruption must not leave an
+        # unknown temporary file behind (or make us remove a file that is not ours).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for _ in range(100):
+                tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+                try:
+                    self._fd = os.open(tmp, flags, 0o644, dir_fd=self._dir_fd)
+                except FileExistsError:
+                    continue  # someone made that name (maybe a planted symlink): another one
+                except OSError as exc:
+                    raise ConfigError(self._what, f"cannot create a file in {folder}: "
+                                                  f"{exc.strerror}") from None
+                self._tmp = tmp
+                return
+            raise ConfigError(self._what, f"could not create a temporary file in {folder} "
+                                          "(100 names taken)")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def commit(self, text: str) -> None:
+        """Write ``text``, flush it to disk, and rename it over the target in one step."""
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(self._fd, data):]
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._tmp, self.path.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        self._tmp = ""
+        with contextlib.suppress(OSError):  # not every filesystem can sync a directory
+            os.fsync(self._dir_fd)
+
+    def discard(self) -> None:
+        """Remove the temporary file (if still there) and close everything; idempotent."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp, dir_fd=self._dir_fd)
+            self._tmp = ""
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+    def __enter__(self) -> ProfileOutput:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+
 def write_profile(path: Path, text: str) -> None:
-    """Write the profile (replacing the file atomically, so a reader never sees half of it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Write the profile safely and atomically (see :class:`ProfileOutput`)."""
+    with ProfileOutput(path) as output:
+        output.commit(text)
