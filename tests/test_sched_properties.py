@@ -153,6 +153,7 @@ def _check_shares(kind: str, scheds, weights, threads, cores, duration_us, toler
     want = _waterfill(weights, [float(n) for n in threads], cores)
     for g, w in zip(got, want, strict=True):
         assert abs(g - w) <= tolerance, (kind, weights, threads, cores, got, want)
+    return scheduler
 
 
 @EXAMPLES
@@ -208,9 +209,22 @@ def test_openvz_shares_follow_cpuunits_within_the_latency_bound(cpuunits, cores)
 @EXAMPLES
 @given(weights=st.lists(st.integers(32, 256), min_size=2, max_size=4))
 def test_credit_shares_follow_weights_on_one_core(weights):
+    """Within 6 points, and a heavier domain never gets less than a lighter one.
+
+    Priorities change only at accounting and a domain runs whole 30 ms slices, so domains
+    that are OVER take turns regardless of weight: light domains end up with equal shares
+    (32 : 41 : 115 gives about 22 / 22 / 56 % for 17 / 22 / 61 %).
+    """
     scheds = [GuestSchedParams(credit_weight=w) for w in weights]
-    _check_shares("credit", scheds, [float(w) for w in weights], [1] * len(weights), 1,
-                  12_000_000.0, 0.04)  # whole 30 ms slices: coarser than per tick
+    scheduler = _check_shares("credit", scheds, [float(w) for w in weights], [1] * len(weights),
+                              1, 12_000_000.0, 0.06)
+    got = [_usage_between(scheduler.recorder.runs, f"g{i}", 0.0, 12_000_000.0) / 12_000_000.0
+           for i in range(len(weights))]
+    slice_share = SchedulerParams().credit_tslice_us / 12_000_000.0
+    for i, wi in enumerate(weights):
+        for j, wj in enumerate(weights):
+            if wi > wj:
+                assert got[i] >= got[j] - slice_share, (weights, got)
 
 
 @EXAMPLES
