@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from virtlab.errors import ConfigError
 
 __all__ = ["CpuSupport", "PRESETS", "PRESET_NAMES", "PRESET_FIELDS", "DEFAULT_PRESET",
-           "cpu_support"]
+           "cpu_support", "MmuSupport", "PAGING"]
 
 #: Injection work beyond the exit that forces it, in cycles [derived: S25 3,300 - S23 1,050].
 INJECT_WORK_CYCLES = 2250.0
@@ -173,3 +173,48 @@ def cpu_support(name: str) -> CpuSupport:
     except (KeyError, TypeError):
         raise ConfigError("cpu_support", f"must be one of {', '.join(map(repr, PRESET_NAMES))}"
                                          f", got {name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MmuSupport:
+    """How a preset virtualizes the guest's memory and privileged instructions.
+
+    Attributes
+    ----------
+    binary_translation:
+        The guest kernel runs translated: its system calls enter and leave through the VMM.
+    paging:
+        ``"shadow"`` (the VMM keeps shadow page tables: guest faults, PTE writes and CR3 loads
+        trap) or ``"nested"`` (EPT/NPT: the hardware walks guest and host tables).
+    nested_walk_refs:
+        Memory references of one TLB miss under nested paging (0 under shadow paging).
+    source:
+        Where the classification comes from.
+
+    """
+
+    binary_translation: bool
+    paging: str
+    nested_walk_refs: int
+    source: str
+
+
+_BHARGAVA = ("Bhargava, Serebrin, Spadini, Manne, ASPLOS 2008, section 2: a 2-D walk of 4-level "
+             "guest and 4-level nested tables takes up to 24 references")
+#: Memory virtualization of each preset (used by :mod:`virtlab.compute`).
+PAGING: dict[str, MmuSupport] = {
+    "binary-translation": MmuSupport(True, "shadow", 0,
+                                     "Adams & Agesen, ASPLOS 2006, section 3 (BT + shadow "
+                                     "page tables, VMware's software VMM)"),
+    "vtx-first-gen": MmuSupport(False, "shadow", 0,
+                                "Adams & Agesen 2006, section 4 (first VT-x: no MMU support, "
+                                "shadow page tables)"),
+    "vtx-core2": MmuSupport(False, "shadow", 0,
+                            "Intel: EPT first shipped with Nehalem (2008); Core 2 has none"),
+    "vtx-nehalem": MmuSupport(False, "nested", 24, f"EPT on Nehalem; {_BHARGAVA}"),
+    "modern": MmuSupport(False, "nested", 19,
+                         "EPT with 2 MiB host pages (KVM backs guest memory with transparent "
+                         "huge pages): (4+1)x(3+1)-1 = 19 references [derived from the 2-D "
+                         f"walk formula; {_BHARGAVA}]"),
+    "modern-apicv": MmuSupport(False, "nested", 19, "as 'modern'"),
+}
