@@ -1,0 +1,245 @@
+"""Application servers: exact step costs, compute-side cost by preset, threads, bad input.
+
+The exact tests recompute every cost from the raw parameters with the formulas written out
+here (not by calling virtlab.compute), and compare them with what one request was charged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from virtlab import GuestSpec, Scenario
+from virtlab.cli import main
+from virtlab.compute import EVENTS, compute_costs
+from virtlab.config import scenario_from_dict
+from virtlab.cpusupport import PRESET_NAMES
+from virtlab.errors import ConfigError
+from virtlab.hardware import HostParams, HypervisorParams
+from virtlab.model import build, run
+from virtlab.paths import APPROACHES
+from virtlab.rng import Streams
+from virtlab.servers import (ContextSwitches, CpuWork, DiskRead, KeyValueCache, OltpDatabase,
+                             PageFaults, Server, Syscalls, Timers, TlbMisses, WebServer,
+                             compile_plan)
+
+from .helpers import single_queue_disk
+
+# Written out independently of virtlab.compute (its docstring is the specification).
+SHADOW = {"binary-translation", "vtx-first-gen", "vtx-core2"}
+NESTED_REFS = {"vtx-nehalem": 24, "modern": 19, "modern-apicv": 19}
+WALK_REF_CYCLES, SHADOW_WORK = 10.0, 1000.0
+
+
+def expected(kind: str, count: float, approach: str, preset: str, host: HostParams
+             ) -> tuple[float, float, int]:
+    """(native µs, virtualization µs, exits) of ``count`` events of ``kind``."""
+    hv = HypervisorParams(cpu_support=preset)
+    us = 1.0 / (host.cpu_ghz * 1000.0)  # µs per cycle
+    native = {"syscall": host.syscall_us,
+              "page_fault": host.syscall_us + 4096 / (host.memcpy_gbytes_per_s * 1000.0),
+              "context_switch": host.ctx_switch_us,
+              "tlb_miss": 4 * WALK_REF_CYCLES * us,
+              "timer": host.irq_us}[kind]
+    extra, exits = 0.0, 0
+    if approach in ("paravirtual", "emulated"):
+        e = hv.exit_kernel_cycles
+        if kind == "syscall" and preset == "binary-translation":
+            extra, exits = 2 * e, 2
+        elif kind == "page_fault" and preset in SHADOW:
+            extra, exits = 3 * (e + SHADOW_WORK), 3
+        elif kind == "context_switch" and preset in SHADOW:
+            extra, exits = e + SHADOW_WORK, 1
+        elif kind == "tlb_miss" and preset not in SHADOW:
+            extra = (NESTED_REFS[preset] - 4) * WALK_REF_CYCLES
+        elif kind == "timer":
+            posted = hv.posted_interrupts
+            extra = e + (0.0 if posted else hv.irq_inject_cycles)
+            exits = 1 + (0 if posted else 1)
+            if hv.eoi_exit and not posted:
+                extra += e
+                exits += 1
+        extra *= us
+    return count * native, count * extra, round(count * exits)
+
+
+STEP = {"syscall": Syscalls, "page_fault": PageFaults, "context_switch": ContextSwitches,
+        "tlb_miss": TlbMisses, "timer": Timers}
+
+
+def one_request(approach: str, preset: str, steps: tuple) -> object:
+    scenario = Scenario(
+        hypervisor=HypervisorParams(cpu_support=preset),
+        guests=(GuestSpec(name="g", approach=approach, vcpus=1,
+                          workloads=(Server(steps=steps),)),))
+    result = run(scenario, seed=1, max_requests=1, records=True)
+    (record,) = result.records
+    return record
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("approach", APPROACHES)
+def test_each_compute_step_costs_the_sum_of_its_parts(approach, preset):
+    host = HostParams()
+    kernel = "cpu_host_kernel_us" if approach in ("native", "container") else "cpu_guest_us"
+    for kind, cls in STEP.items():
+        record = one_request(approach, preset, (cls(count=3.0),))
+        native, extra, exits = expected(kind, 3.0, approach, preset, host)
+        category = "cpu_guest_us" if kind == "tlb_miss" else kernel
+        charged = {"cpu_guest_us": record.cpu_guest_us, "cpu_exit_us": record.cpu_exit_us,
+                   "cpu_host_kernel_us": record.cpu_host_kernel_us,
+                   "cpu_backend_us": record.cpu_backend_us}
+        want = dict.fromkeys(charged, 0.0)
+        want[category] += native
+        want["cpu_exit_us"] += extra
+        assert charged == pytest.approx(want, rel=1e-12, abs=1e-12), kind
+        assert record.exits == exits, kind
+        # The request took exactly its CPU time: nothing else ran.
+        assert record.done_us - record.arrival_us == pytest.approx(native + extra, rel=1e-12)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("approach", APPROACHES)
+def test_a_compiled_request_is_the_sum_of_its_steps(approach, preset):
+    host = HostParams()
+    hv = HypervisorParams(cpu_support=preset)
+    costs = compute_costs(approach, host, hv)
+    steps = (CpuWork(us=7.5), Syscalls(count=2.0), PageFaults(count=0.5),
+             ContextSwitches(count=1.0), TlbMisses(count=4.0), Timers(count=0.25))
+    (op,) = compile_plan(steps, costs, 0)
+    total = 7.5 + sum(sum(expected(kind, count, approach, preset, host)[:2])
+                      for kind, count in (("syscall", 2.0), ("page_fault", 0.5),
+                                          ("context_switch", 1.0), ("tlb_miss", 4.0),
+                                          ("timer", 0.25)))
+    assert op[3] == pytest.approx(total, rel=1e-12)
+    assert sum(s[1] for s in op[1]) == pytest.approx(total, rel=1e-12)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_native_and_containers_pay_no_compute_side_cost(preset):
+    hv = HypervisorParams(cpu_support=preset)
+    for approach in ("native", "container"):
+        costs = compute_costs(approach, HostParams(), hv)
+        assert costs.extra_us == (0.0,) * len(EVENTS)
+        assert costs.extra_exits == (0,) * len(EVENTS)
+
+
+def _extra(preset: str, event: str) -> float:
+    costs = compute_costs("paravirtual", HostParams(), HypervisorParams(cpu_support=preset))
+    return costs.extra_us[EVENTS.index(event)]
+
+
+def test_presets_are_ordered_as_the_micro_benchmarks_order_them():
+    # Page faults: shadow paging is far costlier than nested paging, and first-generation VT-x
+    # costlier than binary translation (Adams & Agesen 2006: the hardware VMM lost on pgfault).
+    assert _extra("vtx-first-gen", "page_fault") > _extra("binary-translation", "page_fault")
+    assert _extra("binary-translation", "page_fault") > _extra("vtx-core2", "page_fault") > 0.0
+    assert _extra("vtx-nehalem", "page_fault") == _extra("modern", "page_fault") == 0.0
+    # System calls: only binary translation intercepts them; hardware VT runs them natively.
+    assert _extra("binary-translation", "syscall") > 0.0
+    assert all(_extra(p, "syscall") == 0.0 for p in PRESET_NAMES if p != "binary-translation")
+    # Context switches trap under shadow paging only.
+    assert min(_extra(p, "context_switch") for p in SHADOW) > 0.0
+    assert _extra("modern", "context_switch") == 0.0
+    # TLB misses: the two-dimensional walk costs more, and huge host pages shorten it.
+    assert _extra("vtx-nehalem", "tlb_miss") > _extra("modern", "tlb_miss") > 0.0
+    assert all(_extra(p, "tlb_miss") == 0.0 for p in SHADOW)
+    # Timers: posted interrupts remove the injection and the EOI exit.
+    assert _extra("modern", "timer") > _extra("modern-apicv", "timer") > 0.0
+
+
+# Threads, vCPUs and the binding resource --------------------------------------------------------
+def server_scenario(workload, vcpus: int, cores: int = 32, **scenario) -> Scenario:
+    return Scenario(duration_us=40_000.0, warmup_us=5_000.0, host=HostParams(cores=cores),
+                    guests=(GuestSpec(name="g", approach="native", vcpus=vcpus,
+                                      workloads=(workload,)),), **scenario)
+
+
+def _bound(scenario: Scenario) -> tuple[float, str]:
+    """Throughput over the window and the runner's binding resource, from one run."""
+    import simpy
+
+    env = simpy.Environment()
+    model = build(env, scenario, Streams(3, 0))
+    model.start()
+    env.run(until=scenario.duration_us)
+    (runner,) = model.runners
+    name, _ = runner.bottleneck(env.now)
+    summary = runner.tally.summary(guest="g", workload=runner.workload.name,
+                                   approach="native", kind=runner.workload.kind,
+                                   cores=scenario.host.cores)
+    return summary.throughput_per_s, name
+
+
+CPU_US = 20.0
+
+
+@pytest.mark.parametrize("vcpus", [2, 4, 16])
+def test_a_single_threaded_server_saturates_at_one_over_its_cpu_time(vcpus):
+    workload = Server(connections=32, threads=1, steps=(
+        Syscalls(count=0.0), CpuWork(us=CPU_US)))
+    throughput, bound = _bound(server_scenario(workload, vcpus))
+    assert throughput == pytest.approx(1e6 / CPU_US, rel=0.03)
+    assert bound == "threads"
+
+
+def test_n_threads_scale_until_the_disk_binds():
+    one = Server(connections=32, threads=1, steps=(CpuWork(us=CPU_US),))
+    four = dataclasses.replace(one, threads=4)
+    t1, _ = _bound(server_scenario(one, vcpus=8))
+    t4, bound4 = _bound(server_scenario(four, vcpus=8))
+    assert t4 == pytest.approx(4 * t1, rel=0.03)
+    assert bound4 == "threads"
+    # With a single-channel disk of 100 µs per read, 8 threads cannot go past 10,000/s.
+    disk_bound = Server(connections=32, threads=8, steps=(CpuWork(us=CPU_US),
+                                                          DiskRead(bytes=512)))
+    scenario = server_scenario(disk_bound, vcpus=8,
+                               disk=single_queue_disk(100.0, 0.0))
+    t8, bound8 = _bound(scenario)
+    assert t8 == pytest.approx(1e6 / 100.0, rel=0.03)
+    assert bound8 == "disk"
+
+
+def test_threads_beyond_the_vcpus_wait_for_a_cpu():
+    workload = Server(connections=32, threads=8, steps=(CpuWork(us=CPU_US),))
+    throughput, bound = _bound(server_scenario(workload, vcpus=2))
+    assert throughput < 2 * 1e6 / CPU_US * 1.01
+    assert bound == "vCPUs or cores"
+
+
+# Workloads and bad input ------------------------------------------------------------------------
+def test_the_three_workloads_build_from_the_vocabulary():
+    kv = KeyValueCache(pipeline=4, get_fraction=0.5)
+    assert [p for p, _ in kv.variants()] == [0.5, 0.5]
+    web = WebServer(keep_alive=False, source="disk")
+    (_, steps), = web.variants()
+    kinds = [s.kind for s in steps]
+    assert kinds.count("receive") == 2 and "disk_read" in kinds
+    db = OltpDatabase(queries=3, hit_ratio=0.9)
+    (_, steps), = db.variants()
+    reads = [s for s in steps if s.kind == "disk_read"]
+    assert len(reads) == 3 and all(r.bytes == 16384 for r in reads)
+    assert reads[0].probability == pytest.approx(0.1)
+    assert [s.kind for s in steps].count("receive") == 4  # 3 queries + the commit
+
+
+@pytest.mark.parametrize("workload, field", [
+    ({"kind": "oltp", "hit_ratio": -0.1}, "hit_ratio"),
+    ({"kind": "kv", "connections": 0}, "connections"),
+    ({"kind": "server", "steps": [{"kind": "fly"}]}, "kind"),
+    ({"kind": "server", "steps": [{"kind": "syscall", "count": -1}]}, "count"),
+    ({"kind": "web", "response_kib": 0}, "response_kib"),
+])
+def test_bad_server_input_is_one_line_and_status_2(workload, field, tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    import tomli_w
+
+    config.write_text(tomli_w.dumps({"guests": [{"name": "g", "workloads": [workload]}]}))
+    status = main(["run", "--config", str(config), "--duration", "1ms", "-r", "1"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("virtlab: error: ")
+    assert f"{field}:" in err
+    with pytest.raises(ConfigError):
+        scenario_from_dict({"guests": [{"name": "g", "workloads": [workload]}]})
