@@ -377,8 +377,8 @@ def _add_optional_commands(sub: Any) -> None:
     """Commands from sub-packages (the Linux demo, the labs), registered if present."""
     import importlib
 
-    for module_name in ("virtlab.cli_studies", "virtlab.linux.commands", "virtlab.labs",
-                        "virtlab.paths.emulation.commands"):
+    for module_name in ("virtlab.cli_studies", "virtlab.cli_servers", "virtlab.linux.commands",
+                        "virtlab.labs", "virtlab.paths.emulation.commands"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:

@@ -1,0 +1,84 @@
+"""``virtlab validate`` and ``virtlab compare --workload kv|web|oltp``.
+
+Registered by :func:`add_commands` from the CLI's optional-command hook; the library side
+lives in :mod:`virtlab.validation` and :mod:`virtlab.servers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from virtlab.errors import ConfigError
+
+__all__ = ["add_commands", "WORKLOAD_GUESTS"]
+
+#: What ``--workload NAME`` puts in the scenario: one guest running that application.
+WORKLOAD_GUESTS = {
+    "kv": '[{name = "cache", vcpus = 2, workloads = [{kind = "kv"}]}]',
+    "web": '[{name = "web", vcpus = 2, workloads = [{kind = "web"}]}]',
+    "oltp": '[{name = "db", vcpus = 4, workloads = [{kind = "oltp"}]}]',
+}
+
+
+def _with_workload(func: Any) -> Any:
+    """Wrap a command so that ``--workload`` becomes the first ``--set`` of the scenario."""
+
+    def run(args: argparse.Namespace) -> int:
+        name = getattr(args, "workload", None)
+        if name is not None:
+            if getattr(args, "config", None) is not None:
+                raise ConfigError("--workload", "replaces the scenario's guests; give it "
+                                                "without --config")
+            args.set = [f"guests={WORKLOAD_GUESTS[name]}", *args.set]
+        return int(func(args))
+
+    return run
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from virtlab.validation import COMPARISONS, table, to_json, to_markdown, validate
+
+    keys = None
+    if args.only:
+        keys = tuple(k.strip() for k in args.only.split(",") if k.strip())
+        unknown = sorted(set(keys) - {c.key for c in COMPARISONS})
+        if unknown:
+            raise ConfigError("--only", f"unknown comparison {unknown[0]!r}; known: "
+                                        + ", ".join(c.key for c in COMPARISONS))
+    outcomes = validate(fast=args.fast, seed=args.seed, keys=keys)
+    if args.markdown:
+        command = "virtlab validate --markdown" + (" --fast" if args.fast else "")
+        print(to_markdown(outcomes, command), end="")
+    elif args.json:
+        print(to_json(outcomes))
+    else:
+        print(table(outcomes))
+    return 0 if all(o.passed for o in outcomes) else 1
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``validate`` and add ``--workload`` to ``compare``."""
+    p = subparsers.add_parser(
+        "validate", help="the model against published end-to-end comparisons",
+        description="Run each published comparison (ratio of an approach to native on the "
+                    "published testbed) and judge it: pass when the simulated ratio is within "
+                    "±25 %% of the published ratio and on the same side of 1.0. Exit status 1 "
+                    "when any comparison misses.")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--markdown", action="store_true",
+                   help="print docs/validation.md (the generated page)")
+    p.add_argument("--fast", action="store_true",
+                   help="shorter runs (the form the test suite runs)")
+    p.add_argument("--only", metavar="KEY,...", help="run only these comparisons")
+    p.add_argument("-s", "--seed", type=int, default=0, help="root seed (default 0)")
+    p.set_defaults(func=_cmd_validate)
+    for command in ("compare",):
+        parser = subparsers.choices.get(command)
+        if parser is None:
+            continue
+        parser.add_argument("--workload", choices=tuple(WORKLOAD_GUESTS),
+                            help="run one guest with this application workload (kv: "
+                                 "key-value cache, web: static web server, oltp: database) "
+                                 "instead of the scenario's guests")
+        parser.set_defaults(func=_with_workload(parser.get_default("func")))
