@@ -263,7 +263,16 @@ def to_markdown(outcomes: list[Outcome], command: str) -> str:
         why = c.miss_mechanism or "not yet analysed"
         out.append(f"* **{o.key}** (model {o.model_ratio:.3f} vs published "
                    f"{o.published_ratio:.3f}): {why}.")
-    out += ["", "## Sources", ""]
+    out += ["", "## Caveats", "",
+            "* `host.stack_pkt_us` and `nic.peer_stack_us` are documented in their declarations "
+            "as calibrated against F14's *native* TCP_RR latency, so the F14 TCP_RR comparisons "
+            "test the virtualization overhead (the ratio), not the native baseline.",
+            "* B03-specweb-vmware's published figure is a bound ('less than a third of "
+            "native's clients'); it is judged as the ratio 1/3.",
+            "* The application workloads (kv, web, oltp) have no published comparison here yet "
+            "other than the SPECweb99 statements; their per-request CPU figures are "
+            "assumptions (docs/sources.md).",
+            "", "## Sources", ""]
     for citation in dict.fromkeys(c.citation for c in COMPARISONS):
         out.append(f"* {citation}")
     return "\n".join(out) + "\n"
