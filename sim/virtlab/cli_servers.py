@@ -1,4 +1,4 @@
-"""``virtlab validate`` and ``virtlab compare --workload kv|web|oltp``.
+"""``virtlab validate``, ``virtlab bottleneck`` and ``--workload kv|web|oltp``.
 
 Registered by :func:`add_commands` from the CLI's optional-command hook; the library side
 lives in :mod:`virtlab.validation` and :mod:`virtlab.servers`.
@@ -57,8 +57,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if all(o.passed for o in outcomes) else 1
 
 
+def _cmd_bottleneck(args: argparse.Namespace) -> int:
+    from virtlab.cli import approach_list, build_scenario
+    from virtlab.saturation import SATURATED, find_bottleneck
+
+    if args.seed < 0:
+        raise ConfigError("--seed", f"must be a non-negative integer, got {args.seed}")
+    scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
+    approaches = approach_list(args.approaches) or [g.approach for g in scenario.guests][:1]
+    rows = []
+    for approach in approaches:
+        rows += find_bottleneck(scenario.with_approach(approach), seed=args.seed)
+    if not rows:
+        raise ConfigError("workloads", "no server workload (kind server, kv, web or oltp) in "
+                                       "the scenario")
+    for v in rows:
+        print(f"{v.approach:<12} {v.scope:<16} {v.throughput_per_s:>12,.0f} req/s   "
+              f"bound by: {v.binding}")
+        busy = sorted(v.utilisation.items(), key=lambda kv: -kv[1])
+        print("    busy: " + ", ".join(f"{k} {u:.0%}" for k, u in busy if u >= 0.005))
+    print(f"A resource busy at least {SATURATED:.0%} of the window binds; 'clients': none "
+          "does (more connections or a higher rate would raise throughput).")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
-    """Register ``validate`` and add ``--workload`` to ``compare``."""
+    """Register ``validate`` and ``bottleneck``; add ``--workload`` to them and ``compare``."""
     p = subparsers.add_parser(
         "validate", help="the model against published end-to-end comparisons",
         description="Run each published comparison (ratio of an approach to native on the "
@@ -73,7 +97,17 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--only", metavar="KEY,...", help="run only these comparisons")
     p.add_argument("-s", "--seed", type=int, default=0, help="root seed (default 0)")
     p.set_defaults(func=_cmd_validate)
-    for command in ("compare",):
+    from virtlab.cli import _add_run_options
+
+    p = subparsers.add_parser(
+        "bottleneck", help="which resource limits each server: threads, vCPUs, kernel, disk",
+        description="Run the scenario once per approach and report, for each server workload, "
+                    "its throughput, how busy each resource was (application threads, the "
+                    "path's kernel loops, vCPUs, host cores, disk, NIC) and the one that binds.")
+    _add_run_options(p, config_required=False)
+    p.add_argument("--approaches", help="comma-separated approaches (default: the scenario's)")
+    p.set_defaults(func=_cmd_bottleneck)
+    for command in ("compare", "bottleneck"):
         parser = subparsers.choices.get(command)
         if parser is None:
             continue

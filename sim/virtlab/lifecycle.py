@@ -36,10 +36,8 @@ from virtlab.workload import (BlockIO, BulkStream, CpuHog, KeyValueCache, OltpDa
                               RequestResponse, Server, WebServer, Workload)
 
 _SERVERS = (Server, KeyValueCache, WebServer, OltpDatabase)
-#: A server is said to be bound by a resource busy at least this fraction of the time.
-SATURATED = 0.85
 
-__all__ = ["WorkloadRunner", "SATURATED"]
+__all__ = ["WorkloadRunner"]
 
 
 class WorkloadRunner:
@@ -121,42 +119,6 @@ class WorkloadRunner:
         self.thread_cpu_us = 0.0
         self.thread_held_us = 0.0
         self._peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
-
-    def utilisation(self, until_us: float) -> dict[str, float]:
-        """Busy fraction over ``[0, until_us]`` of each resource a server request uses.
-
-        ``threads`` counts the CPU time the application threads ran (not time spent waiting
-        for a vCPU or core); ``threads_held`` counts the time they were held.
-        """
-        host = self.host
-        disk = host.disk
-        out: dict[str, float] = {}
-        if until_us <= 0.0:
-            return out
-        if hasattr(self, "threads"):
-            out["threads"] = self.thread_cpu_us / (self.threads.capacity * until_us)
-            out["threads_held"] = self.thread_held_us / (self.threads.capacity * until_us)
-        out["host cores"] = sum(host.cpu.busy_us) / (host.params.cores * until_us)
-        out["disk"] = disk.busy_us / (disk.channels.capacity * until_us)
-        out["disk interface"] = disk.interface.busy_us / until_us
-        out["nic.tx"] = host.nic.tx.busy_us / until_us
-        out["nic.rx"] = host.nic.rx.busy_us / until_us
-        return out
-
-    def bottleneck(self, until_us: float) -> tuple[str, float]:
-        """The most utilised resource and its utilisation; ``"clients"`` if none is saturated.
-
-        A server whose threads are held (running or waiting) nearly all the time but run
-        for much less is bound by the CPUs it waits for: ``"vCPUs or cores"``.
-        """
-        util = self.utilisation(until_us)
-        held = util.pop("threads_held", 0.0)
-        name, value = max(util.items(), key=lambda kv: kv[1]) if util else ("clients", 0.0)
-        if held >= SATURATED and "threads" in util and util["threads"] < SATURATED <= held:
-            return "vCPUs or cores", held
-        if value < SATURATED:
-            return "clients", value
-        return name, value
 
     # Bookkeeping -------------------------------------------------------------------------------
     def in_flight_area(self, until_us: float) -> float:
