@@ -20,9 +20,20 @@ from virtlab.hardware import HostParams, HypervisorParams
 from virtlab.model import run
 from virtlab.paths import APPROACHES
 from virtlab.saturation import binding, find_bottleneck
-from virtlab.servers import (ContextSwitches, CpuWork, DiskRead, KeyValueCache, OltpDatabase,
-                             PageFaults, Server, Syscalls, Timers, TlbMisses, WebServer,
-                             compile_plan)
+from virtlab.servers import (
+    ContextSwitches,
+    CpuWork,
+    DiskRead,
+    KeyValueCache,
+    OltpDatabase,
+    PageFaults,
+    Server,
+    Syscalls,
+    Timers,
+    TlbMisses,
+    WebServer,
+    compile_plan,
+)
 
 from .helpers import single_queue_disk
 

@@ -268,6 +268,8 @@ def _one_in_flight(workload: Any) -> dict[str, Any]:
         return {"threads": 1}
     if isinstance(workload, BlockIO):
         return {"iodepth": 1, "jobs": 1}
+    if hasattr(workload, "connections"):  # application servers (virtlab.servers)
+        return {"connections": 1}
     assert isinstance(workload, BulkStream)
     return {"window_bytes": min(workload.window_bytes, 65536)}
 
@@ -283,6 +285,9 @@ def _param_tables() -> list[tuple[str, Any]]:
     tables += [("[[guests]]", GuestSpec), ("[guests.sched]", GuestSchedParams)]
     tables += [(f'[[guests.workloads]] kind = "{cls().kind}"', cls)
                for cls in (RequestResponse, BulkStream, BlockIO, CpuHog)]
+    from virtlab.servers import SERVER_TABLES
+
+    tables += SERVER_TABLES
     return tables
 
 

@@ -29,11 +29,20 @@ from virtlab.host import Host
 from virtlab.paths import IOPath
 from virtlab.records import GUEST, Request
 from virtlab.rng import Streams
+from virtlab.servers import OP_CPU, OP_RECV, OP_SEND, compile_plan
 from virtlab.tally import Tally
 from virtlab.units import per_us_from_per_s
-from virtlab.servers import OP_CPU, OP_RECV, OP_SEND, compile_plan
-from virtlab.workload import (BlockIO, BulkStream, CpuHog, KeyValueCache, OltpDatabase,
-                              RequestResponse, Server, WebServer, Workload)
+from virtlab.workload import (
+    BlockIO,
+    BulkStream,
+    CpuHog,
+    KeyValueCache,
+    OltpDatabase,
+    RequestResponse,
+    Server,
+    WebServer,
+    Workload,
+)
 
 _SERVERS = (Server, KeyValueCache, WebServer, OltpDatabase)
 

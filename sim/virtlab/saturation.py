@@ -1,5 +1,4 @@
-"""Which resource limits a server: its threads, the guest's vCPUs, the host's cores, the disk
-or the NIC.
+"""Which resource limits a server: its threads, vCPUs, kernel loops, cores, disk or NIC.
 
 :func:`find_bottleneck` runs a scenario once and reports, for each server workload
 (:mod:`virtlab.servers`), its throughput, the busy fraction of every resource its requests use

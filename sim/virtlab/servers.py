@@ -35,16 +35,23 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtlab.compute import (CONTEXT_SWITCH, EVENTS, PAGE_FAULT, SYSCALL, TIMER, TLB_MISS,
-                             ComputeCosts)
+from virtlab.compute import (
+    CONTEXT_SWITCH,
+    EVENTS,
+    PAGE_FAULT,
+    SYSCALL,
+    TIMER,
+    TLB_MISS,
+    ComputeCosts,
+)
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
 from virtlab.records import EXIT, GUEST
 
 __all__ = ["CpuWork", "Syscalls", "PageFaults", "ContextSwitches", "TlbMisses", "Timers",
            "Receive", "Send", "DiskRead", "DiskWrite", "ServerStep", "Server", "KeyValueCache",
-           "WebServer", "OltpDatabase", "SERVER_KINDS", "compile_plan", "OP_CPU", "OP_RECV",
-           "OP_SEND", "OP_DISK"]
+           "WebServer", "OltpDatabase", "SERVER_KINDS", "SERVER_TABLES", "compile_plan",
+           "OP_CPU", "OP_RECV", "OP_SEND", "OP_DISK"]
 
 _COUNT_DOC = "Events per request (may be fractional: an average)."
 
@@ -371,6 +378,15 @@ class OltpDatabase(Params):
 
 
 SERVER_KINDS = ("server", "kv", "web", "oltp")
+#: Parameter tables of this module with the name they have in a scenario file (``virtlab
+#: params`` and docs/parameters.md list them).
+SERVER_TABLES: list[tuple[str, type[Params]]] = [
+    *((f'[[guests.workloads]] kind = "{cls().kind}"', cls)
+      for cls in (Server, KeyValueCache, WebServer, OltpDatabase)),
+    *((f'[[guests.workloads.steps]] kind = "{cls().kind}"', cls)
+      for cls in (CpuWork, Syscalls, PageFaults, ContextSwitches, TlbMisses, Timers, Receive,
+                  Send, DiskRead, DiskWrite)),
+]
 
 # Plans -----------------------------------------------------------------------------------------
 #: Operation codes of a compiled plan.
