@@ -65,12 +65,13 @@ def expected(kind: str, count: float, approach: str, preset: str, host: HostPara
         elif kind == "tlb_miss" and preset not in SHADOW:
             extra = (NESTED_REFS[preset] - 4) * WALK_REF_CYCLES
         elif kind == "timer":
-            posted = hv.posted_interrupts
-            extra = e + (0.0 if posted else hv.irq_inject_cycles)
-            exits = 1 + (0 if posted else 1)
-            if hv.eoi_exit and not posted:
-                extra += e
-                exits += 1
+            if hv.posted_interrupts:
+                extra, exits = e, 1
+            else:
+                extra, exits = hv.irq_inject_cycles, 1
+                if hv.eoi_exit:
+                    extra += e
+                    exits += 1
         extra *= us
     return count * native, count * extra, round(count * exits)
 
@@ -277,3 +278,14 @@ def test_bottleneck_without_a_server_is_one_line_and_status_2(capsys):
     assert main(["bottleneck", "--duration", "2ms", "--warmup", "1ms"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("virtlab: error: workloads:") and err.count("\n") == 1
+
+
+def test_servers_page_shows_the_current_cost_table_and_study():
+    from pathlib import Path
+
+    from virtlab.compute import cost_table_markdown
+    from virtlab.servers import event_heavy_markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "servers.md").read_text()
+    assert cost_table_markdown() in page, "docs/servers.md: regenerate the cost table"
+    assert event_heavy_markdown() in page, "docs/servers.md: regenerate the event-heavy table"

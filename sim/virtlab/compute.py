@@ -32,14 +32,19 @@ page_fault         3 x (exit + shadow work): the fault traps, the        0 (the 
 context_switch     1 x (exit + shadow work): the CR3 write traps          0
 tlb_miss           0 (the shadow table is walked in one dimension)      (refs - 4) x
                                                                         ``WALK_REF_CYCLES``
-timer              one exit to program the timer + the injection (0 with posted
-                   interrupts) + the EOI exit (none with APICv)
+timer              the injection, which includes the exit that forces it (``irq_inject_cycles``;
+                   S25's IPI round trip on modern CPUs), + the EOI exit; with posted
+                   interrupts (APICv) only the exit that arms the deadline or sends the IPI
 =================  ===================================================  ==================
 
-The exit counts come from the mechanism (Adams & Agesen, ASPLOS 2006, section 4; KVM's
-``arch/x86/kvm/mmu/paging_tmpl.h``: a guest PTE write on a write-protected shadowed page
-is emulated, and the shadow entry filled on the next fault); the shadow work per exit and
-the cost of one page-walk reference are assumptions (docs/sources.md, "compute-side").
+The exit counts come from the mechanism, not from a measured total: under shadow paging the
+VMM write-protects the guest's page tables, so a guest PTE write traps and is emulated (KVM:
+``kvm_mmu_track_write`` in ``arch/x86/kvm/mmu/mmu.c``), and the shadow entry is filled by a
+further ("hidden") fault (``FNAME(page_fault)`` in ``arch/x86/kvm/mmu/paging_tmpl.h``); the
+same structure is described for VMware's VMM by Adams & Agesen [AA06]. The shadow work per
+exit and the cost of one page-walk reference are assumptions (docs/sources.md,
+"Compute-side costs"). Known simplification: the path's own ``recv``/``send`` system calls
+(:mod:`virtlab.paths`) are priced by the path and pay no binary-translation surcharge.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from virtlab.units import bytes_per_us_from_gbytes_per_s, cycles_to_us
 
 __all__ = ["EVENTS", "SYSCALL", "PAGE_FAULT", "CONTEXT_SWITCH", "TLB_MISS", "TIMER",
            "ComputeCosts", "compute_costs", "WALK_REF_CYCLES", "SHADOW_WORK_CYCLES",
-           "SHADOW_FAULT_EXITS", "NATIVE_WALK_REFS", "PAGE_BYTES"]
+           "SHADOW_FAULT_EXITS", "NATIVE_WALK_REFS", "PAGE_BYTES", "cost_table_markdown"]
 
 #: The five events, in the order of every per-event tuple of this module.
 EVENTS = ("syscall", "page_fault", "context_switch", "tlb_miss", "timer")
@@ -68,7 +73,7 @@ NATIVE_WALK_REFS = 4
 #: update or look up the shadow) [assumption].
 SHADOW_WORK_CYCLES = 1000.0
 #: Traps per guest page fault under shadow paging: the fault, the guest's PTE write, the hidden
-#: fault that fills the shadow entry [mechanism: Adams & Agesen 2006 section 4; KVM paging_tmpl.h].
+#: fault that fills the shadow entry [mechanism: AA06; KVM mmu.c, paging_tmpl.h].
 SHADOW_FAULT_EXITS = 3
 #: Bytes of one page (zeroed on a fresh anonymous fault).
 PAGE_BYTES = 4096
@@ -122,9 +127,34 @@ def compute_costs(approach: str, host: HostParams, hypervisor: HypervisorParams
         exits[CONTEXT_SWITCH] = 1
     else:
         extra[TLB_MISS] = (mode.nested_walk_refs - NATIVE_WALK_REFS) * WALK_REF_CYCLES
-    eoi = bool(hypervisor.eoi_exit) and not posted
-    extra[TIMER] = (exit_cycles + (0.0 if posted else hypervisor.irq_inject_cycles)
-                    + (exit_cycles if eoi else 0.0))
-    exits[TIMER] = 1 + (0 if posted else 1) + (1 if eoi else 0)
+    if posted:
+        # Arming the deadline (or sending the IPI) still traps; delivery is posted, the EOI
+        # virtualized.
+        extra[TIMER] = exit_cycles
+        exits[TIMER] = 1
+    else:
+        # The injection figure already includes the exit that forces it (cpusupport); the
+        # guest's EOI traps unless PV-EOI or APICv.
+        eoi = bool(hypervisor.eoi_exit)
+        extra[TIMER] = hypervisor.irq_inject_cycles + (exit_cycles if eoi else 0.0)
+        exits[TIMER] = 1 + (1 if eoi else 0)
     return ComputeCosts(approach, mode.paging, native,
                         tuple(cycles_to_us(c, ghz) for c in extra), tuple(exits))
+
+
+def cost_table_markdown(host: HostParams | None = None) -> str:
+    """The per-event cost of every preset as a Markdown table (docs/servers.md shows it)."""
+    from virtlab.cpusupport import PRESET_NAMES
+
+    host = host if host is not None else HostParams()
+    lines = ["| approach, preset | paging | " + " | ".join(EVENTS) + " |",
+             "|---|---|" + "---|" * len(EVENTS)]
+    native = compute_costs("native", host, HypervisorParams())
+    lines.append("| native, container (any preset) | - | "
+                 + " | ".join(f"{us:.3f}" for us in native.native_us) + " |")
+    for preset in PRESET_NAMES:
+        c = compute_costs("paravirtual", host, HypervisorParams(cpu_support=preset))
+        cells = [f"{n + x:.3f} (+{x:.3f}, {e} exits)" if x > 0.0 else f"{n:.3f}"
+                 for n, x, e in zip(c.native_us, c.extra_us, c.extra_exits, strict=True)]
+        lines.append(f"| VM, `{preset}` | {c.paging} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -199,15 +199,15 @@ class MmuSupport:
     source: str
 
 
-_BHARGAVA = ("Bhargava, Serebrin, Spadini, Manne, ASPLOS 2008, section 2: a 2-D walk of 4-level "
-             "guest and 4-level nested tables takes up to 24 references")
+_BHARGAVA = ("BH08: a 2-D walk of 4-level guest and 4-level nested tables takes up to 24 "
+             "references")
 #: Memory virtualization of each preset (used by :mod:`virtlab.compute`).
 PAGING: dict[str, MmuSupport] = {
     "binary-translation": MmuSupport(True, "shadow", 0,
-                                     "Adams & Agesen, ASPLOS 2006, section 3 (BT + shadow "
-                                     "page tables, VMware's software VMM)"),
+                                     "AA06 (VMware's software VMM: binary translation and "
+                                     "shadow page tables)"),
     "vtx-first-gen": MmuSupport(False, "shadow", 0,
-                                "Adams & Agesen 2006, section 4 (first VT-x: no MMU support, "
+                                "AA06 (first-generation VT-x offers no MMU support: "
                                 "shadow page tables)"),
     "vtx-core2": MmuSupport(False, "shadow", 0,
                             "Intel: EPT first shipped with Nehalem (2008); Core 2 has none"),
