@@ -289,3 +289,14 @@ def test_servers_page_shows_the_current_cost_table_and_study():
     page = (Path(__file__).resolve().parents[1] / "docs" / "servers.md").read_text()
     assert cost_table_markdown() in page, "docs/servers.md: regenerate the cost table"
     assert event_heavy_markdown() in page, "docs/servers.md: regenerate the event-heavy table"
+
+
+def test_fractional_event_counts_give_the_exact_mean_number_of_exits():
+    scenario = Scenario(
+        hypervisor=HypervisorParams(cpu_support="vtx-first-gen"),
+        guests=(GuestSpec(name="g", approach="emulated", vcpus=1,
+                          workloads=(Server(steps=(PageFaults(count=0.5),)),)),))
+    records = run(scenario, seed=1, max_requests=10, records=True).records
+    # 0.5 faults x 3 traps = 1.5 exits per request: 15 over ten requests, as 1, 2, 1, 2, ...
+    assert sum(r.exits for r in records) == 15
+    assert {r.exits for r in records} == {1, 2}

@@ -128,6 +128,7 @@ class WorkloadRunner:
         self.thread_cpu_us = 0.0
         self.thread_held_us = 0.0
         self._peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
+        self._exit_carry = 0.0
 
     # Bookkeeping -------------------------------------------------------------------------------
     def in_flight_area(self, until_us: float) -> float:
@@ -276,7 +277,13 @@ class WorkloadRunner:
                 threads.release()
                 self.thread_held_us += env.now - held_from
                 self.thread_cpu_us += op[3]
-                req.exits += op[2]
+                if op[2]:
+                    # Fractional counts (an average per request) carry their remainder over
+                    # to the next request, so the mean number of exits is exact.
+                    carry = self._exit_carry + op[2]
+                    whole = int(carry)
+                    req.exits += whole
+                    self._exit_carry = carry - whole
             elif code == OP_RECV:
                 if peer_half_us > 0.0:
                     yield env.timeout(peer_half_us)

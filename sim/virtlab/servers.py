@@ -397,7 +397,8 @@ def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_cate
                  ) -> tuple[tuple[Any, ...], ...]:
     """Turn steps into the operations the runner executes, priced for one approach.
 
-    Consecutive compute steps become one ``(OP_CPU, cpu_steps, exits, cpu_us)`` block;
+    Consecutive compute steps become one ``(OP_CPU, cpu_steps, exits, cpu_us)`` block
+    (``exits`` may be fractional: an average; the runner carries the remainder over);
     ``cpu_steps`` holds, per compute step, its native part (user work as ``guest``, kernel
     events in ``kernel_category``) and, when non-zero, its virtualization surcharge as
     ``exit``. I/O steps become ``(OP_RECV, bytes)``, ``(OP_SEND, bytes)`` and
@@ -411,7 +412,7 @@ def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_cate
     def close_block() -> None:
         nonlocal block, exits
         if block:
-            ops.append((OP_CPU, tuple(block), round(exits), math.fsum(s[1] for s in block)))
+            ops.append((OP_CPU, tuple(block), exits, math.fsum(s[1] for s in block)))
         block, exits = [], 0.0
 
     for step in steps:
