@@ -82,7 +82,7 @@ def _cmd_bottleneck(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register ``validate`` and ``bottleneck``; add ``--workload`` to them and ``compare``."""
+    """Register ``validate`` and ``bottleneck``; add ``--workload`` to the scenario commands."""
     p = subparsers.add_parser(
         "validate", help="the model against published end-to-end comparisons",
         description="Run each published comparison (ratio of an approach to native on the "
@@ -107,7 +107,7 @@ def add_commands(subparsers: Any) -> None:
     _add_run_options(p, config_required=False)
     p.add_argument("--approaches", help="comma-separated approaches (default: the scenario's)")
     p.set_defaults(func=_cmd_bottleneck)
-    for command in ("compare", "bottleneck"):
+    for command in ("compare", "bottleneck", "capacity", "sweep"):
         parser = subparsers.choices.get(command)
         if parser is None:
             continue
