@@ -27,6 +27,8 @@ from virtlab.servers import (
     KeyValueCache,
     OltpDatabase,
     PageFaults,
+    Receive,
+    Send,
     Server,
     Syscalls,
     Timers,
@@ -300,3 +302,78 @@ def test_fractional_event_counts_give_the_exact_mean_number_of_exits():
     # 0.5 faults x 3 traps = 1.5 exits per request: 15 over ten requests, as 1, 2, 1, 2, ...
     assert sum(r.exits for r in records) == 15
     assert {r.exits for r in records} == {1, 2}
+
+
+# Queueing: the application thread is a server of the queue ----------------------------------
+def test_a_single_thread_under_poisson_load_is_an_md1_queue():
+    """Poisson arrivals, 10 µs of CPU on one thread, CPUs to spare: M/D/1 response time."""
+    from virtlab import queueing
+    from virtlab.stats import mean_ci
+
+    rate_per_s, cpu_us = 70_000.0, 10.0
+    server = Server(loop="open", rate_per_s=rate_per_s, threads=1,
+                    steps=(CpuWork(us=cpu_us),))
+    scenario = Scenario(duration_us=200_000.0, warmup_us=20_000.0, host=HostParams(cores=8),
+                        guests=(GuestSpec(name="g", approach="native", vcpus=4,
+                                          workloads=(server,)),))
+    latencies = [run(scenario, seed=5, replication=r).summaries[0].latency_mean_us
+                 for r in range(8)]
+    mean, half = mean_ci(latencies, 0.999)
+    lam = rate_per_s / 1e6
+    assert abs(mean - queueing.md1(lam, cpu_us)["W"]) <= half
+    # Power: a 10 % faster thread, or four threads' worth of capacity, is rejected.
+    assert abs(mean - queueing.md1(lam, cpu_us / 1.1)["W"]) > half
+    assert abs(mean - cpu_us) > half
+
+
+def test_server_requests_are_conserved_and_obey_littles_law():
+    scenario = Scenario(duration_us=50_000.0, warmup_us=5_000.0,
+                        guests=(GuestSpec(name="g", approach="paravirtual", vcpus=2,
+                                          workloads=(WebServer(loop="open", rate_per_s=20_000.0,
+                                                               source="disk"),)),))
+    result = run(scenario, seed=2)
+    scope = "g.web"
+    in_system = sum(1 for g, w, _, _ in result.in_flight if f"{g}.{w}" == scope)
+    assert result.arrived[scope] == result.completed[scope] + in_system
+    # Little over the whole run: area under N(t) = sum of sojourns + residual of those left.
+    residual = sum(result.sim_now_us - t for g, w, _, t in result.in_flight
+                   if f"{g}.{w}" == scope)
+    assert result.in_flight_area[scope] == pytest.approx(result.sojourn_us[scope] + residual,
+                                                         rel=1e-9)
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    scenario = Scenario(duration_us=20_000.0, warmup_us=2_000.0,
+                        guests=(GuestSpec(name="g", approach="emulated", vcpus=2,
+                                          workloads=(OltpDatabase(hit_ratio=0.8),)),))
+    first, again = run(scenario, seed=7), run(scenario, seed=7)
+    assert first.summaries == again.summaries
+    assert run(scenario, seed=8).summaries != first.summaries
+
+
+@pytest.mark.parametrize("preset", ["binary-translation", "modern"])
+@pytest.mark.parametrize("approach", APPROACHES)
+def test_message_and_disk_steps_cost_what_the_path_charges(approach, preset):
+    """receive + send is netperf's transaction; disk_read is fio's read, to the last µs."""
+    from virtlab import BlockIO, RequestResponse
+
+    from .helpers import replace_nested
+
+    def record(workload):
+        scenario = Scenario(hypervisor=HypervisorParams(cpu_support=preset),
+                            guests=(GuestSpec(name="g", approach=approach, vcpus=1,
+                                              workloads=(workload,)),))
+        scenario = replace_nested(scenario, "disk", service_cv=0.0)
+        (rec,) = run(scenario, seed=1, max_requests=1, records=True).records
+        return rec
+
+    def costs(rec):
+        return (rec.cpu_guest_us, rec.cpu_exit_us, rec.cpu_backend_us, rec.cpu_host_kernel_us,
+                rec.exits, rec.interrupts, rec.done_us - rec.arrival_us)
+
+    rr = record(RequestResponse(request_bytes=100, response_bytes=200))
+    server = record(Server(steps=(Receive(bytes=100), Send(bytes=200))))
+    assert costs(server) == pytest.approx(costs(rr), rel=1e-12, abs=1e-12)
+    fio = record(BlockIO(block_bytes=4096, read_fraction=1.0, iodepth=1))
+    read = record(Server(steps=(DiskRead(bytes=4096),)))
+    assert costs(read) == pytest.approx(costs(fio), rel=1e-12, abs=1e-12)
