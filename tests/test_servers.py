@@ -377,3 +377,22 @@ def test_message_and_disk_steps_cost_what_the_path_charges(approach, preset):
     fio = record(BlockIO(block_bytes=4096, read_fraction=1.0, iodepth=1))
     read = record(Server(steps=(DiskRead(bytes=4096),)))
     assert costs(read) == pytest.approx(costs(fio), rel=1e-12, abs=1e-12)
+
+
+def test_compute_side_costs_appear_in_the_latency_phases():
+    """Emulated path: app work is in 'guest', the shadow-paging surcharge in 'exits'."""
+    scenario = Scenario(
+        hypervisor=HypervisorParams(cpu_support="vtx-first-gen"),
+        guests=(GuestSpec(name="g", approach="emulated", vcpus=1, workloads=(Server(steps=(
+            Receive(bytes=100), CpuWork(us=9.0), PageFaults(count=2.0), Send(bytes=100))),)),))
+    plain = dataclasses.replace(scenario, guests=(dataclasses.replace(
+        scenario.guests[0], workloads=(Server(steps=(Receive(bytes=100), Send(bytes=100))),)),))
+    (rec,) = run(scenario, seed=1, max_requests=1, records=True).records
+    (base,) = run(plain, seed=1, max_requests=1, records=True).records
+    phases = [f"lat_{p}_us" for p in ("guest", "exits", "device_model", "copies", "host_kernel",
+                                      "device", "interrupt", "queueing", "outside")]
+    assert sum(getattr(rec, p) for p in phases) == pytest.approx(rec.latency_us, rel=1e-12)
+    native_us, extra_us, _ = expected("page_fault", 2.0, "emulated", "vtx-first-gen",
+                                      HostParams())
+    assert rec.lat_exits_us - base.lat_exits_us == pytest.approx(extra_us, rel=1e-9)
+    assert rec.lat_guest_us - base.lat_guest_us == pytest.approx(9.0 + native_us, rel=1e-9)

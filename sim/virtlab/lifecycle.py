@@ -27,6 +27,7 @@ from virtlab.compute import compute_costs
 from virtlab.cpu import ExecContext, Semaphore
 from virtlab.host import Host
 from virtlab.paths import IOPath
+from virtlab.paths.emulation.phases import charge
 from virtlab.records import GUEST, Request
 from virtlab.rng import Streams
 from virtlab.servers import OP_CPU, OP_RECV, OP_SEND, compile_plan
@@ -275,6 +276,8 @@ class WorkloadRunner:
                 held_from = env.now
                 yield from run(self.app, req, op[1])
                 threads.release()
+                if req.phase_us is not None:  # the path splits latency into phases
+                    charge(req, op[4], env.now)
                 self.thread_held_us += env.now - held_from
                 self.thread_cpu_us += op[3]
                 if op[2]:

@@ -46,7 +46,7 @@ from virtlab.compute import (
 )
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
-from virtlab.records import EXIT, GUEST
+from virtlab.records import EXIT, GUEST, HOST, PHASES
 
 __all__ = ["CpuWork", "Syscalls", "PageFaults", "ContextSwitches", "TlbMisses", "Timers",
            "Receive", "Send", "DiskRead", "DiskWrite", "ServerStep", "Server", "KeyValueCache",
@@ -391,17 +391,22 @@ SERVER_TABLES: list[tuple[str, type[Params]]] = [
 # Plans -----------------------------------------------------------------------------------------
 #: Operation codes of a compiled plan.
 OP_CPU, OP_RECV, OP_SEND, OP_DISK = range(4)
+#: Latency phase (virtlab.records.PHASES) of each CPU category of a compute block.
+_PHASE_OF = {GUEST: PHASES.index("guest"), HOST: PHASES.index("host_kernel"),
+             EXIT: PHASES.index("exits")}
 
 
 def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_category: int
                  ) -> tuple[tuple[Any, ...], ...]:
     """Turn steps into the operations the runner executes, priced for one approach.
 
-    Consecutive compute steps become one ``(OP_CPU, cpu_steps, exits, cpu_us)`` block
+    Consecutive compute steps become one ``(OP_CPU, cpu_steps, exits, cpu_us, parts)`` block
     (``exits`` may be fractional: an average; the runner carries the remainder over);
     ``cpu_steps`` holds, per compute step, its native part (user work as ``guest``, kernel
     events in ``kernel_category``) and, when non-zero, its virtualization surcharge as
-    ``exit``. I/O steps become ``(OP_RECV, bytes)``, ``(OP_SEND, bytes)`` and
+    ``exit``; ``parts`` splits it into latency phases (user work and guest-kernel events:
+    ``guest``, host-kernel events: ``host_kernel``, surcharges: ``exits``) for paths that
+    account phases. I/O steps become ``(OP_RECV, bytes)``, ``(OP_SEND, bytes)`` and
     ``(OP_DISK, bytes, write, sequential, probability, flush)``. Invariant: a block's
     ``cpu_us`` is the sum of its steps' durations.
     """
@@ -412,7 +417,8 @@ def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_cate
     def close_block() -> None:
         nonlocal block, exits
         if block:
-            ops.append((OP_CPU, tuple(block), exits, math.fsum(s[1] for s in block)))
+            parts = tuple((_PHASE_OF[s[0]], s[1]) for s in block)
+            ops.append((OP_CPU, tuple(block), exits, math.fsum(s[1] for s in block), parts))
         block, exits = [], 0.0
 
     for step in steps:
