@@ -45,8 +45,8 @@ NESTED_REFS = {"vtx-nehalem": 24, "modern": 19, "modern-apicv": 19}
 WALK_REF_CYCLES, SHADOW_WORK = 10.0, 1000.0
 
 
-def expected(kind: str, count: float, approach: str, preset: str, host: HostParams
-             ) -> tuple[float, float, int]:
+def expected(kind: str, count: float, approach: str, preset: str, host: HostParams,
+             xen: bool = False) -> tuple[float, float, int]:
     """(native µs, virtualization µs, exits) of ``count`` events of ``kind``."""
     hv = HypervisorParams(cpu_support=preset)
     us = 1.0 / (host.cpu_ghz * 1000.0)  # µs per cycle
@@ -56,6 +56,14 @@ def expected(kind: str, count: float, approach: str, preset: str, host: HostPara
               "tlb_miss": 4 * WALK_REF_CYCLES * us,
               "timer": host.irq_us}[kind]
     extra, exits = 0.0, 0
+    if xen and approach == "paravirtual" and preset in SHADOW:
+        # XenoLinux direct paging (B03): faults via Xen + an mmu_update hypercall, CR3 loads
+        # by hypercall, syscalls direct, timers as event upcalls.
+        call = hv.hypercall_cycles
+        extra, exits = {"syscall": (0.0, 0), "page_fault": (2 * call, 2),
+                        "context_switch": (call, 1), "tlb_miss": (0.0, 0),
+                        "timer": (hv.irq_inject_cycles, 1)}[kind]
+        return count * native, count * extra * us, round(count * exits)
     if approach in ("paravirtual", "emulated"):
         e = hv.exit_kernel_cycles
         if kind == "syscall" and preset == "binary-translation":
@@ -82,9 +90,12 @@ STEP = {"syscall": Syscalls, "page_fault": PageFaults, "context_switch": Context
         "tlb_miss": TlbMisses, "timer": Timers}
 
 
-def one_request(approach: str, preset: str, steps: tuple) -> object:
+def one_request(approach: str, preset: str, steps: tuple, backend: str = "vhost") -> object:
+    from virtlab.paths.paravirtual import ParavirtualParams
+
     scenario = Scenario(
         hypervisor=HypervisorParams(cpu_support=preset),
+        paravirtual=ParavirtualParams(backend=backend),
         guests=(GuestSpec(name="g", approach=approach, vcpus=1,
                           workloads=(Server(steps=steps),)),))
     result = run(scenario, seed=1, max_requests=1, records=True)
@@ -93,13 +104,14 @@ def one_request(approach: str, preset: str, steps: tuple) -> object:
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
-@pytest.mark.parametrize("approach", APPROACHES)
-def test_each_compute_step_costs_the_sum_of_its_parts(approach, preset):
+@pytest.mark.parametrize("approach, backend", [(a, "vhost") for a in APPROACHES]
+                         + [("paravirtual", "xen")])
+def test_each_compute_step_costs_the_sum_of_its_parts(approach, backend, preset):
     host = HostParams()
     kernel = "cpu_host_kernel_us" if approach in ("native", "container") else "cpu_guest_us"
     for kind, cls in STEP.items():
-        record = one_request(approach, preset, (cls(count=3.0),))
-        native, extra, exits = expected(kind, 3.0, approach, preset, host)
+        record = one_request(approach, preset, (cls(count=3.0),), backend)
+        native, extra, exits = expected(kind, 3.0, approach, preset, host, backend == "xen")
         category = "cpu_guest_us" if kind == "tlb_miss" else kernel
         charged = {"cpu_guest_us": record.cpu_guest_us, "cpu_exit_us": record.cpu_exit_us,
                    "cpu_host_kernel_us": record.cpu_host_kernel_us,
@@ -159,6 +171,13 @@ def test_presets_are_ordered_as_the_micro_benchmarks_order_them():
     # TLB misses: the two-dimensional walk costs more, and huge host pages shorten it.
     assert _extra("vtx-nehalem", "tlb_miss") > _extra("modern", "tlb_miss") > 0.0
     assert all(_extra(p, "tlb_miss") == 0.0 for p in SHADOW)
+    # A Xen PV guest's direct paging (B03) makes faults cheaper than shadow paging on the same
+    # CPU, and its system calls free even on the binary-translation preset.
+    for preset in SHADOW:
+        pv = compute_costs("paravirtual", HostParams(), HypervisorParams(cpu_support=preset),
+                           xen_pv=True)
+        assert pv.extra_us[EVENTS.index("page_fault")] < _extra(preset, "page_fault")
+        assert pv.extra_us[EVENTS.index("syscall")] == 0.0
     # Timers: posted interrupts remove the injection and the EOI exit.
     assert _extra("modern", "timer") > _extra("modern-apicv", "timer") > 0.0
 

@@ -110,7 +110,11 @@ class WorkloadRunner:
     def _init_server(self, workload: Server | KeyValueCache | WebServer | OltpDatabase) -> None:
         """Price the server's steps once for this path (the plans), and its threads."""
         self._serve = self._server_request
-        self.costs = compute_costs(self.path.approach, self.host.params, self.host.hypervisor)
+        # A paravirtual guest on the Xen backend is a PV guest (its MMU is paravirtualized).
+        backend = getattr(getattr(self.path, "params", None), "backend", None)
+        self.costs = compute_costs(self.path.approach, self.host.params, self.host.hypervisor,
+                                   xen_pv=self.path.approach == "paravirtual"
+                                   and backend == "xen")
         variants = workload.variants()
         self._plans = tuple(compile_plan(steps, self.costs, self.path.kernel_category)
                             for _, steps in variants)
