@@ -415,3 +415,13 @@ def test_compute_side_costs_appear_in_the_latency_phases():
                                       HostParams())
     assert rec.lat_exits_us - base.lat_exits_us == pytest.approx(extra_us, rel=1e-9)
     assert rec.lat_guest_us - base.lat_guest_us == pytest.approx(9.0 + native_us, rel=1e-9)
+
+
+def test_every_preset_says_how_it_virtualizes_memory():
+    from virtlab.cpusupport import PAGING
+
+    assert set(PAGING) == set(PRESET_NAMES)
+    for mode in PAGING.values():
+        assert mode.paging in ("shadow", "nested")
+        assert (mode.nested_walk_refs > 4) == (mode.paging == "nested")
+        assert mode.source

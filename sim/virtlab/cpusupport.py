@@ -19,6 +19,10 @@ always wins over the preset.
 ``modern-apicv``            the same with APICv / posted interrupts: no injection or EOI exits
 ==========================  =====================================================================
 
+How each preset virtualizes memory (shadow page tables or nested paging, binary translation
+or not) is :data:`PAGING`; :mod:`virtlab.compute` prices an application's system calls, page
+faults, context switches, TLB misses and timers from it.
+
 Derived constants (documented once, used by several presets): a virtual interrupt costs one
 exit to force the injection plus KVM's injection work, and the injection work is S25's IPI
 round trip (3,300 cycles) minus a kernel-handled exit (S23, 1,050): 2,250 cycles. A hypercall
