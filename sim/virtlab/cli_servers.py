@@ -46,6 +46,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError("--only", f"unknown comparison {unknown[0]!r}; known: "
                                         + ", ".join(c.key for c in COMPARISONS))
+    if args.seed < 0:
+        raise ConfigError("--seed", f"must be a non-negative integer, got {args.seed}")
     outcomes = validate(fast=args.fast, seed=args.seed, keys=keys)
     if args.markdown:
         command = "virtlab validate --markdown" + (" --fast" if args.fast else "")
@@ -89,22 +91,31 @@ def add_commands(subparsers: Any) -> None:
                     "published testbed) and judge it: pass when the simulated ratio is within "
                     "±25 %% of the published ratio and on the same side of 1.0. Exit status 1 "
                     "when any comparison misses.")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--markdown", action="store_true",
-                   help="print docs/validation.md (the generated page)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON document")
+    form.add_argument("--markdown", action="store_true",
+                      help="print docs/validation.md (the generated page)")
     p.add_argument("--fast", action="store_true",
                    help="shorter runs (the form the test suite runs)")
     p.add_argument("--only", metavar="KEY,...", help="run only these comparisons")
     p.add_argument("-s", "--seed", type=int, default=0, help="root seed (default 0)")
     p.set_defaults(func=_cmd_validate)
-    from virtlab.cli import _add_run_options
+    from virtlab.cli import _add_cpu_support_option
 
     p = subparsers.add_parser(
         "bottleneck", help="which resource limits each server: threads, vCPUs, kernel, disk",
         description="Run the scenario once per approach and report, for each server workload, "
                     "its throughput, how busy each resource was (application threads, the "
                     "path's kernel loops, vCPUs, host cores, disk, NIC) and the one that binds.")
-    _add_run_options(p, config_required=False)
+    # One run per approach, no replications: only the options that mean something here.
+    p.add_argument("--config", metavar="FILE.toml", help="scenario file (default: built-in)")
+    p.add_argument("--profile", metavar="NAME|FILE", help="hardware/cost profile")
+    p.add_argument("-s", "--seed", type=int, default=0, help="root seed (default 0)")
+    p.add_argument("--duration", metavar="TIME", help="end of the window, e.g. 20ms")
+    p.add_argument("--warmup", metavar="TIME", help="start of the window")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter (repeatable)")
+    _add_cpu_support_option(p)
     p.add_argument("--approaches", help="comma-separated approaches (default: the scenario's)")
     p.set_defaults(func=_cmd_bottleneck)
     for command in ("compare", "bottleneck", "capacity", "sweep"):
