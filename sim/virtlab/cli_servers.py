@@ -7,6 +7,7 @@ lives in :mod:`virtlab.validation` and :mod:`virtlab.servers`.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from virtlab.errors import ConfigError
@@ -48,7 +49,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                                         + ", ".join(c.key for c in COMPARISONS))
     if args.seed < 0:
         raise ConfigError("--seed", f"must be a non-negative integer, got {args.seed}")
-    outcomes = validate(fast=args.fast, seed=args.seed, keys=keys)
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        def progress(done: int, total: int, key: str) -> None:
+            end = "\n" if done + 1 == total else ""
+            print(f"\rvalidate: {done + 1}/{total} {key:<30}", end=end, file=sys.stderr,
+                  flush=True)
+    outcomes = validate(fast=args.fast, seed=args.seed, keys=keys, progress=progress)
     if args.markdown:
         command = "virtlab validate --markdown" + (" --fast" if args.fast else "")
         print(to_markdown(outcomes, command), end="")
@@ -98,6 +105,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--fast", action="store_true",
                    help="shorter runs (the form the test suite runs)")
     p.add_argument("--only", metavar="KEY,...", help="run only these comparisons")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (it is off anyway when stderr is not a TTY)")
     p.add_argument("-s", "--seed", type=int, default=0, help="root seed (default 0)")
     p.set_defaults(func=_cmd_validate)
     from virtlab.cli import _add_cpu_support_option

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,11 +206,19 @@ def run_comparison(comparison: Comparison, *, fast: bool = False, seed: int = 0)
                    comparison.published_ratio, native, other, ratio, deviation, passed)
 
 
-def validate(*, fast: bool = False, seed: int = 0, keys: tuple[str, ...] | None = None
-             ) -> list[Outcome]:
-    """Run every comparison (or those named in ``keys``) and return the outcomes."""
+def validate(*, fast: bool = False, seed: int = 0, keys: tuple[str, ...] | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> list[Outcome]:
+    """Run every comparison (or those named in ``keys``) and return the outcomes.
+
+    ``progress(done, total, key)`` is called before each comparison runs.
+    """
     chosen = [c for c in COMPARISONS if keys is None or c.key in keys]
-    return [run_comparison(c, fast=fast, seed=seed) for c in chosen]
+    outcomes = []
+    for index, comparison in enumerate(chosen):
+        if progress is not None:
+            progress(index, len(chosen), comparison.key)
+        outcomes.append(run_comparison(comparison, fast=fast, seed=seed))
+    return outcomes
 
 
 def to_json(outcomes: list[Outcome]) -> str:
