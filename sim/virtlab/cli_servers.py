@@ -80,9 +80,14 @@ def _cmd_bottleneck(args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError("workloads", "no server workload (kind server, kv, web or oltp) in "
                                        "the scenario")
+    span_s = (scenario.duration_us - scenario.warmup_us) / 1e6
     for v in rows:
         print(f"{v.approach:<12} {v.scope:<16} {v.throughput_per_s:>12,.0f} req/s   "
               f"bound by: {v.binding}")
+        if v.throughput_per_s * span_s < 100:
+            print(f"virtlab: warning: {v.approach} {v.scope}: fewer than 100 requests in the "
+                  "window; lengthen --duration before trusting the busy fractions",
+                  file=sys.stderr)
         busy = sorted(v.utilisation.items(), key=lambda kv: -kv[1])
         print("    busy: " + ", ".join(f"{k} {u:.0%}" for k, u in busy if u >= 0.005))
     print(f"A resource busy at least {SATURATED:.0%} of the window binds; 'clients': none "
