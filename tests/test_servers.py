@@ -425,3 +425,15 @@ def test_every_preset_says_how_it_virtualizes_memory():
         assert mode.paging in ("shadow", "nested")
         assert (mode.nested_walk_refs > 4) == (mode.paging == "nested")
         assert mode.source
+
+
+@pytest.mark.parametrize("approach", ["container", "paravirtual", "emulated"])
+@pytest.mark.parametrize("vcpus", [4, 16])
+def test_a_single_threaded_server_with_network_saturates_alike_on_every_approach(approach,
+                                                                                  vcpus):
+    """With messages through each path, the one thread still binds at 1/(its CPU time)."""
+    workload = Server(connections=32, threads=1, steps=(
+        Receive(bytes=100), CpuWork(us=CPU_US), Send(bytes=100)))
+    throughput, bound = _bound(server_scenario(workload, vcpus).with_approach(approach))
+    assert throughput == pytest.approx(1e6 / CPU_US, rel=0.03)
+    assert bound == "threads"
