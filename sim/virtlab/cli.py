@@ -268,6 +268,8 @@ def _one_in_flight(workload: Any) -> dict[str, Any]:
         return {"threads": 1}
     if isinstance(workload, BlockIO):
         return {"iodepth": 1, "jobs": 1}
+    if hasattr(workload, "connections"):  # application servers (virtlab.servers)
+        return {"connections": 1}
     assert isinstance(workload, BulkStream)
     return {"window_bytes": min(workload.window_bytes, 65536)}
 
@@ -283,6 +285,9 @@ def _param_tables() -> list[tuple[str, Any]]:
     tables += [("[[guests]]", GuestSpec), ("[guests.sched]", GuestSchedParams)]
     tables += [(f'[[guests.workloads]] kind = "{cls().kind}"', cls)
                for cls in (RequestResponse, BulkStream, BlockIO, CpuHog)]
+    from virtlab.servers import SERVER_TABLES
+
+    tables += SERVER_TABLES
     return tables
 
 
@@ -377,8 +382,8 @@ def _add_optional_commands(sub: Any) -> None:
     """Commands from sub-packages (the Linux demo, the labs), registered if present."""
     import importlib
 
-    for module_name in ("virtlab.cli_studies", "virtlab.linux.commands", "virtlab.labs",
-                        "virtlab.paths.emulation.commands"):
+    for module_name in ("virtlab.cli_studies", "virtlab.cli_servers", "virtlab.linux.commands",
+                        "virtlab.labs", "virtlab.paths.emulation.commands"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:

@@ -19,6 +19,10 @@ always wins over the preset.
 ``modern-apicv``            the same with APICv / posted interrupts: no injection or EOI exits
 ==========================  =====================================================================
 
+How each preset virtualizes memory (shadow page tables or nested paging, binary translation
+or not) is :data:`PAGING`; :mod:`virtlab.compute` prices an application's system calls, page
+faults, context switches, TLB misses and timers from it.
+
 Derived constants (documented once, used by several presets): a virtual interrupt costs one
 exit to force the injection plus KVM's injection work, and the injection work is S25's IPI
 round trip (3,300 cycles) minus a kernel-handled exit (S23, 1,050): 2,250 cycles. A hypercall
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from virtlab.errors import ConfigError
 
 __all__ = ["CpuSupport", "PRESETS", "PRESET_NAMES", "PRESET_FIELDS", "DEFAULT_PRESET",
-           "cpu_support"]
+           "cpu_support", "MmuSupport", "PAGING"]
 
 #: Injection work beyond the exit that forces it, in cycles [derived: S25 3,300 - S23 1,050].
 INJECT_WORK_CYCLES = 2250.0
@@ -173,3 +177,48 @@ def cpu_support(name: str) -> CpuSupport:
     except (KeyError, TypeError):
         raise ConfigError("cpu_support", f"must be one of {', '.join(map(repr, PRESET_NAMES))}"
                                          f", got {name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MmuSupport:
+    """How a preset virtualizes the guest's memory and privileged instructions.
+
+    Attributes
+    ----------
+    binary_translation:
+        The guest kernel runs translated: its system calls enter and leave through the VMM.
+    paging:
+        ``"shadow"`` (the VMM keeps shadow page tables: guest faults, PTE writes and CR3 loads
+        trap) or ``"nested"`` (EPT/NPT: the hardware walks guest and host tables).
+    nested_walk_refs:
+        Memory references of one TLB miss under nested paging (0 under shadow paging).
+    source:
+        Where the classification comes from.
+
+    """
+
+    binary_translation: bool
+    paging: str
+    nested_walk_refs: int
+    source: str
+
+
+_BHARGAVA = ("BH08: a 2-D walk of 4-level guest and 4-level nested tables takes up to 24 "
+             "references")
+#: Memory virtualization of each preset (used by :mod:`virtlab.compute`).
+PAGING: dict[str, MmuSupport] = {
+    "binary-translation": MmuSupport(True, "shadow", 0,
+                                     "AA06 (VMware's software VMM: binary translation and "
+                                     "shadow page tables)"),
+    "vtx-first-gen": MmuSupport(False, "shadow", 0,
+                                "AA06 (first-generation VT-x offers no MMU support: "
+                                "shadow page tables)"),
+    "vtx-core2": MmuSupport(False, "shadow", 0,
+                            "Intel: EPT first shipped with Nehalem (2008); Core 2 has none"),
+    "vtx-nehalem": MmuSupport(False, "nested", 24, f"EPT on Nehalem; {_BHARGAVA}"),
+    "modern": MmuSupport(False, "nested", 19,
+                         "EPT with 2 MiB host pages (KVM backs guest memory with transparent "
+                         "huge pages): (4+1)x(3+1)-1 = 19 references [derived from the 2-D "
+                         f"walk formula; {_BHARGAVA}]"),
+    "modern-apicv": MmuSupport(False, "nested", 19, "as 'modern'"),
+}

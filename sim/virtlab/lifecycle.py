@@ -5,7 +5,8 @@ A :class:`WorkloadRunner` drives one workload (:mod:`virtlab.workload`) of one g
 1. **arrive** (:meth:`WorkloadRunner._arrive`): a closed-loop client issues its next request
    as soon as the previous one is done, or the open-loop source draws the next Poisson gap;
    a :class:`~virtlab.records.Request` is created and counted in the system;
-2. **serve** (``_transaction``, ``_stream_segment``, ``_block_io``, ``_cpu_chunk``): the
+2. **serve** (``_transaction``, ``_stream_segment``, ``_block_io``, ``_cpu_chunk``,
+   ``_server_request``): the
    workload's own steps (the peer, the application's work) around the path's ``receive``,
    ``send`` and ``block_io`` (:class:`~virtlab.paths.IOPath`), which charge CPU, exits and
    notifications to the request as they happen;
@@ -22,14 +23,29 @@ from collections.abc import Callable
 import simpy
 from simpy.events import ProcessGenerator
 
-from virtlab.cpu import ExecContext
+from virtlab.compute import compute_costs
+from virtlab.cpu import ExecContext, Semaphore
 from virtlab.host import Host
 from virtlab.paths import IOPath
+from virtlab.paths.emulation.phases import charge
 from virtlab.records import GUEST, Request
 from virtlab.rng import Streams
+from virtlab.servers import OP_CPU, OP_RECV, OP_SEND, compile_plan
 from virtlab.tally import Tally
 from virtlab.units import per_us_from_per_s
-from virtlab.workload import BlockIO, BulkStream, CpuHog, RequestResponse, Workload
+from virtlab.workload import (
+    BlockIO,
+    BulkStream,
+    CpuHog,
+    KeyValueCache,
+    OltpDatabase,
+    RequestResponse,
+    Server,
+    WebServer,
+    Workload,
+)
+
+_SERVERS = (Server, KeyValueCache, WebServer, OltpDatabase)
 
 __all__ = ["WorkloadRunner"]
 
@@ -84,10 +100,40 @@ class WorkloadRunner:
             self._serve = self._cpu_chunk
             self.unit_bytes = 0
             self.outstanding = workload.threads
+        elif isinstance(workload, _SERVERS):
+            self._init_server(workload)
         else:
             self._serve = self._transaction
             self.unit_bytes = workload.request_bytes + workload.response_bytes
             self.outstanding = workload.in_flight
+
+    def _init_server(self, workload: Server | KeyValueCache | WebServer | OltpDatabase) -> None:
+        """Price the server's steps once for this path (the plans), and its threads."""
+        self._serve = self._server_request
+        # A paravirtual guest on the Xen backend is a PV guest (its MMU is paravirtualized).
+        backend = getattr(getattr(self.path, "params", None), "backend", None)
+        self.costs = compute_costs(self.path.approach, self.host.params, self.host.hypervisor,
+                                   xen_pv=self.path.approach == "paravirtual"
+                                   and backend == "xen")
+        variants = workload.variants()
+        self._plans = tuple(compile_plan(steps, self.costs, self.path.kernel_category)
+                            for _, steps in variants)
+        cumulative, total = [], 0.0
+        for prob, _ in variants:
+            total += prob
+            cumulative.append(total)
+        self._plan_cum = tuple(cumulative)
+        first = self._plans[0]
+        self.unit_bytes = sum(op[1] for op in first if op[0] in (OP_RECV, OP_SEND))
+        self.outstanding = workload.connections
+        #: The application's threads: a compute block needs one, then a vCPU, then a core.
+        self.threads = Semaphore(self.env, f"{self.scope}.threads", workload.threads)
+        #: CPU time run on the threads, and time the threads were held (running or waiting
+        #: for a vCPU or core), over the whole run.
+        self.thread_cpu_us = 0.0
+        self.thread_held_us = 0.0
+        self._peer_half_us = 0.5 * self.host.nic_params.peer_stack_us
+        self._exit_carry = 0.0
 
     # Bookkeeping -------------------------------------------------------------------------------
     def in_flight_area(self, until_us: float) -> float:
@@ -209,6 +255,57 @@ class WorkloadRunner:
                 yield from self.host.cpu.run(self.app, req, (
                     (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
                      "application: further read syscalls"),))
+
+    def _server_request(self, req: Request) -> ProcessGenerator:
+        """Run one request's plan: compute blocks on a thread, messages, disk I/O."""
+        plans = self._plans
+        plan = plans[0]
+        if len(plans) > 1:
+            draw = self._mix.uniform()
+            for candidate, upto in zip(plans, self._plan_cum, strict=True):
+                plan = candidate
+                if draw < upto:
+                    break
+        env = self.env
+        run = self.host.cpu.run
+        path = self.path
+        threads = self.threads
+        peer_half_us = self._peer_half_us
+        for op in plan:
+            code = op[0]
+            if code == OP_CPU:
+                wait = threads.acquire()
+                if wait is not None:
+                    yield wait
+                held_from = env.now
+                yield from run(self.app, req, op[1])
+                threads.release()
+                if req.phase_us is not None:  # the path splits latency into phases
+                    charge(req, op[4], env.now)
+                self.thread_held_us += env.now - held_from
+                self.thread_cpu_us += op[3]
+                if op[2]:
+                    # Fractional counts (an average per request) carry their remainder over
+                    # to the next request, so the mean number of exits is exact.
+                    carry = self._exit_carry + op[2]
+                    whole = int(carry)
+                    req.exits += whole
+                    self._exit_carry = carry - whole
+            elif code == OP_RECV:
+                if peer_half_us > 0.0:
+                    yield env.timeout(peer_half_us)
+                yield from self._peer_sends(op[1], req.id)
+                yield from path.receive(req, op[1])
+            elif code == OP_SEND:
+                yield from path.send(req, op[1])
+                if peer_half_us > 0.0:
+                    yield env.timeout(peer_half_us)
+            else:  # OP_DISK: (code, bytes, write, sequential, probability, flush)
+                if op[4] < 1.0 and self._mix.uniform() >= op[4]:
+                    continue
+                yield from path.block_io(req, op[1], op[2], op[3])
+                if op[5]:
+                    yield from path.block_io(req, 512, True, True)
 
     def _cpu_chunk(self, req: Request) -> ProcessGenerator:
         workload = self.workload

@@ -8,6 +8,9 @@
   simulated request is one such segment carrying several application writes, not one MTU frame.
 * :class:`BlockIO`: fio. ``jobs`` x ``iodepth`` I/Os of ``block_bytes`` outstanding (closed) or
   Poisson arrivals (open), random or sequential, with a read fraction.
+* :class:`~virtlab.servers.Server`, :class:`~virtlab.servers.KeyValueCache`,
+  :class:`~virtlab.servers.WebServer`, :class:`~virtlab.servers.OltpDatabase`: application
+  servers whose requests are made of server steps (:mod:`virtlab.servers`).
 * :class:`CpuHog`: a busy loop (a noisy neighbour, or each container of a shares experiment):
   ``threads`` CPU-bound threads; each completed ``chunk_us`` of CPU counts as one request.
 """
@@ -19,9 +22,10 @@ from typing import Any
 
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
+from virtlab.servers import KeyValueCache, OltpDatabase, Server, WebServer
 
-__all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Workload",
-           "check_workload_names"]
+__all__ = ["RequestResponse", "BulkStream", "BlockIO", "CpuHog", "Server", "KeyValueCache",
+           "WebServer", "OltpDatabase", "ServerWorkload", "Workload", "check_workload_names"]
 
 
 def _loop_param() -> Any:
@@ -113,7 +117,11 @@ class CpuHog(Params):
                       doc="Always 'closed': the threads loop.")
 
 
-Workload = RequestResponse | BulkStream | BlockIO | CpuHog
+ServerWorkload = Server | KeyValueCache | WebServer | OltpDatabase
+"""Application servers (:mod:`virtlab.servers`): requests made of server steps."""
+
+Workload = (RequestResponse | BulkStream | BlockIO | CpuHog | Server | KeyValueCache | WebServer
+            | OltpDatabase)
 """Any workload; :class:`virtlab.lifecycle.WorkloadRunner` drives one while the model runs."""
 
 
