@@ -74,7 +74,12 @@ def _workload_rate_per_us(scenario: Any, workload: Any) -> float:
         return min(outstanding / max(2 * nic.wire_latency_us, 1.0), line_bytes_per_us / unit)
     assert isinstance(workload, BlockIO)
     outstanding = workload.iodepth * workload.jobs
-    access_us = min(disk.read_access_us, disk.write_access_us) if disk.kind == "flash" else 0.0
+    if disk.kind == "flash":
+        access_us = min(disk.read_access_us, disk.write_access_us)
+    elif workload.pattern == "random":
+        access_us = disk.seek_us + 30e6 / disk.rpm  # a seek and half a turn on average
+    else:
+        access_us = 0.0  # sequential: the interface bounds it
     device = min(outstanding, disk.channels) / max(access_us, 1.0)
     interface = disk.interface_mbytes_per_s / workload.block_bytes  # MB/s = bytes per µs
     return min(device, interface)
@@ -94,28 +99,37 @@ def _outstanding(scenario: Any, workload: Any) -> int:
     return workload.threads
 
 
-def estimate_run(scenario: Any, max_requests: int | None = None) -> Estimate:
-    """Upper estimates for one run of ``scenario`` (one replication, its own approaches)."""
+def estimate_run(scenario: Any) -> Estimate:
+    """Upper estimates for one run of ``scenario`` (one replication, its own approaches).
+
+    Open-loop arrivals happen whether or not the host keeps up, so they count in full (and the
+    ones beyond what the cores can serve wait in memory); closed-loop completions are bounded
+    by the workloads' own limits and by the cores together.
+    """
     sim_us = scenario.duration_us + scenario.cooldown_us
     rates: list[tuple[float, str]] = []
+    open_rate = closed_rate = 0.0
     outstanding = 0
     slots = 0
     pv = scenario.paravirtual
     for g, guest in enumerate(scenario.guests):
         for w, workload in enumerate(guest.workloads):
-            rates.append((_workload_rate_per_us(scenario, workload),
-                          f"guests[{g}].workloads[{w}] ({workload.kind})"))
-            outstanding += _outstanding(scenario, workload)
+            rate = _workload_rate_per_us(scenario, workload)
+            rates.append((rate, f"guests[{g}].workloads[{w}] ({workload.kind})"))
+            if workload.loop == "open" and workload.kind != "cpu":
+                open_rate += rate
+            else:
+                closed_rate += rate
+                outstanding += _outstanding(scenario, workload)
         if guest.approach == "paravirtual":
             slots += 4 * pv.ring_size + 2 * pv.xen_net_ring_slots
-    total_rate = sum(r for r, _ in rates)
     cpu_bound = scenario.host.cores / MIN_CPU_US_PER_REQUEST
-    requests = min(total_rate, cpu_bound) * sim_us + outstanding
-    if max_requests is not None:
-        requests = min(requests, max_requests * len(rates))
+    arrivals = open_rate * sim_us
+    backlog = max(0.0, arrivals - cpu_bound * sim_us)
+    requests = arrivals + min(closed_rate, cpu_bound) * sim_us + outstanding
     heaviest = max(rates)[1] if rates else "guests"
-    memory = (_BASE_BYTES + outstanding * _IN_FLIGHT_BYTES + requests * _RECORD_BYTES
-              + slots * _SLOT_BYTES)
+    memory = (_BASE_BYTES + (outstanding + backlog) * _IN_FLIGHT_BYTES
+              + requests * _RECORD_BYTES + slots * _SLOT_BYTES)
     return Estimate(requests, requests * EVENTS_PER_REQUEST, memory, heaviest)
 
 

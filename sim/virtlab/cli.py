@@ -39,15 +39,23 @@ _NEGATIVE = re.compile(r"^-[0-9.]")
 
 # Signals ---------------------------------------------------------------------------------------
 class Interrupted(KeyboardInterrupt):
-    """The run was stopped by a signal (``signum``); exit status ``128 + signum``."""
+    """The run was stopped by a signal (``signum``); exit status ``128 + signum``.
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    ``args`` is ``(signum,)`` so that code which re-creates an exception from its type and
+    arguments (SimPy does, when a process fails) gets an equal one back.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 _HANDLER_PID: int | None = None
-_STOPPING: list[int] = []
+_STOPPING: list[int] = []   # signals received; the first decides the exit status
+_CLOSING: list[bool] = []   # set once the orderly stop runs; later signals are ignored
 
 
 def _stop_children() -> None:
@@ -84,11 +92,12 @@ def _on_signal(signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             return
         os._exit(128 + signum)
-    if _STOPPING:
+    if _CLOSING:
         return  # the orderly stop is under way; a second Ctrl-C must not interrupt it
     _STOPPING.append(signum)
     _stop_children()
-    raise Interrupted(signum)
+    # Raised again on a later signal until the stop begins, in case something swallowed it.
+    raise Interrupted(_STOPPING[0])
 
 
 def install_signal_handlers() -> None:
@@ -100,6 +109,7 @@ def install_signal_handlers() -> None:
     global _HANDLER_PID
     _HANDLER_PID = os.getpid()
     _STOPPING.clear()
+    _CLOSING.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
 
@@ -234,6 +244,41 @@ def build_scenario(config: str | None, profile: str | None, sets: Sequence[str] 
                               f"allowed)") from None
         raise
     return scenario
+
+
+def _field_paths(node: Any, prefix: str = "") -> list[str]:
+    """Every leaf path of a scenario dict, spelled as ``--set`` spells it."""
+    paths: list[str] = []
+    stack: list[tuple[Any, str]] = [(node, prefix)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in value.items())
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+        else:
+            paths.append(path)
+    return sorted(paths)
+
+
+def check_field_path(scenario: Any, key: str, flag: str) -> None:
+    """Refuse a key that names no field of ``scenario``, naming the full paths that fit."""
+    from virtlab.sweep import apply_assignment
+
+    data = scenario.to_dict()
+    probe = {k: v for k, v in data.items()}
+    try:
+        apply_assignment(probe, key, None)
+    except ConfigError as err:
+        raise ConfigError(flag, f"{err.field}: {err.message}") from None
+    paths = _field_paths(data)
+    if key.strip() in paths:
+        return
+    last = re.split(r"[.\[\]]", key.strip().rstrip("]"))[-1]
+    matches = [p for p in paths if re.split(r"[.\[\]]", p)[-1] == last]
+    hint = (f"did you mean {' or '.join(matches[:4])}?" if matches
+            else "see 'virtlab params' for the fields")
+    raise ConfigError(flag, f"{key.strip()}: no such field in this scenario; {hint}")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -646,6 +691,7 @@ def _silence_stdout() -> None:
 
 def _closing(signum: int) -> int:
     """Finish an orderly stop: end the workers, check they are gone, say so truthfully."""
+    _CLOSING.append(True)
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -15,6 +15,8 @@ from virtlab.cli import (
     _parse_value,
     approach_list,
     build_scenario,
+    check_budget,
+    check_field_path,
     parse_duration_us,
 )
 from virtlab.errors import ConfigError
@@ -28,11 +30,25 @@ def _parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
         if "=" not in item:
             raise ConfigError("--vary", f"expected KEY=V1,V2,... got {item!r}")
         key, values = item.split("=", 1)
-        parsed = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        parsed = [_parse_value(v.strip(), "--vary") for v in values.split(",") if v.strip()]
         if not parsed:
             raise ConfigError("--vary", f"{key}: no values given")
+        if key.strip() in factors:
+            raise ConfigError("--vary", f"{key.strip()}: given twice; list all its values in one "
+                                        f"--vary")
         factors[key.strip()] = parsed
     return factors
+
+
+def _check_study(args: argparse.Namespace, scenario: Any, factors: dict[str, list[Any]]) -> None:
+    """Before any point runs: every --vary key names a field, and the grid fits the budget."""
+    import math
+
+    for key in factors:
+        check_field_path(scenario, key, "--vary")
+    approaches = approach_list(args.approaches)
+    points = math.prod(len(v) for v in factors.values()) * len(approaches or [None])
+    check_budget([scenario], args.replications, args.jobs, args.force, points=points)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -42,6 +58,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check_counts(args)
     factors = _parse_vary(args.vary)
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
+    _check_study(args, scenario, factors)
     points = sweep(scenario, factors, approach_list(args.approaches), seed=args.seed,
                    replications=args.replications, jobs=args.jobs)
     if args.json:
@@ -88,6 +105,10 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     counts = list(range(1, args.max_guests + 1))
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     approaches = approach_list(args.approaches) or list(APPROACHES)
+    from virtlab.sweep import with_guest_copies
+
+    check_budget([with_guest_copies(scenario, n) for n in counts], args.replications,
+                 args.jobs, args.force, points=len(approaches))
     rows = capacity(scenario, limit, counts, approaches, seed=args.seed,
                     replications=args.replications, jobs=args.jobs)
     print(f"ARG seed {args.seed}")
