@@ -11,7 +11,8 @@ try:
 
     install_signal_handlers()
     from virtlab.cli import main
-except KeyboardInterrupt:  # the signal came before the handlers were in place
-    sys.exit(130)
+except KeyboardInterrupt as stop:  # a signal while the command line itself loads
+    print(f"virtlab: interrupted by {str(stop) or 'SIGINT'}; stopped", file=sys.stderr)
+    sys.exit(128 + int(getattr(stop, "signum", 2)))
 
 raise SystemExit(main())

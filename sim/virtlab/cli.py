@@ -58,6 +58,9 @@ _STOPPING: list[int] = []   # signals received; the first decides the exit statu
 _CLOSING: list[bool] = []   # set once the orderly stop runs; later signals are ignored
 
 
+_STOPPED_WORKERS: set[int] = set()
+
+
 def _stop_children() -> None:
     """Ask every worker process of this run to end (SIGTERM); :func:`_reap_children` checks."""
     import multiprocessing
@@ -65,6 +68,8 @@ def _stop_children() -> None:
     for child in multiprocessing.active_children():
         try:
             child.terminate()
+            if child.pid is not None:
+                _STOPPED_WORKERS.add(child.pid)
         except (OSError, ValueError):
             pass
 
@@ -697,11 +702,9 @@ def _closing(signum: int) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except ValueError:
         pass  # not the main thread (a library caller); nothing to protect
-    import multiprocessing
-
-    workers = len(multiprocessing.active_children())
     _stop_children()
     alive = _reap_children()
+    workers = len(_STOPPED_WORKERS)
     name = signal.Signals(signum).name
     if alive:
         _say(f"virtlab: interrupted by {name}; stopped, but worker process(es) "
@@ -761,6 +764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 128 + signal.SIGPIPE
     except OSError as err:
+        if _STOPPING and not debug:
+            return _closing(_STOPPING[0])
         if not _is_output_error(err):
             if debug:
                 raise
@@ -770,6 +775,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{err.strerror or err}")
         return 2
     except Exception as err:  # noqa: BLE001 - one line instead of a traceback
+        if _STOPPING and not debug:
+            # A library swallowed the signal's exception (e.g. mid-import) and then failed.
+            return _closing(_STOPPING[0])
         if debug:
             raise
         return _internal_error(err)
