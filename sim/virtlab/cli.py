@@ -270,13 +270,11 @@ def check_field_path(scenario: Any, key: str, flag: str) -> None:
     """Refuse a key that names no field of ``scenario``, naming the full paths that fit."""
     from virtlab.sweep import apply_assignment
 
-    data = scenario.to_dict()
-    probe = {k: v for k, v in data.items()}
+    paths = _field_paths(scenario.to_dict())
     try:
-        apply_assignment(probe, key, None)
+        apply_assignment(scenario.to_dict(), key, None)  # a fresh copy: only the syntax counts
     except ConfigError as err:
         raise ConfigError(flag, f"{err.field}: {err.message}") from None
-    paths = _field_paths(data)
     if key.strip() in paths:
         return
     last = re.split(r"[.\[\]]", key.strip().rstrip("]"))[-1]

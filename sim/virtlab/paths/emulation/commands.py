@@ -49,7 +49,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         builtin_nic,
     )
 
-    names = [args.name] if args.name else [*NIC_MODELS, *DISK_CONTROLLERS]
+    names = [args.name] if args.name is not None else [*NIC_MODELS, *DISK_CONTROLLERS]
     operations: tuple[str, ...]
     for name in names:
         if name in NIC_MODELS:
