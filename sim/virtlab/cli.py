@@ -111,12 +111,30 @@ def install_signal_handlers() -> None:
     Installed by the ``virtlab`` program itself (``python -m virtlab`` does it before any other
     import), never by :func:`main` called as a library function with an argument list.
     """
+    import threading
+
     global _HANDLER_PID
     _HANDLER_PID = os.getpid()
     _STOPPING.clear()
     _CLOSING.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    # Once a stop has begun, the stop's own exception may land where Python can only report it
+    # ("Exception ignored in ...", e.g. inside an at-fork hook), and the executor's helper thread
+    # may fail on the futures it cancelled (a CPython 3.11 race). Both are consequences of the
+    # stop, which the closing line reports; before a stop, both hooks behave as usual.
+    default_unraisable, default_thread = sys.unraisablehook, threading.excepthook
+
+    def unraisable(info: Any) -> None:
+        if not _STOPPING:
+            default_unraisable(info)
+
+    def thread_failed(info: Any) -> None:
+        if not _STOPPING:
+            default_thread(info)
+
+    sys.unraisablehook = unraisable
+    threading.excepthook = thread_failed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -692,7 +710,7 @@ def _silence_stdout() -> None:
         pass
 
 
-def _closing(signum: int) -> int:
+def _closing(signum: int, finished: bool = False) -> int:
     """Finish an orderly stop: end the workers, check they are gone, say so truthfully."""
     _CLOSING.append(True)
     try:
@@ -704,7 +722,9 @@ def _closing(signum: int) -> int:
     alive = _reap_children()
     workers = len(_STOPPED_WORKERS)
     name = signal.Signals(signum).name
-    if alive:
+    if finished:
+        _say(f"virtlab: interrupted by {name} after the command had finished")
+    elif alive:
         _say(f"virtlab: interrupted by {name}; stopped, but worker process(es) "
              f"{', '.join(map(str, alive))} did not end")
     elif workers:
@@ -746,6 +766,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         status = int(args.func(args))
         sys.stdout.flush()
+        if _STOPPING:  # the signal's exception was swallowed somewhere and the run finished
+            return _closing(_STOPPING[0], finished=True)
         return status
     except ConfigError as err:
         _say(f"virtlab: error: {err.field or 'input'}: {err.message}")
