@@ -311,8 +311,10 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
     parser.add_argument("-s", "--seed", type=int, default=0,
                         help="root seed; the same seed gives the same numbers (default 0)")
     parser.add_argument("--duration", metavar="TIME",
-                        help="end of the measurement window, e.g. 30ms, 0.5s (bare number: µs)")
-    parser.add_argument("--warmup", metavar="TIME", help="discard requests completed before this")
+                        help="end of the measurement window, e.g. 30ms, 0.5s or 2000us (a unit "
+                             "is required)")
+    parser.add_argument("--warmup", metavar="TIME",
+                        help="discard requests completed before this, e.g. 5ms (0 is allowed)")
     parser.add_argument("-r", "--replications", type=int, default=3,
                         help="independent replications for confidence intervals (default 3)")
     parser.add_argument("-j", "--jobs", type=int, default=1,
