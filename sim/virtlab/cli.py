@@ -367,15 +367,20 @@ def _check_seed(seed: int) -> None:
         raise ConfigError("--seed", f"must be an integer in [0, 2**63), got {seed}")
 
 
-def cap_jobs(jobs: int, tasks: int) -> int:
+def _cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def cap_jobs(jobs: int, tasks: int, quiet: bool = False) -> int:
     """``jobs`` capped at the CPU count and the number of tasks (said on stderr if capped)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    limit = max(1, min(cpus or 1, tasks))
-    if jobs > limit:
+    cpus = _cpus()
+    limit = max(1, min(cpus, tasks))
+    if jobs > limit and not quiet:
         print(f"virtlab: note: --jobs {jobs} capped at {limit} ({cpus} CPU(s) available, "
               f"{tasks} run(s) to do)", file=sys.stderr)
-        return limit
-    return jobs
+    return min(jobs, limit)
 
 
 def check_budget(scenarios: Sequence[Any], replications: int, jobs: int, force: bool,
@@ -386,7 +391,7 @@ def check_budget(scenarios: Sequence[Any], replications: int, jobs: int, force: 
     """
     from virtlab.budget import EVENT_BUDGET, MEMORY_BUDGET_BYTES, estimate_total
 
-    events, memory, largest = estimate_total(scenarios, replications, jobs)
+    events, memory, largest = estimate_total(scenarios, replications, min(jobs, _cpus()))
     events *= points
     if (events <= EVENT_BUDGET and memory <= MEMORY_BUDGET_BYTES) or force:
         return

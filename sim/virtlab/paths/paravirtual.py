@@ -123,9 +123,11 @@ class ParavirtualParams(Params):
     # Xen ---------------------------------------------------------------------------------------
     # At most MAX_GRANTS / 2: each slot of the transmit and the receive ring can hold a granted
     # page, and both draw on one grant table of MAX_GRANTS references.
-    xen_net_ring_slots: int = param(256, lo=2, hi=MAX_GRANTS // 2, power_of_two=True,
+    # At least 32: a ring must hold a 64 KiB GSO packet (17 slots) and more than tx_stop_free.
+    xen_net_ring_slots: int = param(256, lo=32, hi=MAX_GRANTS // 2, power_of_two=True,
                                     source="S12, S13 (256 entries on a 4 KiB page; at most "
-                                           "half the 16,384 grant references)",
+                                           "half the 16,384 grant references; at least a "
+                                           "64 KiB packet's 17 slots)",
                                     doc="Slots of netfront's transmit and receive rings.")
     xen_blk_ring_page_order: int = param(0, lo=0, hi=9, source="S11 (ring-page-order, 0)",
                                          doc="blkif ring pages = 2**order; 32 requests each.")
@@ -165,6 +167,10 @@ class ParavirtualParams(Params):
             raise ConfigError("ring_size", "without indirect descriptors a block request "
                                            "(header + data + status) needs at least 3 "
                                            "descriptors; use 4 or more")
+        if self.backend == "xen" and self.xen_net_ring_slots <= self.tx_stop_free:
+            raise ConfigError("xen_net_ring_slots",
+                              f"must exceed tx_stop_free ({self.tx_stop_free}), or netfront "
+                              f"could never transmit; got {self.xen_net_ring_slots}")
         requests = 32 << self.xen_blk_ring_page_order
         if requests * self.xen_blk_max_segments > MAX_GRANTS:
             raise ConfigError("xen_blk_max_segments",
