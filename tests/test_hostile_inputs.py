@@ -395,6 +395,9 @@ FLAG_CASES = [
     ("lab-check-unknown", ["lab", "queues", "--check", "nosuch=1"], "--check"),
     ("params-extra", ["params", "--bogus"], "unrecognized arguments: --bogus"),
     ("profiles-extra", ["profiles", "extra"], "unrecognized arguments: extra"),
+    ("profiles-extra-two-lines", ["profiles", "a\nb"], "unrecognized arguments: a\\nb"),
+    ("set-key-two-lines", ["compare", "--set", "host\n.cores=1"], "host\\n.cores"),
+    ("config-name-two-lines", ["run", "--config", "no\nsuch.toml"], "--config"),
     # Real-system commands: option checks that happen before any real work.
     ("demo-unknown", ["demo", "bogus"], "DEMO"),
     ("demo-ns-timeout-zero", ["demo", "namespaces", "--timeout", "0"], "--timeout"),

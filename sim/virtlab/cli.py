@@ -151,7 +151,13 @@ class _Parser(argparse.ArgumentParser):
             required = re.match(r"^the following arguments are required: (.*)$", message)
             if required:
                 message = f"{required.group(1)}: required"
-        self.exit(2, f"virtlab: error: {message} (see '{self.prog} --help')\n")
+        message = _one_line(f"virtlab: error: {message} (see '{self.prog} --help')")
+        self.exit(2, message + "\n")
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks (a user's value may contain one): an error is exactly one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def number_in(low: float, high: float, integer: bool = False) -> Any:
@@ -701,7 +707,7 @@ def _prepare_argv(argv: Sequence[str] | None) -> tuple[list[str], bool]:
 
 def _say(line: str) -> None:
     try:
-        print(line, file=sys.stderr, flush=True)
+        print(_one_line(line), file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass  # stderr is gone too; the exit status still tells
 
