@@ -58,7 +58,7 @@ def test_unknown_field_lists_the_allowed_ones():
 
 
 def test_unknown_approach_and_workload_kind():
-    with pytest.raises(ConfigError, match=r"^guests.\[0\].approach: must be one of"):
+    with pytest.raises(ConfigError, match=r"^guests\[0\]\.approach: must be one of"):
         scenario_from_dict({"guests": [{"name": "x", "approach": "magic"}]})
     with pytest.raises(ConfigError, match=r"kind: must be one of 'rr', 'stream', 'block'"):
         scenario_from_dict({"guests": [{"name": "x", "workloads": [{"kind": "nope"}]}]})

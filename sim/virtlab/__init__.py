@@ -28,11 +28,36 @@ from __future__ import annotations
 
 from virtlab.version import __version__ as __version__  # re-exported
 
-from virtlab.config import GuestSpec, Scenario, default_scenario, dump_scenario, load_scenario
-from virtlab.experiment import Comparison, Result, compare, replicate
-from virtlab.model import RunResult, run
-from virtlab.paths import APPROACHES
-from virtlab.workload import BlockIO, BulkStream, RequestResponse
+# The public names load on first use (PEP 562), so that ``import virtlab`` -- and with it the
+# ``virtlab`` program's start -- does not import SimPy, NumPy and pandas before the command line
+# has installed its signal handlers (a Ctrl-C during start-up then stops quietly).
+_LAZY = {
+    "GuestSpec": "virtlab.config", "Scenario": "virtlab.config",
+    "default_scenario": "virtlab.config", "dump_scenario": "virtlab.config",
+    "load_scenario": "virtlab.config",
+    "Comparison": "virtlab.experiment", "Result": "virtlab.experiment",
+    "compare": "virtlab.experiment", "replicate": "virtlab.experiment",
+    "RunResult": "virtlab.model", "run": "virtlab.model",
+    "APPROACHES": "virtlab.paths",
+    "BlockIO": "virtlab.workload", "BulkStream": "virtlab.workload",
+    "RequestResponse": "virtlab.workload",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'virtlab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "Scenario",

@@ -15,11 +15,16 @@ from virtlab.cli import (
     _parse_value,
     approach_list,
     build_scenario,
+    check_budget,
+    check_field_path,
     parse_duration_us,
 )
 from virtlab.errors import ConfigError
 
 __all__ = ["add_commands"]
+
+#: ``capacity --max-guests`` at most this many (a host has at most 1024 cores).
+MAX_GUESTS = 1024
 
 
 def _parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -28,11 +33,25 @@ def _parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
         if "=" not in item:
             raise ConfigError("--vary", f"expected KEY=V1,V2,... got {item!r}")
         key, values = item.split("=", 1)
-        parsed = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        parsed = [_parse_value(v.strip(), "--vary") for v in values.split(",") if v.strip()]
         if not parsed:
             raise ConfigError("--vary", f"{key}: no values given")
+        if key.strip() in factors:
+            raise ConfigError("--vary", f"{key.strip()}: given twice; list all its values in one "
+                                        f"--vary")
         factors[key.strip()] = parsed
     return factors
+
+
+def _check_study(args: argparse.Namespace, scenario: Any, factors: dict[str, list[Any]]) -> None:
+    """Before any point runs: every --vary key names a field, and the grid fits the budget."""
+    import math
+
+    for key in factors:
+        check_field_path(scenario, key, "--vary")
+    approaches = approach_list(args.approaches)
+    points = math.prod(len(v) for v in factors.values()) * len(approaches or [None])
+    check_budget([scenario], args.replications, args.jobs, args.force, points=points)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -42,6 +61,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check_counts(args)
     factors = _parse_vary(args.vary)
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
+    _check_study(args, scenario, factors)
     points = sweep(scenario, factors, approach_list(args.approaches), seed=args.seed,
                    replications=args.replications, jobs=args.jobs)
     if args.json:
@@ -83,11 +103,17 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     limit = parse_duration_us(args.p99_limit, "--p99-limit")
-    if args.max_guests < 1:
-        raise ConfigError("--max-guests", f"must be an integer >= 1, got {args.max_guests}")
+    if not 1 <= args.max_guests <= MAX_GUESTS:
+        raise ConfigError("--max-guests", f"must be an integer in [1, {MAX_GUESTS}], "
+                                          f"got {args.max_guests}")
     counts = list(range(1, args.max_guests + 1))
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     approaches = approach_list(args.approaches) or list(APPROACHES)
+    from virtlab.sweep import with_guest_copies
+
+    # The largest count bounds every smaller one: sum over n of E(n) <= E(N) * (N + 1) / 2.
+    check_budget([with_guest_copies(scenario, counts[-1])], args.replications, args.jobs,
+                 args.force, points=len(approaches) * (len(counts) + 1) / 2)
     rows = capacity(scenario, limit, counts, approaches, seed=args.seed,
                     replications=args.replications, jobs=args.jobs)
     print(f"ARG seed {args.seed}")

@@ -9,11 +9,19 @@ priority, from the dataclass defaults, the named **profile**, and the file itsel
 A **profile** is a TOML file with ``[profile]`` (``name``, ``extends``, ``description``), any of
 the hardware and cost tables, and an informational ``[measurements]`` table. Built-in profiles
 live in ``virtlab/profiles/``; ``--profile`` also accepts a path.
+
+Files are read with limits (:func:`read_toml_file`): regular files only (no directory, FIFO or
+device), at most :data:`MAX_FILE_BYTES`, UTF-8 TOML nested at most :data:`MAX_NESTING` deep, and
+``extends`` chains at most :data:`MAX_EXTENDS` long. A relative path is resolved against the
+folder of the file that names it (a profile's ``extends``, a scenario's ``profile``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +41,16 @@ from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.workload import BlockIO, RequestResponse, Workload, check_workload_names
 
 __all__ = ["GuestSpec", "Scenario", "default_scenario", "load_scenario", "dump_scenario",
-           "load_profile", "builtin_profiles", "PARAM_SECTIONS"]
+           "load_profile", "builtin_profiles", "PARAM_SECTIONS", "read_toml_file",
+           "check_nesting", "MAX_FILE_BYTES", "MAX_NESTING", "MAX_EXTENDS"]
+
+#: Largest scenario or profile file read (bytes); real ones are a few KiB.
+MAX_FILE_BYTES = 1 << 20
+#: Deepest nesting of tables and arrays in a file or ``--set`` value (a scenario needs about 6).
+MAX_NESTING = 32
+#: Longest ``extends`` chain of profiles (the built-in ones are 2 long).
+MAX_EXTENDS = 16
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: Tables a profile may set, in the order they are documented.
 PARAM_SECTIONS: tuple[type[Params], ...] = (
@@ -139,47 +156,165 @@ def builtin_profiles() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
-def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
+def read_toml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """Read a TOML file with limits, or raise :class:`ConfigError` naming ``what`` and the file.
+
+    Only a regular file is read (it is opened without blocking, so a FIFO is refused rather than
+    waited on), at most :data:`MAX_FILE_BYTES` of it, as UTF-8; the result is nested at most
+    :data:`MAX_NESTING` deep.
+    """
+    name = os.fsdecode(path)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ConfigError(what, f"file not found: {path}") from None
+        raise ConfigError(what, f"file not found: {name}") from None
+    except IsADirectoryError:
+        raise ConfigError(what, f"{name} is a directory; expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(what, f"{name}: permission denied (cannot read it)") from None
+    except (OSError, ValueError) as err:  # ELOOP, ENAMETOOLONG, ENOTDIR, embedded NUL, ...
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(what, f"cannot open {name!r}: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(what, f"{name} is a directory; expected a TOML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(what, f"{name} is not a regular file (a FIFO, device or socket); "
+                                    f"expected a TOML file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(what, f"{name} is {info.st_size:,} bytes; the limit is "
+                                    f"{MAX_FILE_BYTES:,} bytes (1 MiB)")
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES:  # a file may grow, and /proc files report size 0
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise ConfigError(what, f"cannot read {name}: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(what, f"{name} is over the limit of {MAX_FILE_BYTES:,} bytes (1 MiB)")
+    return parse_toml_bytes(b"".join(chunks), name, what)
+
+
+def parse_toml_bytes(raw: bytes, name: str, what: str) -> dict[str, Any]:
+    """Decode UTF-8 and parse TOML, nested at most :data:`MAX_NESTING` deep."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(what, f"{name} is not UTF-8 text (byte 0x{raw[err.start]:02x} at "
+                                f"offset {err.start}); a scenario or profile is a UTF-8 TOML "
+                                f"file") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(what, f"{path} is not valid TOML: {err}") from None
+        raise ConfigError(what, f"{name} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(what, f"{name} is nested too deeply; at most {MAX_NESTING} levels "
+                                f"of tables and arrays are allowed") from None
+    check_nesting(data, what, name)
+    return data
 
 
-def load_profile(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def check_nesting(data: Any, what: str, name: str = "") -> None:
+    """Raise :class:`ConfigError` if tables and arrays nest deeper than :data:`MAX_NESTING`.
+
+    Iterative, so that a hostile value cannot exhaust the interpreter's stack here.
+    """
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            where = f"{name} is" if name else "the value is"
+            raise ConfigError(what, f"{where} nested {depth} levels deep; at most "
+                                    f"{MAX_NESTING} levels of tables and arrays are allowed")
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
+    """Kept for callers of the old name: :func:`read_toml_file`."""
+    return read_toml_file(path, what)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".toml") or "/" in name or os.sep in name
+
+
+def _profile_source(name_or_path: Any, base_dir: Path | None, field: str) -> tuple[str, Any]:
+    """Where a profile comes from: ``("file", path)`` or ``("builtin", name)``."""
+    if not isinstance(name_or_path, str):
+        raise ConfigError(field, f"must be a profile name or a path to a .toml file (a string), "
+                                 f"got {name_or_path!r}")
+    if not name_or_path.strip():
+        raise ConfigError(field, f"must be one of {', '.join(builtin_profiles())} or a path to "
+                                 f"a .toml file, got an empty string")
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        return "file", Path(os.path.normpath(path))
+    if not _PROFILE_NAME.match(name_or_path) or name_or_path not in builtin_profiles():
+        raise ConfigError(field, f"must be one of {', '.join(builtin_profiles())} "
+                                 f"or a path to a .toml file, got {name_or_path!r}")
+    return "builtin", name_or_path
+
+
+def load_profile(name_or_path: str, _seen: tuple[str, ...] = (), *,
+                 base_dir: Path | None = None, field: str = "profile") -> dict[str, Any]:
     """Resolve a profile (built-in name or TOML path) into a dict of parameter tables.
 
-    ``extends`` chains are followed (child values win); unknown tables are rejected.
+    ``extends`` chains are followed (child values win), at most :data:`MAX_EXTENDS` long; a
+    relative ``extends`` path is resolved against the folder of the profile that names it.
+    Unknown tables are rejected.
     """
-    if name_or_path in _seen:
-        raise ConfigError("profile.extends", f"cycle: {' -> '.join((*_seen, name_or_path))}")
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        data = _read_toml(Path(name_or_path), "profile")
+    kind, source = _profile_source(name_or_path, base_dir, field)
+    key = str(source.resolve()) if kind == "file" else f"builtin:{source}"
+    shown = str(source)
+    if key in _seen:
+        raise ConfigError("profile.extends", f"cycle: {' -> '.join((*_seen, key))}")
+    if len(_seen) >= MAX_EXTENDS:
+        raise ConfigError("profile.extends", f"the extends chain is longer than {MAX_EXTENDS} "
+                                             f"profiles (at {shown})")
+    if kind == "file":
+        data = read_toml_file(source, field)
+        parent_dir: Path | None = source.parent
     else:
-        root = resources.files("virtlab") / "profiles"
-        candidate = root / f"{name_or_path}.toml"
-        if not candidate.is_file():
-            raise ConfigError("profile", f"must be one of {', '.join(builtin_profiles())} "
-                                         f"or a path to a .toml file, got {name_or_path!r}")
-        data = _read_toml(candidate, "profile")
+        raw = (resources.files("virtlab") / "profiles" / f"{source}.toml").read_bytes()
+        data = parse_toml_bytes(raw, f"{source}.toml", field)
+        parent_dir = None
     meta = data.pop("profile", {})
+    if not isinstance(meta, Mapping):
+        raise ConfigError("profile.profile", f"in {shown}: must be a table with name, extends "
+                                             f"and description, got {meta!r}")
     data.pop("measurements", None)  # informational only (see module docstring)
     unknown = sorted(set(data) - set(_SECTION_NAMES))
     if unknown:
         raise ConfigError(f"profile.{unknown[0]}",
                           f"unknown table; allowed: profile, measurements, "
                           f"{', '.join(_SECTION_NAMES)}")
+    for section in _SECTION_NAMES:
+        if section in data and not isinstance(data[section], Mapping):
+            raise ConfigError(f"profile.{section}", f"in {shown}: must be a table, got "
+                                                    f"{data[section]!r}")
     unknown_meta = sorted(set(meta) - {"name", "extends", "description"})
     if unknown_meta:
         raise ConfigError(f"profile.{unknown_meta[0]}",
                           "unknown key; allowed: name, extends, description")
     base: dict[str, Any] = {}
     parent = meta.get("extends")
-    if parent:
-        base = load_profile(str(parent), (*_seen, name_or_path))
+    if parent is not None:
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError("profile.extends", f"in {shown}: must be a profile name or a path "
+                                                 f"to a .toml file, got {parent!r}")
+        base = load_profile(parent, (*_seen, key), base_dir=parent_dir,
+                            field="profile.extends")
     return _merge(base, data)
 
 
@@ -193,11 +328,24 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def scenario_from_dict(data: Mapping[str, Any], profile: str | None = None) -> Scenario:
-    """Build a scenario from a mapping, applying the profile underneath the mapping's values."""
+def scenario_from_dict(data: Mapping[str, Any], profile: str | None = None, *,
+                       base_dir: Path | None = None) -> Scenario:
+    """Build a scenario from a mapping, applying the profile underneath the mapping's values.
+
+    ``base_dir`` is the folder of the file the mapping came from: a relative ``profile`` path in
+    the mapping is resolved against it (a ``profile`` argument is taken as given).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"a scenario must be a table, got {type(data).__name__}")
     data = dict(data)
-    profile_name = profile or str(data.get("profile", "modern"))
-    tables = load_profile(profile_name)
+    if profile is not None:
+        profile_name, field, folder = profile, "profile", None
+    else:
+        profile_name, field, folder = data.get("profile", "modern"), "profile", base_dir
+    kind, source = _profile_source(profile_name, folder, field)
+    if kind == "file":
+        profile_name = str(source)
+    tables = load_profile(profile_name, field=field)
     data["profile"] = profile_name
     if "guests" not in data:
         data["guests"] = default_scenario().to_dict()["guests"]
@@ -206,7 +354,8 @@ def scenario_from_dict(data: Mapping[str, Any], profile: str | None = None) -> S
 
 def load_scenario(path: str | Path, profile: str | None = None) -> Scenario:
     """Load a scenario TOML file; ``profile`` (e.g. from ``--profile``) overrides the file's."""
-    return scenario_from_dict(_read_toml(Path(path), "config"), profile)
+    return scenario_from_dict(read_toml_file(path, "config"), profile,
+                              base_dir=Path(path).parent)
 
 
 def dump_scenario(scenario: Scenario) -> str:

@@ -29,7 +29,12 @@ class ConfigError(ValueError):
 
     def prefixed(self, prefix: str) -> ConfigError:
         """Return the same error with ``prefix.`` in front of the field name."""
-        field = f"{prefix}.{self.field}" if self.field else prefix
+        if not self.field:
+            field = prefix
+        elif self.field.startswith("["):  # guests[0].vcpus, as --set spells it
+            field = f"{prefix}{self.field}"
+        else:
+            field = f"{prefix}.{self.field}"
         return ConfigError(field, self.message)
 
 

@@ -28,9 +28,15 @@ def apply_assignment(data: dict[str, Any], key: str, value: Any) -> None:
     """Set a dotted key (``guests[0].vcpus``, ``paravirtual.ring_size``) in a scenario dict."""
     import re
 
-    tokens = re.findall(r"[^.\[\]]+|\[\d+\]", key.strip())
-    if not tokens:
-        raise ConfigError(key, "empty key")
+    key = key.strip()
+    if not key:
+        raise ConfigError("--set", "empty key; expected e.g. paravirtual.ring_size=512")
+    # name ( '.' name | '[' index ']' )* -- anything else is refused, not skipped.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d{1,9}\])*",
+                        key):
+        raise ConfigError(key, "malformed key; expected names joined by '.' with list indexes "
+                               "in brackets, e.g. paravirtual.ring_size or guests[0].vcpus")
+    tokens = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[\d+\]", key)
     node: Any = data
     for token, following in zip(tokens, [*tokens[1:], None], strict=True):
         last = following is None

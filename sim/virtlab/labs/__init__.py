@@ -87,6 +87,13 @@ def run_lab(name: str, seed: int, show_answers: bool, check: str | None) -> int:
         raise ConfigError("--seed", f"must be a non-negative integer, got {seed}")
     lab = LABS[name]
     text, context = lab.problem(seed)
+    answers = lab.answers(context) if (show_answers or check is not None) else []
+    given = _parse_check(check) if check is not None else {}
+    known = {a.name: a for a in answers}
+    unknown = sorted(set(given) - set(known))
+    if unknown:  # checked before anything is printed: a bad --check gets one line
+        raise ConfigError("--check", f"unknown answer {unknown[0]!r}; answers are "
+                                     f"{', '.join(known)}")
     print(f"ARG lab {name}")
     print(f"ARG seed {seed}")
     print()
@@ -95,19 +102,12 @@ def run_lab(name: str, seed: int, show_answers: bool, check: str | None) -> int:
         print("\nRun again with -c to see the answers, or --check 'name=value,...' to check "
               "yours.")
         return 0
-    answers = lab.answers(context)
     if show_answers:
         print("\nAnswers:")
         for a in answers:
             print(f"  {a.name} = {_fmt(a.value)} {a.unit}".rstrip() + f"    ({a.how})")
     if check is None:
         return 0
-    given = _parse_check(check)
-    known = {a.name: a for a in answers}
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError("--check", f"unknown answer {unknown[0]!r}; answers are "
-                                     f"{', '.join(known)}")
     print("\nCheck:")
     ok = True
     for name_, value in given.items():

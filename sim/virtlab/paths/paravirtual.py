@@ -45,6 +45,7 @@ from virtlab.paths.pvcommon import (
     run_phased,
 )
 from virtlab.paths.vm import VmPath
+from virtlab.paths.xenring import MAX_GRANTS
 from virtlab.records import EXIT, GUEST, HOST, Request
 
 __all__ = ["ParavirtualPath", "ParavirtualParams", "DeviceClass"]
@@ -123,8 +124,13 @@ class ParavirtualParams(Params):
         20.0, unit="µs", lo=0.0, hi=1e6, source="S29 (guest -> QEMU iothread notify)",
         doc="Latency of waking QEMU's I/O thread (backend = 'qemu' only).")
     # Xen ---------------------------------------------------------------------------------------
-    xen_net_ring_slots: int = param(256, lo=2, hi=1 << 20, power_of_two=True,
-                                    source="S12, S13 (256 entries on a 4 KiB page)",
+    # At most MAX_GRANTS / 2: each slot of the transmit and the receive ring can hold a granted
+    # page, and both draw on one grant table of MAX_GRANTS references.
+    # At least 32: a ring must hold a 64 KiB GSO packet (17 slots) and more than tx_stop_free.
+    xen_net_ring_slots: int = param(256, lo=32, hi=MAX_GRANTS // 2, power_of_two=True,
+                                    source="S12, S13 (256 entries on a 4 KiB page; at most "
+                                           "half the 16,384 grant references; at least a "
+                                           "64 KiB packet's 17 slots)",
                                     doc="Slots of netfront's transmit and receive rings.")
     xen_blk_ring_page_order: int = param(0, lo=0, hi=9, source="S11 (ring-page-order, 0)",
                                          doc="blkif ring pages = 2**order; 32 requests each.")
@@ -157,11 +163,24 @@ class ParavirtualParams(Params):
                                         "event (driver domain or guest).")
 
     def check(self) -> None:
-        """A block request (three descriptors) must fit a ring without indirect ones."""
+        """A block request (three descriptors) must fit a ring without indirect ones; a full
+        blkif ring's segments must fit the grant table (else blkfront would run out of grants).
+        """
         if not self.indirect_descriptors and self.ring_size < 3:
             raise ConfigError("ring_size", "without indirect descriptors a block request "
                                            "(header + data + status) needs at least 3 "
                                            "descriptors; use 4 or more")
+        if self.backend == "xen" and self.xen_net_ring_slots <= self.tx_stop_free:
+            raise ConfigError("xen_net_ring_slots",
+                              f"must exceed tx_stop_free ({self.tx_stop_free}), or netfront "
+                              f"could never transmit; got {self.xen_net_ring_slots}")
+        requests = 32 << self.xen_blk_ring_page_order
+        if requests * self.xen_blk_max_segments > MAX_GRANTS:
+            raise ConfigError("xen_blk_max_segments",
+                              f"a full blkif ring ({requests} requests at ring-page-order "
+                              f"{self.xen_blk_ring_page_order}) times the segments per request "
+                              f"must fit the grant table's {MAX_GRANTS} references, so at most "
+                              f"{MAX_GRANTS // requests} here; got {self.xen_blk_max_segments}")
 
 
 class ParavirtualPath(VmPath):

@@ -18,6 +18,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+#: References in a domain's grant table: 32 frames x 512 version-1 entries (S13). The
+#: paravirtual parameters are checked against it so that the rings can never need more.
+MAX_GRANTS = 32 * 512
+
 __all__ = ["XenSharedRing", "EventChannel", "GrantTable", "RING_IDX_MASK"]
 
 #: RING_IDX is an unsigned 32-bit integer.
@@ -232,7 +236,7 @@ class GrantTable:
     while a mapping exists); at most ``max_grants`` references exist (32 frames x 512, S13).
     """
 
-    def __init__(self, max_grants: int = 16384) -> None:
+    def __init__(self, max_grants: int = MAX_GRANTS) -> None:
         self.max_grants = max_grants
         self._free: deque[int] = deque(range(max_grants))
         self.granted: set[int] = set()

@@ -49,7 +49,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         builtin_nic,
     )
 
-    names = [args.name] if args.name else [*NIC_MODELS, *DISK_CONTROLLERS]
+    names = [args.name] if args.name is not None else [*NIC_MODELS, *DISK_CONTROLLERS]
     operations: tuple[str, ...]
     for name in names:
         if name in NIC_MODELS:
@@ -85,8 +85,10 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("presets", help="list the CPU virtualization support presets",
                        description="The named CPU virtualization support presets: what an exit, "
                                    "an interrupt injection and an EOI cost, by era.")
-    p.add_argument("--cpu-ghz", type=float, default=3.0,
-                   help="clock used to show cycle costs in µs (default 3.0)")
+    from virtlab.cli import number_in
+
+    p.add_argument("--cpu-ghz", type=number_in(0.1, 10.0), default=3.0,
+                   help="clock used to show cycle costs in µs, 0.1 to 10 (default 3.0)")
     p.add_argument("--sources", action="store_true", help="show the source of every value")
     p.set_defaults(func=_cmd_presets)
 
