@@ -78,7 +78,8 @@ def _workload_rate_per_us(scenario: Any, workload: Any) -> float:
         unit = min(max(workload.message_bytes, nic.tso_bytes), workload.window_bytes)
         outstanding = max(1, workload.window_bytes // unit)
         return min(outstanding / max(2 * nic.wire_latency_us, 1.0), line_bytes_per_us / unit)
-    assert isinstance(workload, BlockIO)
+    if not isinstance(workload, BlockIO):  # an application server (virtlab.servers)
+        return workload.connections / max(2 * nic.wire_latency_us, 1.0)
     outstanding = workload.iodepth * workload.jobs
     if disk.kind == "flash":
         access_us = min(disk.read_access_us, disk.write_access_us)
@@ -101,8 +102,9 @@ def _outstanding(scenario: Any, workload: Any) -> int:
         return max(1, workload.window_bytes // unit)
     if isinstance(workload, BlockIO):
         return workload.iodepth * workload.jobs
-    assert isinstance(workload, CpuHog)
-    return workload.threads
+    if isinstance(workload, CpuHog):
+        return workload.threads
+    return workload.connections  # an application server: one request per connection
 
 
 def estimate_run(scenario: Any) -> Estimate:
