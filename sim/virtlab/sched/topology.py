@@ -38,7 +38,7 @@ __all__ = ["HostScheduler", "build_scheduler", "POLICIES", "VM_APPROACHES"]
 POLICIES: dict[str, type[Policy]] = {
     "fifo": FifoPolicy, "cfs": CfsPolicy, "vserver": VServerPolicy, "openvz": OpenVzPolicy}
 #: Approaches whose guests have vCPUs of their own (everything else runs on the host kernel).
-VM_APPROACHES = ("paravirtual", "emulated")
+VM_APPROACHES = ("passthrough", "paravirtual", "emulated")
 _KERNEL_WORDS = ("softirq", "napi", "irq")
 
 
