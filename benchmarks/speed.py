@@ -92,10 +92,10 @@ def main() -> None:
         print(f"{approach:<12} {requests:>9,} {events:>9,} {best:>7.2f} {requests / best:>11,.0f} "
               f"{events / best:>13,.0f} {events / bare:>15,.0f}")
     start = time.perf_counter()
-    from virtlab import compare
+    from virtlab import APPROACHES, compare
 
     compare(default_scenario(), seed=0, replications=3)
-    print(f"default comparison (4 approaches x 3 replications): "
+    print(f"default comparison ({len(APPROACHES)} approaches x 3 replications): "
           f"{time.perf_counter() - start:.2f} s wall")
 
 

@@ -333,7 +333,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("compare", help="compare the four approaches on a scenario (main job)",
+    p = sub.add_parser("compare", help="compare the five approaches on a scenario (main job)",
                        description="Run the scenario once per approach (every guest switched to "
                                    "it), with common random numbers, and print throughput, "
                                    "latency, CPU time per request by where it was spent, and "
