@@ -150,7 +150,12 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
     print()
     print(comparison_table(comparison))
     print("Throughput and mean latency show the replication mean ± the 95 % CI half-width.")
-    from virtlab.report import scheduling_table
+    from virtlab.report import disk_limits_table, scheduling_table
+
+    disk = disk_limits_table(comparison)
+    if disk:
+        print()
+        print(disk)
 
     scheduling = scheduling_table(comparison)
     if scheduling is not None:

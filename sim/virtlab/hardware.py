@@ -88,11 +88,15 @@ class NicParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DiskParams(Params):
-    """A flash device with internal parallelism, or a rotating disk.
+    """A flash (NVMe-like) device with internal parallelism, or a rotating disk.
 
-    Service of one I/O: an access phase on one of ``channels`` (flash: ``*_access_us`` with the
-    given coefficient of variation; rotating: seek + rotation), then the transfer through the
-    shared interface at ``interface_mbytes_per_s`` (first come, first served).
+    Service of one I/O: the command is fetched from its hardware submission queue (each of the
+    ``queues`` queue pairs takes at most ``queue_iops`` commands per second), then an access
+    phase on one of ``channels`` (flash: ``*_access_us`` with the given coefficient of
+    variation; rotating: seek + rotation), then the transfer through the shared interface at
+    ``interface_mbytes_per_s`` (first come, first served). The fetch overlaps the access of
+    earlier commands and is part of the access time of a lone command, so a device that no
+    queue limits behaves exactly as ``channels`` servers followed by the interface.
     """
 
     section = "disk"
@@ -112,6 +116,17 @@ class DiskParams(Params):
     interface_mbytes_per_s: float = param(3000.0, unit="MB/s", source="assumption (PCIe 3 x4)",
                                           lo=0.001, hi=1e6,
                                           doc="Transfer rate of the shared interface.")
+    queues: int = param(
+        64, lo=1, hi=65535,
+        source="S54 (Linux nvme_max_io_queues asks one I/O queue pair per possible CPU, the "
+               "controller grants up to 65,535); 64: assumption for a data-center controller",
+        doc="Hardware submission/completion queue pairs; the block layer maps each CPU to one "
+            "(blk_mq_map_queues), so a submitter uses min(queues, its CPUs) of them.")
+    queue_iops: float = param(
+        1_000_000.0, unit="1/s", lo=0.0, hi=1e9,
+        source="assumption (no public per-queue command rate found; of the order of a current "
+               "NVMe drive's 4 KiB random-read IOPS); 0 = no per-queue limit",
+        doc="Commands one hardware queue can pass to the device per second (0: unlimited).")
     seek_us: float = param(4000.0, unit="µs", source="assumption (10k rpm class)", lo=0.0,
                            hi=1e7, doc="Mean random seek of a rotating disk.")
     rpm: float = param(10000.0, unit="rev/min", source="published-results.md 3 (10k rpm SCSI)",

@@ -111,6 +111,8 @@ class EmulatedPath(VmPath):
             handle_batch=self._poll_blk, finish=self._finish_blk, batch_limit=hp.napi_budget,
             min_interval_us=p.irq_min_interval_us, poll_until_empty=False, tracer=host.tracer)
         self.plans = Planner(host, p, costs, self.on_vcpu, self.blk_issue)
+        #: The device model submits the disk's I/O from one thread: one hardware queue.
+        (self.disk_queue,) = host.claim_disk_queues(1)
 
     def loops(self) -> list[DrainLoop]:
         """Consumers: host NIC, the devices' interrupt handlers and the VMM I/O thread."""
@@ -353,6 +355,6 @@ class EmulatedPath(VmPath):
     def _serve_block(self, item: Any) -> ProcessGenerator:
         _kind, req, nbytes, done, write, sequential = item
         start = self.env.now
-        yield from self.host.disk.serve(req, nbytes, write, sequential)
+        yield from self.host.disk.serve(req, nbytes, write, sequential, self.disk_queue)
         charge(req, ((DEVICE, self.env.now - start),), self.env.now)
         self.iothread.push((BLK_DONE, req, nbytes, done))

@@ -3,8 +3,8 @@
 Request flow (network receive): NIC interrupt (if the host's NAPI instance is asleep) ->
 softirq TCP/IP per segment -> the application, blocked in ``recv``, is woken -> ``recv`` copies
 the data. Send: ``send`` syscall + copy + TCP/IP -> NIC link -> peer; the NIC's transmit
-completion is reaped by the same NAPI instance. Block I/O: syscall + block layer -> device ->
-completion interrupt -> block-layer completion -> the application is woken.
+completion is reaped by the same NAPI instance. Block I/O: syscall + block layer (blk-mq: the submitting CPU's hardware queue) ->
+device -> completion interrupt -> block-layer completion -> the application is woken.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ class NativePath:
                                   batch_limit=hp.napi_budget, on_wake=self._blk_irq,
                                   tracer=host.tracer)
         self.segment_bytes = host.nic_params.tso_bytes
+        # blk-mq: each of the application's CPUs submits on its own hardware queue
+        # (Host.claim_disk_queues); which CPU submits is not tracked, so the submissions take
+        # the application's queues in turn.
+        self.blk_queues = host.claim_disk_queues(app.capacity)
+        self._next_blk_queue = 0
         # Per-operation costs, derived once.
         self.syscall_us = hp.syscall_us + self.extra_syscall_us()
         self.pkt_extra_us = self.extra_packet_us()
@@ -132,7 +137,9 @@ class NativePath:
         cpu = host.cpu
         if self._submit_steps[0][1] > 0.0:
             yield from cpu.run(self.app, req, self._submit_steps)
-        yield from host.disk.serve(req, nbytes, write, sequential)
+        turn = self._next_blk_queue
+        self._next_blk_queue = (turn + 1) % len(self.blk_queues)
+        yield from host.disk.serve(req, nbytes, write, sequential, self.blk_queues[turn])
         done = self.env.event()
         if self.blk_napi.push((BLK_DONE, req, nbytes, done)):
             req.interrupts += 1

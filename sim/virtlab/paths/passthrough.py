@@ -107,6 +107,9 @@ class PassthroughPath(VmPath):
             (GUEST, 0.5 * hp.blk_io_us, "guest: block completion"),)
         self._wake_steps: tuple[Step, ...] = ((GUEST, hp.ctx_switch_us,
                                                "guest: wake application"),)
+        # The guest's blk-mq maps its vCPUs onto the assigned device's queues, as natively.
+        self.blk_queues = host.claim_disk_queues(vcpu.capacity)
+        self._next_blk_queue = 0
         self.guest_nic = DrainLoop(host.env, f"{name}.vf-napi", self._guest_nic_batch,
                                    batch_limit=hp.napi_budget, on_wake=self._guest_irq,
                                    tracer=host.tracer)
@@ -154,7 +157,9 @@ class PassthroughPath(VmPath):
         host = self.host
         cpu = host.cpu
         yield from cpu.run(self.vcpu, req, self._blk_submit_steps)
-        yield from host.disk.serve(req, nbytes, write, sequential)
+        turn = self._next_blk_queue
+        self._next_blk_queue = (turn + 1) % len(self.blk_queues)
+        yield from host.disk.serve(req, nbytes, write, sequential, self.blk_queues[turn])
         done = self.env.event()
         if self.guest_blk.push((BLK_DONE, req, nbytes, done)):
             req.interrupts += 1

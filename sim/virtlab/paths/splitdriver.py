@@ -59,6 +59,8 @@ class SplitDriver:
         self.params = path.params
         self.scope = f"{path.name}.{name}"
         self._monitors: list[RingMonitor] = []
+        #: The disk's hardware queue of the backend's one submitting thread (a block device).
+        self.disk_queue = 0
 
     def _monitor(self, name: str, size: int) -> RingMonitor:
         """A monitor for the ring ``name`` of ``size`` entries (reported by :meth:`monitors`)."""
@@ -108,7 +110,7 @@ class SplitDriver:
                     ) -> ProcessGenerator:
         """The disk serves one ring entry's data; its time is the request's *device* phase."""
         mark(req, PH_QUEUEING, self.env.now)
-        yield from self.host.disk.serve(req, size, write, sequential)
+        yield from self.host.disk.serve(req, size, write, sequential, self.disk_queue)
         mark(req, PH_DEVICE, self.env.now)
 
     @staticmethod
