@@ -204,6 +204,12 @@ class WorkloadRunner:
         else:
             yield from self._peer_sends(self.unit_bytes, req.id)
             yield from self.path.receive(req, self.unit_bytes)
+            # TCP: the receiver acknowledges the burst (delayed ACK: one per two full-sized
+            # segments, and a GRO'd burst is one; __tcp_ack_snd_check) with a pure ACK that
+            # costs what any transmit costs on the path; the window slides when it arrives.
+            if self.host.tracer.enabled:
+                self.host.trace(self.scope, "ack", req.id, "receiver transmits a pure ACK")
+            yield from self.path.send(req, 0)
             extra_reads = max(0, -(-self.unit_bytes // workload.message_bytes) - 1)
             if extra_reads:
                 yield from self.host.cpu.run(self.app, req, (

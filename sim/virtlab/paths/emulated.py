@@ -91,9 +91,9 @@ class EmulatedPath(VmPath):
                                    costs.operation(f"{p.nic_model} irq entry", nic.irq_entry),
                                    eoi)
         self.nic_finish = costs.operation(f"{p.nic_model} irq exit", nic.irq_exit)
-        self.nic_refill_finish = combine(
-            "refill + irq exit", costs.operation(f"{p.nic_model} rx refill", nic.rx_refill),
-            self.nic_finish)
+        self.nic_refill = costs.operation(f"{p.nic_model} rx refill", nic.rx_refill)
+        #: Received frames the poll has not refilled yet (a refill every rx_refill_frames).
+        self._rx_unrefilled = 0
         self.blk_deliver = combine("disk interrupt", injection,
                                    costs.operation(f"{p.disk_controller} irq entry",
                                                    disk.irq_entry), eoi)
@@ -295,22 +295,39 @@ class EmulatedPath(VmPath):
             charge(req, parts, env.now)
 
     def _poll_nic(self, batch: list[Any]) -> ProcessGenerator:
+        """One receive poll: the guest stack per frame, a buffer refill (e1000: an RDT write)
+        every ``rx_refill_frames`` frames and one at the end for the rest (S17)."""
         stack_pkt_us = self.host.params.stack_pkt_us
+        refill = self.nic_refill
+        every = self.params.nic.rx_refill_frames
+        last_rx = None
         for kind, req, nbytes, done in batch:
             if kind == RX:  # transmit completions only free descriptors (not modelled)
-                us = self.host.nic.frames(nbytes) * stack_pkt_us
+                frames = self.host.nic.frames(nbytes)
+                us = frames * stack_pkt_us
+                refills, self._rx_unrefilled = divmod(self._rx_unrefilled + frames, every)
+                steps: tuple[Any, ...] = ((GUEST, us, "guest: stack rx"),)
+                parts: tuple[Any, ...] = ((P_GUEST, us),)
+                if refills and refill.steps:
+                    steps += refill.steps * refills
+                    parts += refill.parts * refills
+                    for _ in range(refills):
+                        refill.count(req)
                 wait = self.vcpu.acquire(priority=True)
                 if wait is not None:
                     yield wait
-                yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
-                                                                 "guest: stack rx"),))
+                yield from self.host.cpu.run(self.irq_ctx, req, steps)
                 self.vcpu.release()
-                charge(req, ((P_GUEST, us),), self.env.now)
+                charge(req, parts, self.env.now)
                 done.succeed()
+                last_rx = req
+        if last_rx is not None and self._rx_unrefilled:
+            self._rx_unrefilled = 0
+            if refill.steps:
+                yield from self._run_irq(last_rx, Plan(refill.steps, (), refill))
 
     def _finish_nic(self, handled: list[Any]) -> ProcessGenerator:
-        received = any(item[0] == RX for item in handled)
-        work = self.nic_refill_finish if received else self.nic_finish
+        work = self.nic_finish
         yield from self._run_irq(handled[-1][1], Plan(work.steps, (), work))
 
     def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:

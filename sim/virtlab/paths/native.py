@@ -119,12 +119,14 @@ class NativePath:
         ))
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """``send`` syscall + copy + TCP/IP -> NIC link -> peer."""
+        """``send`` syscall + copy + TCP/IP -> NIC link -> peer (``nbytes == 0``: a pure ACK
+        the kernel sends by itself, without syscall or copy)."""
         host = self.host
         hp = host.params
         segments = host.segments(nbytes, self.segment_bytes)
         yield from host.cpu.run(self.app, req, (
-            (HOST, self.syscall_us + host.copy_us(nbytes), "send syscall + copy"),
+            (HOST, self.syscall_us + host.copy_us(nbytes) if nbytes else 0.0,
+             "send syscall + copy"),
             (HOST, segments * (hp.stack_pkt_us + self.pkt_extra_us) + self.req_extra_us,
              "host stack tx"),
         ))

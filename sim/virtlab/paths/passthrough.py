@@ -140,12 +140,14 @@ class PassthroughPath(VmPath):
         ))
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """``send`` syscall + copy + guest TCP/IP + tail write -> the VF's link -> peer."""
+        """``send`` syscall + copy + guest TCP/IP + tail write -> the VF's link -> peer
+        (``nbytes == 0``: a pure ACK, without syscall or copy)."""
         host = self.host
         hp = host.params
         segments = host.segments(nbytes, self.segment_bytes)
         yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.syscall_us + host.copy_us(nbytes), "guest: send syscall + copy"),
+            (GUEST, hp.syscall_us + host.copy_us(nbytes) if nbytes else 0.0,
+             "guest: send syscall + copy"),
             (GUEST, segments * hp.stack_pkt_us,
              "guest: stack tx + VF tail write (mapped BAR, no exit)"),
         ))

@@ -77,8 +77,13 @@ class SplitDriver:
 
     # The guest kernel around the driver ---------------------------------------------------------
     def _stack_tx_step(self, nbytes: int, packets: int) -> PhasedStep:
-        """The send syscall, its copy and the stack's transmit work, before the driver's."""
+        """The send syscall, its copy and the stack's transmit work, before the driver's.
+
+        ``nbytes == 0`` is a pure ACK the kernel sends by itself: no syscall, no copy.
+        """
         hp = self.host.params
+        if not nbytes:
+            return (GUEST, packets * hp.stack_pkt_us, "guest: stack tx (pure ACK)", PH_GUEST)
         return (GUEST, hp.syscall_us + self.host.copy_us(nbytes) + packets * hp.stack_pkt_us,
                 "guest: send syscall + copy + stack tx", PH_GUEST)
 
