@@ -139,3 +139,19 @@ def test_posted_interrupts_do_not_change_the_ack_transmit():
     # Only interrupt delivery differs: two interrupts, each an EOI exit fewer when posted.
     assert plain.exits - posted.exits == 2
     assert plain.cpu_exit_us > posted.cpu_exit_us + 2 * exit_us - 1e-9
+
+
+def test_without_receive_offload_the_receiver_acks_every_second_segment():
+    from virtlab.hardware import NicParams
+
+    def rec_for(ack_every: int):
+        nic = NicParams(tso_bytes=1448, ack_every_segments=ack_every)  # a 2.4-era stack
+        return _one(_stream("native", window=8192, nic=nic))
+
+    every_second, once = rec_for(2), rec_for(6)
+    h = Scenario().host
+    # 8192 B = 6 packets without GRO: 3 ACKs, against 1; each extra ACK is a transmit (stack)
+    # and its transmit-completion interrupt.
+    assert every_second.interrupts - once.interrupts == 2
+    assert (every_second.cpu_host_kernel_us - once.cpu_host_kernel_us
+            == pytest.approx(2 * (h.stack_pkt_us + h.irq_us), abs=1e-9))

@@ -68,6 +68,12 @@ class NicParams(Params):
     tso_bytes: int = param(65536, unit="bytes", source="assumption (Linux GSO limit, 64 KiB)",
                            lo=1, hi=1 << 20,
                            doc="Largest segment the stack hands to a device with offload.")
+    ack_every_segments: int = param(
+        2, lo=1, hi=1 << 16,
+        source="S55 (RFC 1122 4.2.3.2; Linux __tcp_ack_snd_check: an ACK at once once more "
+               "than one full-sized segment is unacknowledged)",
+        doc="A TCP receiver acknowledges every this many packets its stack sees (a GRO'd "
+            "burst of up to tso_bytes is one): data one way, pure ACKs the other.")
     wire_latency_us: float = param(3.0, unit="µs", source="assumption (PHY, PCIe and cable)",
                                    lo=0.0, hi=1e6, doc="One-way latency of the link.")
     peer_stack_us: float = param(
