@@ -183,6 +183,14 @@ class HypervisorParams(Params):
         None, source="preset; QEMU/KVM coalesced MMIO (mechanics.md 3.1)",
         doc="Side-effect-free MMIO writes are queued in the kernel instead of exiting to the "
             "user-space device model.")
+    kind: str = param(
+        "bare-metal", choices=("bare-metal", "hosted"),
+        source="SU01 (VMware Workstation's hosted VMM switches worlds to the host OS for every "
+               "host interrupt and to run its user-level VMApp)",
+        doc="'hosted': a monitor beside a host OS (Workstation-style): the emulated path pays a "
+            "world switch (exit_user - exit_kernel) for each host interrupt taken while the "
+            "guest runs and for each I/O its user-level device model completes. 'bare-metal' "
+            "(KVM, Xen): neither.")
     # Idle vCPUs (KVM) ------------------------------------------------------------------------
     halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
                                 source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",

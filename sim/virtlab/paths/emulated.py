@@ -40,6 +40,7 @@ from virtlab.paths.emulation.phases import (
     COPIES,
     DEVICE,
     DEVICE_MODEL,
+    EXITS,
     HOST_KERNEL,
     INTERRUPT,
     charge,
@@ -49,7 +50,7 @@ from virtlab.paths.emulation.phases import GUEST as P_GUEST
 from virtlab.paths.emulation.plans import Plan, Planner
 from virtlab.paths.emulation.settings import EmulatedParams
 from virtlab.paths.vm import PH_VCPU_WAKEUP, VmPath
-from virtlab.records import BACKEND, GUEST, HOST, Request
+from virtlab.records import BACKEND, EXIT, GUEST, HOST, Request
 
 __all__ = ["EmulatedPath", "EmulatedParams"]
 
@@ -207,9 +208,31 @@ class EmulatedPath(VmPath):
 
     def _host_irq(self, item: Any) -> ProcessGenerator:
         irq_us = self.host.params.irq_us
+        switch_us = self.host.world_switch_us
+        if switch_us > 0.0 and self.vcpu.in_use:
+            # Hosted: the monitor owns the CPU while the guest runs and must switch to the host
+            # OS to let it take its interrupt.
+            req = item[1]
+            req.exits += 1
+            yield from self.host.cpu.run(self.softirq, req, (
+                (EXIT, switch_us, "hosted VMM: world switch to the host for its interrupt"),
+                (HOST, irq_us, "host NIC interrupt")))
+            charge(req, ((EXITS, switch_us), (HOST_KERNEL, irq_us)), self.env.now)
+            return
         yield from self.host.cpu.run(self.softirq, item[1], (
             (HOST, irq_us, "host NIC interrupt"),))
         charge(item[1], ((HOST_KERNEL, irq_us),), self.env.now)
+
+    def _world_switch_back(self, req: Request, critical: bool) -> ProcessGenerator:
+        """Hosted: the device model completed an I/O in the host world; raising the virtual
+        interrupt takes a world switch back into the monitor (none when bare-metal)."""
+        switch_us = self.host.world_switch_us
+        if switch_us > 0.0:
+            req.exits += 1
+            yield from self.host.cpu.run(self.iothread_ctx, req, (
+                (EXIT, switch_us, "hosted VMM: world switch back to raise the interrupt"),))
+            if critical:
+                charge(req, ((EXITS, switch_us),), self.env.now)
 
     def _host_rx_batch(self, batch: list[Any]) -> ProcessGenerator:
         host = self.host
@@ -240,6 +263,7 @@ class EmulatedPath(VmPath):
                 plan = self.plans.rx(nbytes)
                 yield from self._start(ctx, req, plan)
                 charge(req, plan.parts, self.env.now)
+                yield from self._world_switch_back(req, True)
                 self.guest_nic.push(item)
             elif kind == BLK_DONE:
                 copies = self.params.disk_dma_copies * self.host.copy_us(nbytes)
@@ -248,9 +272,11 @@ class EmulatedPath(VmPath):
                     (HOST, host_us, "host: AIO completion"),
                     (BACKEND, copies, "device model: copy disk data")))
                 charge(req, ((HOST_KERNEL, host_us), (COPIES, copies)), self.env.now)
+                yield from self._world_switch_back(req, True)
                 self.guest_blk.push(item)
             elif kind == TX:
                 yield from self._start(ctx, req, item[4])
+                yield from self._world_switch_back(req, False)  # its transmit-done interrupt
                 arrive_us, _raised = self._put_on_wire(req, nbytes)
                 if item[3] is not None:  # the last burst; earlier ones overlap the vCPU's work
                     charge(req, item[4].parts, self.env.now)
