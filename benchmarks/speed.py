@@ -92,7 +92,7 @@ def main() -> None:
         print(f"{approach:<12} {requests:>9,} {events:>9,} {best:>7.2f} {requests / best:>11,.0f} "
               f"{events / best:>13,.0f} {events / bare:>15,.0f}")
     start = time.perf_counter()
-    from virtlab import APPROACHES, compare
+    from virtlab import compare
 
     compare(default_scenario(), seed=0, replications=3)
     print(f"default comparison ({len(APPROACHES)} approaches x 3 replications): "

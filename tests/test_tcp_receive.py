@@ -82,9 +82,10 @@ def test_emulated_receive_exits_reason_by_reason():
 
 def test_e1000_refill_interval_is_a_device_table_setting():
     base = _one(_stream("emulated", window=UNIT))
+    import dataclasses
+
     from virtlab.paths.emulated import EmulatedParams
     from virtlab.paths.emulation.accesses import builtin_nic
-    import dataclasses
 
     nic = dataclasses.replace(builtin_nic("e1000"), rx_refill_frames=8)
     finer = _one(_stream("emulated", window=UNIT, emulated=EmulatedParams(nic=nic)))

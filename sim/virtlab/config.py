@@ -2,9 +2,10 @@
 
 A scenario file is TOML with the tables ``[run]``-level keys (``name``, ``profile``,
 ``duration_us``, ...), the hardware and cost tables (``[host]``, ``[nic]``, ``[disk]``,
-``[hypervisor]``, ``[native]``, ``[container]``, ``[passthrough]``, ``[emulated]``, ``[paravirtual]``) and one
-``[[guests]]`` entry per guest with its ``[[guests.workloads]]``. Values come, in increasing
-priority, from the dataclass defaults, the named **profile**, and the file itself.
+``[hypervisor]``, ``[native]``, ``[container]``, ``[passthrough]``, ``[emulated]``,
+``[paravirtual]``) and one ``[[guests]]`` entry per guest with its ``[[guests.workloads]]``.
+Values come, in increasing priority, from the dataclass defaults, the named **profile**, and
+the file itself.
 
 A **profile** is a TOML file with ``[profile]`` (``name``, ``extends``, ``description``), any of
 the hardware and cost tables, and an informational ``[measurements]`` table. Built-in profiles

@@ -1,5 +1,4 @@
-"""Physical devices: the NIC's two link directions and the disk (hardware queues, channels,
-interface).
+"""Physical devices: the NIC's two link directions and the disk.
 
 Both are first come, first served. A link is modelled without per-packet events: because it
 serves in order at a fixed rate, the moment a transfer finishes follows from the moment the
@@ -123,8 +122,10 @@ class Disk:
 
     def serve(self, req: Request, nbytes: int, write: bool, sequential: bool, queue: int = 0
               ) -> ProcessGenerator:
-        """Serve one I/O for ``req`` submitted on hardware queue ``queue`` (modulo ``queues``);
-        returns when its data transfer has finished."""
+        """Serve one I/O for ``req``; return when its data transfer has finished.
+
+        ``queue`` is the hardware queue it was submitted on (modulo ``queues``).
+        """
         env = self.env
         gap = self.fetch_gap_us
         if gap > 0.0:
@@ -193,7 +194,10 @@ BINDING_UTILISATION = 0.9
 
 
 def binding_limit(limits: dict[str, float]) -> str:
-    """Name the limit that binds: the busiest one if at least ``BINDING_UTILISATION`` busy,
-    else ``"latency"`` (too few I/Os in flight to saturate the device)."""
+    """Name the limit that binds.
+
+    The busiest one if at least ``BINDING_UTILISATION`` busy, else ``"latency"`` (too few I/Os
+    in flight to saturate the device).
+    """
     name = max(limits, key=lambda key: limits[key])
     return name if limits[name] >= BINDING_UTILISATION else "latency"

@@ -224,8 +224,10 @@ class EmulatedPath(VmPath):
         charge(item[1], ((HOST_KERNEL, irq_us),), self.env.now)
 
     def _world_switch_back(self, req: Request, critical: bool) -> ProcessGenerator:
-        """Hosted: the device model completed an I/O in the host world; raising the virtual
-        interrupt takes a world switch back into the monitor (none when bare-metal)."""
+        """Hosted: a world switch back into the monitor to raise a virtual interrupt.
+
+        The device model completed an I/O in the host world (nothing when bare-metal).
+        """
         switch_us = self.host.world_switch_us
         if switch_us > 0.0:
             req.exits += 1
@@ -321,8 +323,11 @@ class EmulatedPath(VmPath):
             charge(req, parts, env.now)
 
     def _poll_nic(self, batch: list[Any]) -> ProcessGenerator:
-        """One receive poll: the guest stack per frame, a buffer refill (e1000: an RDT write)
-        every ``rx_refill_frames`` frames and one at the end for the rest (S17)."""
+        """One receive poll: the guest stack per frame, and buffer refills.
+
+        A refill (e1000: an RDT write) every ``rx_refill_frames`` frames and one at the end of
+        the poll for the rest (S17).
+        """
         stack_pkt_us = self.host.params.stack_pkt_us
         refill = self.nic_refill
         every = self.params.nic.rx_refill_frames

@@ -3,8 +3,9 @@
 Request flow (network receive): NIC interrupt (if the host's NAPI instance is asleep) ->
 softirq TCP/IP per segment -> the application, blocked in ``recv``, is woken -> ``recv`` copies
 the data. Send: ``send`` syscall + copy + TCP/IP -> NIC link -> peer; the NIC's transmit
-completion is reaped by the same NAPI instance. Block I/O: syscall + block layer (blk-mq: the submitting CPU's hardware queue) ->
-device -> completion interrupt -> block-layer completion -> the application is woken.
+completion is reaped by the same NAPI instance. Block I/O: syscall + block layer (blk-mq: the
+submitting CPU's hardware queue) -> device -> completion interrupt -> block-layer completion ->
+the application is woken.
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ class NativePath:
         ))
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """``send`` syscall + copy + TCP/IP -> NIC link -> peer (``nbytes == 0``: a pure ACK
-        the kernel sends by itself, without syscall or copy)."""
+        """``send`` syscall + copy + TCP/IP -> NIC link -> peer.
+
+        ``nbytes == 0`` is a pure ACK the kernel sends by itself, without syscall or copy.
+        """
         host = self.host
         hp = host.params
         segments = host.segments(nbytes, self.segment_bytes)

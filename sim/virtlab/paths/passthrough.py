@@ -51,8 +51,11 @@ __all__ = ["PassthroughPath", "PassthroughParams"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PassthroughParams(Params):
-    """Device assignment has no costs of its own: the guest kernel's work is priced by
-    ``[host]`` (the same kernel costs as natively) and its interrupts by ``[hypervisor]``."""
+    """Device assignment has no costs of its own.
+
+    The guest kernel's work is priced by ``[host]`` (the same kernel costs as natively) and its
+    interrupts by ``[hypervisor]``.
+    """
 
     section = "passthrough"
 
@@ -140,8 +143,10 @@ class PassthroughPath(VmPath):
         ))
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """``send`` syscall + copy + guest TCP/IP + tail write -> the VF's link -> peer
-        (``nbytes == 0``: a pure ACK, without syscall or copy)."""
+        """``send`` syscall + copy + guest TCP/IP + tail write -> the VF's link -> peer.
+
+        ``nbytes == 0`` is a pure ACK, without syscall or copy.
+        """
         host = self.host
         hp = host.params
         segments = host.segments(nbytes, self.segment_bytes)
@@ -195,8 +200,10 @@ class PassthroughPath(VmPath):
         yield from cpu.run(self.vcpu, req, steps)
 
     def _guest_nic_batch(self, batch: list[Any]) -> ProcessGenerator:
-        """The guest's NAPI poll: its stack per received segment; transmit completions are
-        reaped within the poll at no modelled extra cost (as natively)."""
+        """The guest's NAPI poll: its stack per received segment.
+
+        Transmit completions are reaped within the poll at no modelled extra cost (as natively).
+        """
         host = self.host
         stack_pkt_us = host.params.stack_pkt_us
         for kind, req, nbytes, done in batch:

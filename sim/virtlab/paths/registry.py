@@ -14,8 +14,8 @@ from virtlab.paths import IOPath
 from virtlab.paths.container import ContainerPath
 from virtlab.paths.emulated import EmulatedPath
 from virtlab.paths.native import NativePath
-from virtlab.paths.passthrough import PassthroughPath
 from virtlab.paths.paravirtual import DeviceClass, ParavirtualParams, ParavirtualPath
+from virtlab.paths.passthrough import PassthroughPath
 from virtlab.paths.virtio_blk import VirtioBlk
 from virtlab.paths.virtio_net import VirtioNet
 from virtlab.paths.xen_blk import XenBlk
