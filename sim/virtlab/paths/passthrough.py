@@ -93,16 +93,17 @@ class PassthroughPath(VmPath):
         if self.eoi_us > 0.0:
             handler.append((EXIT, self.eoi_us, "guest EOI write -> exit"))
         #: Delivery to a running vCPU: the exit that injects the vector, then the handler.
-        self._irq_running: tuple[Step, ...] = tuple(
-            [(EXIT, inject_us, "KVM: exit to inject the device's MSI")] * (inject_us > 0.0)
-            + handler)
+        inject: list[Step] = ([(EXIT, inject_us, "KVM: exit to inject the device's MSI")]
+                              if inject_us > 0.0 else [])
+        self._irq_running: tuple[Step, ...] = (*inject, *handler)
         self.inject_exits = 1 if inject_us > 0.0 else 0
         #: Delivery to a halted vCPU, after its wake-up steps: the injection work at the
         #: wake-up's VM entry (what an injection costs beyond the exit it no longer needs).
         self.inject_work_us = max(0.0, inject_us - host.exit_kernel_us) if inject_us else 0.0
-        self._irq_halted: tuple[Step, ...] = tuple(
+        inject_work: list[Step] = (
             [(EXIT, self.inject_work_us, "KVM: inject the MSI at the wake-up's VM entry")]
-            * (self.inject_work_us > 0.0) + handler)
+            if self.inject_work_us > 0.0 else [])
+        self._irq_halted: tuple[Step, ...] = (*inject_work, *handler)
         self._blk_submit_steps: tuple[Step, ...] = (
             (GUEST, hp.syscall_us + 0.5 * hp.blk_io_us,
              "guest: submit I/O + nvme SQ doorbell (mapped BAR, no exit)"),)
