@@ -117,3 +117,23 @@ def test_one_cpu_on_a_slow_queue_is_queue_bound():
     # Two CPUs submit on two queues: the queue limit no longer binds.
     two, _ = _limits(_native_block(BlockIO(block_bytes=4096, iodepth=64), 2, disk))
     assert two["queue"] < limits["queue"]
+
+
+def test_compare_reports_which_disk_limit_binds(capsys):
+    import json
+
+    from virtlab.cli import main
+
+    args = ["compare", "--approaches", "native,passthrough", "-r", "1", "--duration", "3000",
+            "--warmup", "500"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Disk limits"):].splitlines()
+    rows = [line.split() for line in table[2:] if line.startswith("disk.fio")]
+    assert [row[1] for row in rows] == ["native", "passthrough"]
+    assert all(row[-1] in ("queue", "parallelism", "interface", "latency") for row in rows)
+    assert main([*args, "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    disk = {e["approach"]: e["disk"] for e in entries if e["kind"] == "block"}
+    assert set(disk["native"]) == {"queue_util", "parallelism_util", "interface_util", "binds"}
+    assert all(e["disk"] is None for e in entries if e["kind"] != "block")
