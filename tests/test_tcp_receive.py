@@ -156,3 +156,16 @@ def test_without_receive_offload_the_receiver_acks_every_second_segment():
     assert every_second.interrupts - once.interrupts == 2
     assert (every_second.cpu_host_kernel_us - once.cpu_host_kernel_us
             == pytest.approx(2 * (h.stack_pkt_us + h.irq_us), abs=1e-9))
+
+
+def test_small_mtus_of_the_literature_run_and_cost_frames():
+    from virtlab.hardware import NicParams
+
+    small = NicParams(mtu_bytes=68, tcp_ip_header_bytes=40)  # RFC 791 minimum, no options
+    assert small.payload_per_frame_bytes == 28
+    rec = _one(_stream("emulated", window=8192, nic=small))
+    frames = math.ceil(8192 / 28)  # one 8 KiB burst: 293 frames
+    refills = frames // 16 + (1 if frames % 16 else 0)
+    assert rec.exits_mmio == refills + 5 + 1 + 5
+    with pytest.raises(Exception, match="mtu_bytes"):
+        NicParams(mtu_bytes=67)

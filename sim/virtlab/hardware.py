@@ -56,8 +56,11 @@ class NicParams(Params):
 
     line_rate_gbps: float = param(10.0, unit="Gbit/s", source="F14 (10 GbE testbed)", lo=0.001,
                                   hi=1000.0, doc="Line rate of the link, each direction.")
-    mtu_bytes: int = param(1500, unit="bytes", source="F14 (MTU 1500)", lo=576, hi=65536,
-                           doc="IP MTU; sets the payload per wire frame.")
+    mtu_bytes: int = param(1500, unit="bytes", lo=68, hi=65536,
+                           source="F14 (MTU 1500); range: RFC 791 (every IPv4 module takes "
+                                  "68 bytes) to 64 KiB",
+                           doc="IP MTU; sets the payload per wire frame (it must exceed "
+                               "tcp_ip_header_bytes).")
     frame_overhead_bytes: int = param(
         90, unit="bytes", lo=0, hi=1000,
         source="derived: preamble 8 + Ethernet 14 + FCS 4 + gap 12 + IP 20 + TCP 32; "
