@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up virtlab and run it: the only two commands a new user needs.
 
-    python3 dev.py run    # the main job: compare the four approaches on the default scenario
+    python3 dev.py run    # the main job: compare the five approaches on the default scenario
     python3 dev.py test   # the whole test suite (what CI runs)
 
 Both create ``.venv`` next to this file on first use and install virtlab into it (editable,

@@ -20,11 +20,12 @@ def zero_cost_host(**overrides: Any) -> HostParams:
 def single_queue_disk(mean_access_us: float, cv: float, channels: int = 1) -> DiskParams:
     """A flash device reduced to ``channels`` servers with the given service distribution.
 
-    The interface is made so fast (1e6 MB/s) that a 512-byte transfer adds 0.000512 µs.
+    The interface is made so fast (1e6 MB/s) that a 512-byte transfer adds 0.000512 µs, and the
+    hardware queues take commands at any rate (``queue_iops = 0``).
     """
     return DiskParams(kind="flash", channels=channels, read_access_us=mean_access_us,
                       write_access_us=mean_access_us, service_cv=cv,
-                      interface_mbytes_per_s=1e6)
+                      interface_mbytes_per_s=1e6, queue_iops=0.0)
 
 
 def open_loop_disk_scenario(rate_per_s: float, mean_access_us: float, cv: float, *,

@@ -131,11 +131,13 @@ def test_the_2003_profile_describes_a_hosted_binary_translating_vmm():
     scenario = scenario_from_dict({}, "testbed-2003")
     assert scenario.hypervisor.cpu_support == "binary-translation"
     assert scenario.emulated.nic_model == "pcnet32" and not scenario.emulated.nic.tso
+    assert scenario.hypervisor.kind == "hosted"
     # --cpu-support replaces the profile's preset; the profile pins no exit costs, only the
-    # era's halt behaviour (no halt polling), which the preset leaves alone.
+    # era's halt behaviour (no halt polling) and the monitor's kind, which the preset leaves
+    # alone.
     flagged = scenario_from_dict({"hypervisor": {"cpu_support": "modern"}}, "testbed-2003")
     assert flagged.hypervisor == HypervisorParams(cpu_support="modern", halt_poll_us=0.0,
-                                                  vcpu_wake_latency_us=3.0)
+                                                  vcpu_wake_latency_us=3.0, kind="hosted")
 
 
 def test_the_2007_profile_uses_first_generation_vtx():

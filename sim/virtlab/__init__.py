@@ -20,7 +20,7 @@ Public API
 ``RunResult``             one run's records, summaries and provenance
 ``Result``                replications with means and confidence intervals
 ``Comparison``            results per approach; ``to_frame()``, ``to_json()``
-``APPROACHES``            the four approach names
+``APPROACHES``            the five approach names
 ========================  ==============================================================
 """
 

@@ -435,7 +435,12 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
     print()
     print(comparison_table(comparison))
     print("Throughput and mean latency show the replication mean ± the 95 % CI half-width.")
-    from virtlab.report import scheduling_table
+    from virtlab.report import disk_limits_table, scheduling_table
+
+    disk = disk_limits_table(comparison)
+    if disk:
+        print()
+        print(disk)
 
     scheduling = scheduling_table(comparison)
     if scheduling is not None:
@@ -620,11 +625,14 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     """The full argument parser (sub-commands and their help)."""
+    from virtlab.paths import APPROACHES as APPROACH_CHOICES
+
     parser = _Parser(
         prog="virtlab",
         description="virtlab simulates how a guest's disk and network I/O is virtualized -- "
-                    "native, container (shared kernel), paravirtual (shared rings) and "
-                    "emulated (trap-and-emulate devices) -- and what each costs.",
+                    "native, container (shared kernel), passthrough (an assigned device), "
+                    "paravirtual (shared rings) and emulated (trap-and-emulate devices) -- and "
+                    "what each costs.",
         epilog="Start with 'virtlab compare' (the main comparison), then 'virtlab trace "
                "--approach emulated' to follow one request. Time is in microseconds.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -632,14 +640,14 @@ def make_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an internal error (may stand anywhere)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("compare", help="compare the four approaches on a scenario (main job)",
+    p = sub.add_parser("compare", help="compare the five approaches on a scenario (main job)",
                        description="Run the scenario once per approach (every guest switched to "
                                    "it), with common random numbers, and print throughput, "
                                    "latency, CPU time per request by where it was spent, and "
                                    "VM exits, notifications and interrupts per request.")
     _add_run_options(p, config_required=False)
-    p.add_argument("--approaches", default="native,container,paravirtual,emulated",
-                   help="comma-separated approaches to compare (default: all four)")
+    p.add_argument("--approaches", default=",".join(APPROACH_CHOICES),
+                   help="comma-separated approaches to compare (default: all)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("run", help="run a scenario file as written",
@@ -653,7 +661,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "context, exits, kicks, interrupts, wire and device time.")
     p.add_argument("--config", metavar="FILE.toml", help="scenario file (default: built-in)")
     p.add_argument("--profile", metavar="NAME|FILE", help="hardware/cost profile")
-    p.add_argument("--approach", choices=("native", "container", "paravirtual", "emulated"),
+    p.add_argument("--approach", choices=APPROACH_CHOICES,
                    help="switch the guest to this approach")
     p.add_argument("--guest", help="guest to trace (default: the first)")
     p.add_argument("--workload", help="workload name or kind (rr, stream, block)")

@@ -155,6 +155,6 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--p99-limit", required=True, metavar="TIME",
                    help="latency limit for the worst guest's p99, e.g. 200us or 1ms")
     p.add_argument("--max-guests", type=int, default=8, help="largest guest count (default 8)")
-    p.add_argument("--approaches", help="comma-separated approaches (default: all four)")
+    p.add_argument("--approaches", help="comma-separated approaches (default: all)")
     p.set_defaults(func=_cmd_capacity)
 

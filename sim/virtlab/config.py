@@ -2,9 +2,10 @@
 
 A scenario file is TOML with the tables ``[run]``-level keys (``name``, ``profile``,
 ``duration_us``, ...), the hardware and cost tables (``[host]``, ``[nic]``, ``[disk]``,
-``[hypervisor]``, ``[native]``, ``[container]``, ``[emulated]``, ``[paravirtual]``) and one
-``[[guests]]`` entry per guest with its ``[[guests.workloads]]``. Values come, in increasing
-priority, from the dataclass defaults, the named **profile**, and the file itself.
+``[hypervisor]``, ``[native]``, ``[container]``, ``[passthrough]``, ``[emulated]``,
+``[paravirtual]``) and one ``[[guests]]`` entry per guest with its ``[[guests.workloads]]``.
+Values come, in increasing priority, from the dataclass defaults, the named **profile**, and
+the file itself.
 
 A **profile** is a TOML file with ``[profile]`` (``name``, ``extends``, ``description``), any of
 the hardware and cost tables, and an informational ``[measurements]`` table. Built-in profiles
@@ -37,6 +38,7 @@ from virtlab.paths.container import ContainerParams
 from virtlab.paths.emulated import EmulatedParams
 from virtlab.paths.native import NativeParams
 from virtlab.paths.paravirtual import ParavirtualParams
+from virtlab.paths.passthrough import PassthroughParams
 from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.workload import BlockIO, RequestResponse, Workload, check_workload_names
 
@@ -55,7 +57,7 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Tables a profile may set, in the order they are documented.
 PARAM_SECTIONS: tuple[type[Params], ...] = (
     HostParams, NicParams, DiskParams, HypervisorParams, NativeParams, ContainerParams,
-    EmulatedParams, ParavirtualParams, SchedulerParams)
+    PassthroughParams, EmulatedParams, ParavirtualParams, SchedulerParams)
 _SECTION_NAMES = tuple(cls.section for cls in PARAM_SECTIONS)
 
 
@@ -105,6 +107,7 @@ class Scenario(Params):
     hypervisor: HypervisorParams = field(default_factory=HypervisorParams)
     native: NativeParams = field(default_factory=NativeParams)
     container: ContainerParams = field(default_factory=ContainerParams)
+    passthrough: PassthroughParams = field(default_factory=PassthroughParams)
     emulated: EmulatedParams = field(default_factory=EmulatedParams)
     paravirtual: ParavirtualParams = field(default_factory=ParavirtualParams)
     scheduler: SchedulerParams = field(default_factory=SchedulerParams)

@@ -20,7 +20,7 @@ from virtlab.rng import Stream
 from virtlab.trace import NullTracer, Tracer
 from virtlab.units import US_PER_S, bytes_per_us_from_gbps, bytes_per_us_from_mbytes_per_s
 
-__all__ = ["Link", "Nic", "Disk"]
+__all__ = ["Link", "Nic", "Disk", "binding_limit", "BINDING_UTILISATION"]
 
 
 class Link:
@@ -67,13 +67,21 @@ class Nic:
 
 
 class Disk:
-    """A flash device (``channels`` parallel accesses) or a rotating disk (one at a time).
+    """A flash device (hardware queues, ``channels`` parallel accesses) or a rotating disk.
 
-    Service of one I/O = access time (flash: mean per direction with ``service_cv``; rotating:
-    seek + rotational delay unless sequential) followed by the transfer through the shared
-    interface, in the order the accesses end. With one channel the device is an exact
+    Service of one I/O: the command is fetched from its hardware queue, at most one per
+    ``1 / queue_iops`` per queue (FIFO; ``queue_iops = 0``: no limit); then the access
+    (flash: mean per direction with ``service_cv``; rotating: seek + rotational delay unless
+    sequential) on one of ``channels``, followed by the transfer through the shared interface,
+    in the order the accesses end. The fetch is pipelined: it delays a command only behind
+    the fetches of earlier commands of its queue, and a lone command's fetch is part of its
+    access time (a fetch stage of ``1 / queue_iops`` followed by the rest of the access gives
+    the same completion times). With one channel and no queue limit the device is an exact
     single-server FIFO queue (one timeout per I/O); with several, an M/G/c station followed by
     a FIFO interface (two timeouts per I/O).
+
+    Three limits can bind, and :meth:`limits` reports how busy each was: the busiest queue's
+    command rate, the internal parallelism (channels busy with accesses) and the interface.
     """
 
     def __init__(self, env: simpy.Environment, params: DiskParams, stream: Stream,
@@ -85,8 +93,15 @@ class Disk:
         channels = 1 if params.kind == "rotating" else params.channels
         self.channels = Semaphore(env, "host.disk", channels)
         self.interface = Link(bytes_per_us_from_mbytes_per_s(params.interface_mbytes_per_s), 0.0)
+        #: Time between two command fetches of one hardware queue (0: no per-queue limit).
+        self.fetch_gap_us = US_PER_S / params.queue_iops if params.queue_iops > 0.0 else 0.0
+        #: Per hardware queue: when its next command can be fetched, and commands fetched.
+        self.queue_free_at_us = [0.0] * params.queues
+        self.queue_commands = [0] * params.queues
         self.completed = 0
         self.busy_us = 0.0
+        #: Channel time spent in accesses only (without waiting for or using the interface).
+        self.access_busy_us = 0.0
 
     def access_us(self, write: bool, sequential: bool) -> float:
         """Draw the access time of one I/O."""
@@ -105,9 +120,27 @@ class Disk:
             return self.stream.exponential(mean)
         return self.stream.gamma(mean, cv)
 
-    def serve(self, req: Request, nbytes: int, write: bool, sequential: bool) -> ProcessGenerator:
-        """Serve one I/O for ``req``; returns when its data transfer has finished."""
+    def serve(self, req: Request, nbytes: int, write: bool, sequential: bool, queue: int = 0
+              ) -> ProcessGenerator:
+        """Serve one I/O for ``req``; return when its data transfer has finished.
+
+        ``queue`` is the hardware queue it was submitted on (modulo ``queues``).
+        """
         env = self.env
+        gap = self.fetch_gap_us
+        if gap > 0.0:
+            queue %= len(self.queue_free_at_us)
+            self.queue_commands[queue] += 1
+            fetch_at = self.queue_free_at_us[queue]
+            now = env.now
+            if fetch_at > now:
+                self.queue_free_at_us[queue] = fetch_at + gap
+                if self.tracer.enabled:
+                    self.tracer.emit(now, "host.disk", "queue", req.id,
+                                     f"hardware queue {queue} busy: fetched at {fetch_at:.3f} µs")
+                yield env.timeout(fetch_at - now)
+            else:
+                self.queue_free_at_us[queue] = now + gap
         wait = self.channels.acquire()
         if wait is not None:
             yield wait
@@ -128,8 +161,24 @@ class Disk:
             self._trace(req, write, nbytes, access_us, finish)
             yield env.timeout(finish - env.now)
         self.busy_us += finish - start
+        self.access_busy_us += access_us
         self.channels.release()
         self.completed += 1
+
+    def limits(self, span_us: float) -> dict[str, float]:
+        """How busy each of the device's limits was over ``span_us`` (fractions, 0 to 1).
+
+        ``queue``: the busiest hardware queue's fetches x ``1 / queue_iops`` (0 without a
+        queue limit); ``parallelism``: channel time in accesses / (channels x span);
+        ``interface``: transfer time / span. The largest is the limit that binds; when all
+        are well below 1 the device is not the bottleneck (its latency x the I/Os in flight
+        is: Little's law).
+        """
+        if span_us <= 0.0:
+            return {"queue": 0.0, "parallelism": 0.0, "interface": 0.0}
+        return {"queue": max(self.queue_commands) * self.fetch_gap_us / span_us,
+                "parallelism": self.access_busy_us / (self.channels.capacity * span_us),
+                "interface": self.interface.busy_us / span_us}
 
     def _trace(self, req: Request, write: bool, nbytes: int, access_us: float,
                finish_us: float) -> None:
@@ -138,3 +187,17 @@ class Disk:
             self.tracer.emit(self.env.now, "host.disk", "device", req.id,
                              f"{kind} {nbytes} B: access {access_us:.3f} µs, done at "
                              f"{finish_us:.3f} µs")
+
+
+#: Utilisation above which a device limit is reported as binding.
+BINDING_UTILISATION = 0.9
+
+
+def binding_limit(limits: dict[str, float]) -> str:
+    """Name the limit that binds.
+
+    The busiest one if at least ``BINDING_UTILISATION`` busy, else ``"latency"`` (too few I/Os
+    in flight to saturate the device).
+    """
+    name = max(limits, key=lambda key: limits[key])
+    return name if limits[name] >= BINDING_UTILISATION else "latency"

@@ -75,6 +75,7 @@ class Entry:
                                      for phase in PHASES},
             "rings": {"occupancy_mean": _none_if_nan(m["ring_occupancy_mean"]),
                       "batch_mean": _none_if_nan(m["ring_batch_mean"])},
+            "disk": _disk_limits(m),
             "scheduling": {key: _none_if_nan(m[key])
                            for key in ("guest_cpu_pct", "nr_periods", "nr_throttled")},
             "ci_half_width": {k: _none_if_nan(v) for k, v in self.half_widths.items()},
@@ -99,6 +100,18 @@ def dumps_json(document: Any) -> str:
 
 def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
+
+
+def _disk_limits(means: dict[str, float]) -> dict[str, Any] | None:
+    """The host disk's limits for a block workload (None for other workloads)."""
+    from virtlab.devices import binding_limit
+
+    limits = {"queue": means["disk_queue_util"], "parallelism": means["disk_parallelism_util"],
+              "interface": means["disk_interface_util"]}
+    if any(math.isnan(v) for v in limits.values()):
+        return None
+    return {**{f"{name}_util": value for name, value in limits.items()},
+            "binds": binding_limit(limits)}
 
 
 def _entries(scenario: Scenario, approach: str, summaries: Sequence[Sequence[WorkloadSummary]],

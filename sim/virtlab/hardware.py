@@ -56,8 +56,11 @@ class NicParams(Params):
 
     line_rate_gbps: float = param(10.0, unit="Gbit/s", source="F14 (10 GbE testbed)", lo=0.001,
                                   hi=1000.0, doc="Line rate of the link, each direction.")
-    mtu_bytes: int = param(1500, unit="bytes", source="F14 (MTU 1500)", lo=576, hi=65536,
-                           doc="IP MTU; sets the payload per wire frame.")
+    mtu_bytes: int = param(1500, unit="bytes", lo=68, hi=65536,
+                           source="F14 (MTU 1500); range: RFC 791 (every IPv4 module takes "
+                                  "68 bytes) to 64 KiB",
+                           doc="IP MTU; sets the payload per wire frame (it must exceed "
+                               "tcp_ip_header_bytes).")
     frame_overhead_bytes: int = param(
         90, unit="bytes", lo=0, hi=1000,
         source="derived: preamble 8 + Ethernet 14 + FCS 4 + gap 12 + IP 20 + TCP 32; "
@@ -68,6 +71,12 @@ class NicParams(Params):
     tso_bytes: int = param(65536, unit="bytes", source="assumption (Linux GSO limit, 64 KiB)",
                            lo=1, hi=1 << 20,
                            doc="Largest segment the stack hands to a device with offload.")
+    ack_every_segments: int = param(
+        2, lo=1, hi=1 << 16,
+        source="S65 (RFC 1122 4.2.3.2; Linux __tcp_ack_snd_check: an ACK at once once more "
+               "than one full-sized segment is unacknowledged)",
+        doc="A TCP receiver acknowledges every this many packets its stack sees (a GRO'd "
+            "burst of up to tso_bytes is one): data one way, pure ACKs the other.")
     wire_latency_us: float = param(3.0, unit="µs", source="assumption (PHY, PCIe and cable)",
                                    lo=0.0, hi=1e6, doc="One-way latency of the link.")
     peer_stack_us: float = param(
@@ -88,11 +97,15 @@ class NicParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DiskParams(Params):
-    """A flash device with internal parallelism, or a rotating disk.
+    """A flash (NVMe-like) device with internal parallelism, or a rotating disk.
 
-    Service of one I/O: an access phase on one of ``channels`` (flash: ``*_access_us`` with the
-    given coefficient of variation; rotating: seek + rotation), then the transfer through the
-    shared interface at ``interface_mbytes_per_s`` (first come, first served).
+    Service of one I/O: the command is fetched from its hardware submission queue (each of the
+    ``queues`` queue pairs takes at most ``queue_iops`` commands per second), then an access
+    phase on one of ``channels`` (flash: ``*_access_us`` with the given coefficient of
+    variation; rotating: seek + rotation), then the transfer through the shared interface at
+    ``interface_mbytes_per_s`` (first come, first served). The fetch overlaps the access of
+    earlier commands and is part of the access time of a lone command, so a device that no
+    queue limits behaves exactly as ``channels`` servers followed by the interface.
     """
 
     section = "disk"
@@ -112,6 +125,17 @@ class DiskParams(Params):
     interface_mbytes_per_s: float = param(3000.0, unit="MB/s", source="assumption (PCIe 3 x4)",
                                           lo=0.001, hi=1e6,
                                           doc="Transfer rate of the shared interface.")
+    queues: int = param(
+        64, lo=1, hi=65535,
+        source="S64 (Linux nvme_max_io_queues asks one I/O queue pair per possible CPU, the "
+               "controller grants up to 65,535); 64: assumption for a data-center controller",
+        doc="Hardware submission/completion queue pairs; the block layer maps each CPU to one "
+            "(blk_mq_map_queues), so a submitter uses min(queues, its CPUs) of them.")
+    queue_iops: float = param(
+        1_000_000.0, unit="1/s", lo=0.0, hi=1e9,
+        source="assumption (no public per-queue command rate found; of the order of a current "
+               "NVMe drive's 4 KiB random-read IOPS); 0 = no per-queue limit",
+        doc="Commands one hardware queue can pass to the device per second (0: unlimited).")
     seek_us: float = param(4000.0, unit="µs", source="assumption (10k rpm class)", lo=0.0,
                            hi=1e7, doc="Mean random seek of a rotating disk.")
     rpm: float = param(10000.0, unit="rev/min", source="published-results.md 3 (10k rpm SCSI)",
@@ -162,6 +186,14 @@ class HypervisorParams(Params):
         None, source="preset; QEMU/KVM coalesced MMIO (mechanics.md 3.1)",
         doc="Side-effect-free MMIO writes are queued in the kernel instead of exiting to the "
             "user-space device model.")
+    kind: str = param(
+        "bare-metal", choices=("bare-metal", "hosted"),
+        source="SU01 (VMware Workstation's hosted VMM switches worlds to the host OS for every "
+               "host interrupt and to run its user-level VMApp)",
+        doc="'hosted': a monitor beside a host OS (Workstation-style): the emulated path pays a "
+            "world switch (exit_user - exit_kernel) for each host interrupt taken while the "
+            "guest runs and for each I/O its user-level device model completes. 'bare-metal' "
+            "(KVM, Xen): neither.")
     # Idle vCPUs (KVM) ------------------------------------------------------------------------
     halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
                                 source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",

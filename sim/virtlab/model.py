@@ -226,6 +226,12 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
             ring_metrics = getattr(guest.path, "summary_metrics", None)
             if ring_metrics is not None:  # paths with observable rings (paravirtual)
                 summary = dataclasses.replace(summary, **ring_metrics(now))
+            if runner.workload.kind == "block":  # the host disk's limits (shared by guests)
+                limits = model.host.disk.limits(now)
+                summary = dataclasses.replace(
+                    summary, disk_queue_util=limits["queue"],
+                    disk_parallelism_util=limits["parallelism"],
+                    disk_interface_util=limits["interface"])
             summaries.append(summary)
     rings: dict[str, tuple[int, int]] = {}
     notifications: dict[str, int] = {}
@@ -243,7 +249,10 @@ def run(scenario: Scenario, seed: int = 0, *, replication: int = 0,
         in_flight=in_flight, arrived=arrived, in_flight_area=area,
         cpu_busy_us=dict(zip(CATEGORIES, cpu.busy_us, strict=True)),
         cpu_label_us=dict(cpu.label_us), ring_stats=rings, notifications=notifications,
-        device_busy_us={"disk": model.host.disk.busy_us, "nic.tx": model.host.nic.tx.busy_us,
+        device_busy_us={"disk": model.host.disk.busy_us,
+                        "disk.access": model.host.disk.access_busy_us,
+                        "disk.interface": model.host.disk.interface.busy_us,
+                        "nic.tx": model.host.nic.tx.busy_us,
                         "nic.rx": model.host.nic.rx.busy_us},
         sim_now_us=now, wall_s=time.perf_counter() - wall_start, version=__version__,
         summaries=summaries,

@@ -191,6 +191,34 @@ def ring_table(comparison: Comparison) -> str:
     return "\n".join(out)
 
 
+def disk_limits_table(comparison: Comparison) -> str:
+    """Which of the host disk's limits binds, per approach running a block workload.
+
+    Fractions busy over the run (replication means) of the busiest hardware queue, the
+    channels (internal parallelism) and the interface; the largest binds if it reaches
+    ``BINDING_UTILISATION``, else the device is not the bottleneck ("latency": too few I/Os in
+    flight). Empty when no block workload ran.
+    """
+    from virtlab.devices import BINDING_UTILISATION, binding_limit
+
+    rows = [e for e in comparison.entries if e.error is None and e.kind == "block"
+            and not math.isnan(e.means.get("disk_parallelism_util", math.nan))]
+    if not rows:
+        return ""
+    out = [f"Disk limits (fraction busy over the run; the largest binds from "
+           f"{BINDING_UTILISATION:.0%}, else the I/Os in flight do: 'latency'):",
+           f"{'guest.workload':<20} {'approach':<12} {'queue':>6} {'parallel':>8} "
+           f"{'iface':>6}  binds"]
+    for e in rows:
+        m = e.means
+        limits = {"queue": m["disk_queue_util"], "parallelism": m["disk_parallelism_util"],
+                  "interface": m["disk_interface_util"]}
+        out.append(f"{e.guest + '.' + e.workload:<20} {e.approach:<12} "
+                   f"{limits['queue']:>6.2f} {limits['parallelism']:>8.2f} "
+                   f"{limits['interface']:>6.2f}  {binding_limit(limits)}")
+    return "\n".join(out)
+
+
 def ring_summary(path_stats: dict[str, dict[str, Any]]) -> list[str]:
     """Lines describing each guest's rings and notification counters (for traces)."""
     lines = []

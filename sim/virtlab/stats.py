@@ -127,6 +127,12 @@ class WorkloadSummary:
     disk_utilisation: float = float("nan")
     nic_tx_utilisation: float = float("nan")
     nic_rx_utilisation: float = float("nan")
+    # The host's disk (block workloads only, NaN otherwise), over the whole run: how busy each
+    # of its limits was (virtlab.devices.Disk.limits): the busiest hardware queue, the
+    # channels (internal parallelism) and the interface, as fractions.
+    disk_queue_util: float = float("nan")
+    disk_parallelism_util: float = float("nan")
+    disk_interface_util: float = float("nan")
 
 
 #: Exit reasons as reported (the path's own reasons plus "other").

@@ -1,11 +1,14 @@
 """I/O paths: how a guest's network and disk requests reach the hardware.
 
 Every path implements :class:`IOPath`, so a scenario swaps the path without touching the
-workload. The four paths:
+workload. The five paths:
 
 * :class:`~virtlab.paths.native.NativePath`: the host kernel's stack and drivers (baseline);
 * :class:`~virtlab.paths.container.ContainerPath`: the same kernel, plus a veth/bridge hop,
   optional NAT and cgroup accounting;
+* :class:`~virtlab.paths.passthrough.PassthroughPath`: device assignment (an SR-IOV virtual
+  function or a VFIO-assigned device): the guest kernel drives the hardware itself, and only
+  the device's interrupts involve the hypervisor;
 * :class:`~virtlab.paths.emulated.EmulatedPath`: trap-and-emulate devices (e1000-like NIC,
   AHCI/IDE-like disk): register accesses exit to a device model;
 * :class:`~virtlab.paths.paravirtual.ParavirtualPath`: a frontend and a backend sharing bounded
@@ -24,7 +27,7 @@ from virtlab.records import Request
 __all__ = ["IOPath", "APPROACHES"]
 
 #: Approach names accepted in scenarios and on the command line, in the order tables use.
-APPROACHES = ("native", "container", "paravirtual", "emulated")
+APPROACHES = ("native", "container", "passthrough", "paravirtual", "emulated")
 
 
 class IOPath(Protocol):

@@ -40,6 +40,7 @@ from virtlab.paths.emulation.phases import (
     COPIES,
     DEVICE,
     DEVICE_MODEL,
+    EXITS,
     HOST_KERNEL,
     INTERRUPT,
     charge,
@@ -49,7 +50,7 @@ from virtlab.paths.emulation.phases import GUEST as P_GUEST
 from virtlab.paths.emulation.plans import Plan, Planner
 from virtlab.paths.emulation.settings import EmulatedParams
 from virtlab.paths.vm import PH_VCPU_WAKEUP, VmPath
-from virtlab.records import BACKEND, GUEST, HOST, Request
+from virtlab.records import BACKEND, EXIT, GUEST, HOST, Request
 
 __all__ = ["EmulatedPath", "EmulatedParams"]
 
@@ -91,9 +92,9 @@ class EmulatedPath(VmPath):
                                    costs.operation(f"{p.nic_model} irq entry", nic.irq_entry),
                                    eoi)
         self.nic_finish = costs.operation(f"{p.nic_model} irq exit", nic.irq_exit)
-        self.nic_refill_finish = combine(
-            "refill + irq exit", costs.operation(f"{p.nic_model} rx refill", nic.rx_refill),
-            self.nic_finish)
+        self.nic_refill = costs.operation(f"{p.nic_model} rx refill", nic.rx_refill)
+        #: Received frames the poll has not refilled yet (a refill every rx_refill_frames).
+        self._rx_unrefilled = 0
         self.blk_deliver = combine("disk interrupt", injection,
                                    costs.operation(f"{p.disk_controller} irq entry",
                                                    disk.irq_entry), eoi)
@@ -111,6 +112,8 @@ class EmulatedPath(VmPath):
             handle_batch=self._poll_blk, finish=self._finish_blk, batch_limit=hp.napi_budget,
             min_interval_us=p.irq_min_interval_us, poll_until_empty=False, tracer=host.tracer)
         self.plans = Planner(host, p, costs, self.on_vcpu, self.blk_issue)
+        #: The device model submits the disk's I/O from one thread: one hardware queue.
+        (self.disk_queue,) = host.claim_disk_queues(1)
 
     def loops(self) -> list[DrainLoop]:
         """Consumers: host NIC, the devices' interrupt handlers and the VMM I/O thread."""
@@ -205,9 +208,33 @@ class EmulatedPath(VmPath):
 
     def _host_irq(self, item: Any) -> ProcessGenerator:
         irq_us = self.host.params.irq_us
+        switch_us = self.host.world_switch_us
+        if switch_us > 0.0 and self.vcpu.in_use:
+            # Hosted: the monitor owns the CPU while the guest runs and must switch to the host
+            # OS to let it take its interrupt.
+            req = item[1]
+            req.exits += 1
+            yield from self.host.cpu.run(self.softirq, req, (
+                (EXIT, switch_us, "hosted VMM: world switch to the host for its interrupt"),
+                (HOST, irq_us, "host NIC interrupt")))
+            charge(req, ((EXITS, switch_us), (HOST_KERNEL, irq_us)), self.env.now)
+            return
         yield from self.host.cpu.run(self.softirq, item[1], (
             (HOST, irq_us, "host NIC interrupt"),))
         charge(item[1], ((HOST_KERNEL, irq_us),), self.env.now)
+
+    def _world_switch_back(self, req: Request, critical: bool) -> ProcessGenerator:
+        """Hosted: a world switch back into the monitor to raise a virtual interrupt.
+
+        The device model completed an I/O in the host world (nothing when bare-metal).
+        """
+        switch_us = self.host.world_switch_us
+        if switch_us > 0.0:
+            req.exits += 1
+            yield from self.host.cpu.run(self.iothread_ctx, req, (
+                (EXIT, switch_us, "hosted VMM: world switch back to raise the interrupt"),))
+            if critical:
+                charge(req, ((EXITS, switch_us),), self.env.now)
 
     def _host_rx_batch(self, batch: list[Any]) -> ProcessGenerator:
         host = self.host
@@ -238,6 +265,7 @@ class EmulatedPath(VmPath):
                 plan = self.plans.rx(nbytes)
                 yield from self._start(ctx, req, plan)
                 charge(req, plan.parts, self.env.now)
+                yield from self._world_switch_back(req, True)
                 self.guest_nic.push(item)
             elif kind == BLK_DONE:
                 copies = self.params.disk_dma_copies * self.host.copy_us(nbytes)
@@ -246,9 +274,11 @@ class EmulatedPath(VmPath):
                     (HOST, host_us, "host: AIO completion"),
                     (BACKEND, copies, "device model: copy disk data")))
                 charge(req, ((HOST_KERNEL, host_us), (COPIES, copies)), self.env.now)
+                yield from self._world_switch_back(req, True)
                 self.guest_blk.push(item)
             elif kind == TX:
                 yield from self._start(ctx, req, item[4])
+                yield from self._world_switch_back(req, False)  # its transmit-done interrupt
                 arrive_us, _raised = self._put_on_wire(req, nbytes)
                 if item[3] is not None:  # the last burst; earlier ones overlap the vCPU's work
                     charge(req, item[4].parts, self.env.now)
@@ -293,22 +323,42 @@ class EmulatedPath(VmPath):
             charge(req, parts, env.now)
 
     def _poll_nic(self, batch: list[Any]) -> ProcessGenerator:
+        """One receive poll: the guest stack per frame, and buffer refills.
+
+        A refill (e1000: an RDT write) every ``rx_refill_frames`` frames and one at the end of
+        the poll for the rest (S17).
+        """
         stack_pkt_us = self.host.params.stack_pkt_us
+        refill = self.nic_refill
+        every = self.params.nic.rx_refill_frames
+        last_rx = None
         for kind, req, nbytes, done in batch:
             if kind == RX:  # transmit completions only free descriptors (not modelled)
-                us = self.host.nic.frames(nbytes) * stack_pkt_us
+                frames = self.host.nic.frames(nbytes)
+                us = frames * stack_pkt_us
+                refills, self._rx_unrefilled = divmod(self._rx_unrefilled + frames, every)
+                steps: tuple[Any, ...] = ((GUEST, us, "guest: stack rx"),)
+                parts: tuple[Any, ...] = ((P_GUEST, us),)
+                if refills and refill.steps:
+                    steps += refill.steps * refills
+                    parts += refill.parts * refills
+                    for _ in range(refills):
+                        refill.count(req)
                 wait = self.vcpu.acquire(priority=True)
                 if wait is not None:
                     yield wait
-                yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
-                                                                 "guest: stack rx"),))
+                yield from self.host.cpu.run(self.irq_ctx, req, steps)
                 self.vcpu.release()
-                charge(req, ((P_GUEST, us),), self.env.now)
+                charge(req, parts, self.env.now)
                 done.succeed()
+                last_rx = req
+        if last_rx is not None and self._rx_unrefilled:
+            self._rx_unrefilled = 0
+            if refill.steps:
+                yield from self._run_irq(last_rx, Plan(refill.steps, (), refill))
 
     def _finish_nic(self, handled: list[Any]) -> ProcessGenerator:
-        received = any(item[0] == RX for item in handled)
-        work = self.nic_refill_finish if received else self.nic_finish
+        work = self.nic_finish
         yield from self._run_irq(handled[-1][1], Plan(work.steps, (), work))
 
     def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:
@@ -353,6 +403,6 @@ class EmulatedPath(VmPath):
     def _serve_block(self, item: Any) -> ProcessGenerator:
         _kind, req, nbytes, done, write, sequential = item
         start = self.env.now
-        yield from self.host.disk.serve(req, nbytes, write, sequential)
+        yield from self.host.disk.serve(req, nbytes, write, sequential, self.disk_queue)
         charge(req, ((DEVICE, self.env.now - start),), self.env.now)
         self.iothread.push((BLK_DONE, req, nbytes, done))

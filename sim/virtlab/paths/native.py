@@ -3,8 +3,9 @@
 Request flow (network receive): NIC interrupt (if the host's NAPI instance is asleep) ->
 softirq TCP/IP per segment -> the application, blocked in ``recv``, is woken -> ``recv`` copies
 the data. Send: ``send`` syscall + copy + TCP/IP -> NIC link -> peer; the NIC's transmit
-completion is reaped by the same NAPI instance. Block I/O: syscall + block layer -> device ->
-completion interrupt -> block-layer completion -> the application is woken.
+completion is reaped by the same NAPI instance. Block I/O: syscall + block layer (blk-mq: the
+submitting CPU's hardware queue) -> device -> completion interrupt -> block-layer completion ->
+the application is woken.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class NativePath:
                                   batch_limit=hp.napi_budget, on_wake=self._blk_irq,
                                   tracer=host.tracer)
         self.segment_bytes = host.nic_params.tso_bytes
+        # blk-mq: each of the application's CPUs submits on its own hardware queue
+        # (Host.claim_disk_queues); which CPU submits is not tracked, so the submissions take
+        # the application's queues in turn.
+        self.blk_queues = host.claim_disk_queues(app.capacity)
+        self._next_blk_queue = 0
         # Per-operation costs, derived once.
         self.syscall_us = hp.syscall_us + self.extra_syscall_us()
         self.pkt_extra_us = self.extra_packet_us()
@@ -114,12 +120,16 @@ class NativePath:
         ))
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """``send`` syscall + copy + TCP/IP -> NIC link -> peer."""
+        """``send`` syscall + copy + TCP/IP -> NIC link -> peer.
+
+        ``nbytes == 0`` is a pure ACK the kernel sends by itself, without syscall or copy.
+        """
         host = self.host
         hp = host.params
         segments = host.segments(nbytes, self.segment_bytes)
         yield from host.cpu.run(self.app, req, (
-            (HOST, self.syscall_us + host.copy_us(nbytes), "send syscall + copy"),
+            (HOST, self.syscall_us + host.copy_us(nbytes) if nbytes else 0.0,
+             "send syscall + copy"),
             (HOST, segments * (hp.stack_pkt_us + self.pkt_extra_us) + self.req_extra_us,
              "host stack tx"),
         ))
@@ -132,7 +142,9 @@ class NativePath:
         cpu = host.cpu
         if self._submit_steps[0][1] > 0.0:
             yield from cpu.run(self.app, req, self._submit_steps)
-        yield from host.disk.serve(req, nbytes, write, sequential)
+        turn = self._next_blk_queue
+        self._next_blk_queue = (turn + 1) % len(self.blk_queues)
+        yield from host.disk.serve(req, nbytes, write, sequential, self.blk_queues[turn])
         done = self.env.event()
         if self.blk_napi.push((BLK_DONE, req, nbytes, done)):
             req.interrupts += 1

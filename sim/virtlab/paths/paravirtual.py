@@ -5,7 +5,9 @@ notifies the backend only when the ring's suppression rule says the backend slee
 drains everything queued in the meantime, puts completions on the ring and interrupts the guest
 only if the guest asked for it (mechanics.md 1, 2, 5b(d)-(i)). Three backends:
 
-* ``vhost``: a worker thread in the host kernel (virtio rings, S7), woken through ioeventfd;
+* ``vhost``: the network device's worker thread in the host kernel (vhost-net, S7), woken
+  through ioeventfd; the block device is served by a QEMU I/O thread (virtio-blk dataplane) woken
+  the same way (upstream Linux has no in-kernel vhost-blk);
 * ``qemu``: QEMU's user-space I/O thread (virtio rings, S6), ~20 µs to wake (S29);
 * ``xen``: netback/blkback in a driver domain (Xen rings, grant tables, event channels;
   S10-S16), whose vCPU must be scheduled before it can work.
@@ -64,7 +66,8 @@ class ParavirtualParams(Params):
 
     backend: str = param("vhost", choices=("vhost", "qemu", "xen"),
                          source="mechanics.md 1.5 (vhost, QEMU), 2 (Xen)",
-                         doc="vhost worker in the host kernel, QEMU's user-space I/O thread, or "
+                         doc="vhost-net in the host kernel (with virtio-blk on a QEMU dataplane "
+                             "I/O thread), everything in QEMU's user-space main loop, or "
                              "netback/blkback in a Xen driver domain.")
     # virtio rings ------------------------------------------------------------------------------
     ring_size: int = param(256, lo=2, hi=32768, power_of_two=True,

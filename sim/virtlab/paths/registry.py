@@ -15,6 +15,7 @@ from virtlab.paths.container import ContainerPath
 from virtlab.paths.emulated import EmulatedPath
 from virtlab.paths.native import NativePath
 from virtlab.paths.paravirtual import DeviceClass, ParavirtualParams, ParavirtualPath
+from virtlab.paths.passthrough import PassthroughPath
 from virtlab.paths.virtio_blk import VirtioBlk
 from virtlab.paths.virtio_net import VirtioNet
 from virtlab.paths.xen_blk import XenBlk
@@ -26,6 +27,7 @@ __all__ = ["PATH_CLASSES", "PARAVIRTUAL_DEVICES", "build_path"]
 PATH_CLASSES: dict[str, type] = {
     "native": NativePath,
     "container": ContainerPath,
+    "passthrough": PassthroughPath,
     "paravirtual": ParavirtualPath,
     "emulated": EmulatedPath,
 }

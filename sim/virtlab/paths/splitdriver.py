@@ -59,6 +59,8 @@ class SplitDriver:
         self.params = path.params
         self.scope = f"{path.name}.{name}"
         self._monitors: list[RingMonitor] = []
+        #: The disk's hardware queue of the backend's one submitting thread (a block device).
+        self.disk_queue = 0
 
     def _monitor(self, name: str, size: int) -> RingMonitor:
         """A monitor for the ring ``name`` of ``size`` entries (reported by :meth:`monitors`)."""
@@ -75,8 +77,13 @@ class SplitDriver:
 
     # The guest kernel around the driver ---------------------------------------------------------
     def _stack_tx_step(self, nbytes: int, packets: int) -> PhasedStep:
-        """The send syscall, its copy and the stack's transmit work, before the driver's."""
+        """The send syscall, its copy and the stack's transmit work, before the driver's.
+
+        ``nbytes == 0`` is a pure ACK the kernel sends by itself: no syscall, no copy.
+        """
         hp = self.host.params
+        if not nbytes:
+            return (GUEST, packets * hp.stack_pkt_us, "guest: stack tx (pure ACK)", PH_GUEST)
         return (GUEST, hp.syscall_us + self.host.copy_us(nbytes) + packets * hp.stack_pkt_us,
                 "guest: send syscall + copy + stack tx", PH_GUEST)
 
@@ -108,7 +115,7 @@ class SplitDriver:
                     ) -> ProcessGenerator:
         """The disk serves one ring entry's data; its time is the request's *device* phase."""
         mark(req, PH_QUEUEING, self.env.now)
-        yield from self.host.disk.serve(req, size, write, sequential)
+        yield from self.host.disk.serve(req, size, write, sequential, self.disk_queue)
         mark(req, PH_DEVICE, self.env.now)
 
     @staticmethod

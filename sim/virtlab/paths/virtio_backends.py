@@ -260,7 +260,7 @@ class VirtioBlkBackend(VirtioDevice):
             event = ((scope, "pop", f"head={chain.head} ({len(chain.elements)} elements) "
                                     f"{vq.indexes()}") if host.tracer.enabled else None)
             yield from self._run_backend(req, [
-                (BACKEND, p.backend_pkt_us, f"{self.backend_name}-blk: pop request",
+                (BACKEND, p.backend_pkt_us, f"{self.worker_label}-blk: pop request",
                  PH_BACKEND),
                 (HOST, hp.syscall_us + 0.5 * hp.blk_io_us, "host: AIO submit", PH_HOST)],
                 event)
@@ -290,7 +290,7 @@ class VirtioBlkBackend(VirtioDevice):
             count += 1
             yield from self._run_backend(req, [
                 (HOST, 0.5 * host.params.blk_io_us, "host: AIO completion", PH_HOST),
-                (BACKEND, p.backend_pkt_us, f"{self.backend_name}-blk: push used", PH_BACKEND)])
+                (BACKEND, p.backend_pkt_us, f"{self.worker_label}-blk: push used", PH_BACKEND)])
             vq.add_used(head, token[1] + BLK_STATUS_BYTES)
             if host.tracer.enabled:
                 self._trace(scope, "used", req, f"head={head} {vq.indexes()}")

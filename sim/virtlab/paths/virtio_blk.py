@@ -41,6 +41,8 @@ class VirtioBlk(VirtioBlkBackend):
 
     def __init__(self, path: ParavirtualPath) -> None:
         super().__init__(path)
+        # The backend (vhost-style worker or QEMU's I/O thread) submits from one thread.
+        (self.disk_queue,) = self.host.claim_disk_queues(1)
         self.space_waiters = WaitList(self.env)
         self.full_waits = 0
 

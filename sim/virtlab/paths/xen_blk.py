@@ -47,6 +47,8 @@ class XenBlk(XenDevice):
 
     def __init__(self, path: ParavirtualPath) -> None:
         super().__init__(path, "blk")
+        # blkback submits from its one kernel thread per ring: one hardware queue.
+        (self.disk_queue,) = self.host.claim_disk_queues(1)
         p = self.params
         size = BLK_REQUESTS_PER_PAGE << p.xen_blk_ring_page_order
         self.ring = XenSharedRing(size, start_index=p.start_index)

@@ -41,7 +41,7 @@ POLICIES: dict[str, type[Policy]] = {
     "fifo": FifoPolicy, "cfs": CfsPolicy, "eevdf": EevdfPolicy, "vserver": VServerPolicy,
     "openvz": OpenVzPolicy}
 #: Approaches whose guests have vCPUs of their own (everything else runs on the host kernel).
-VM_APPROACHES = ("paravirtual", "emulated")
+VM_APPROACHES = ("passthrough", "paravirtual", "emulated")
 _KERNEL_WORDS = ("softirq", "napi", "irq")
 
 

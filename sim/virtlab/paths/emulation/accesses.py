@@ -74,6 +74,12 @@ class NicModel(Params):
     irq_entry: tuple[Access, ...] = field(default=())
     irq_exit: tuple[Access, ...] = field(default=())
     rx_refill: tuple[Access, ...] = field(default=())
+    rx_refill_frames: int = param(
+        16, lo=1, hi=65536,
+        source="S17 (e1000_clean_rx_irq: E1000_RX_BUFFER_WRITE 16, and once more at the end "
+               "of each poll for the rest)",
+        doc="The receive poll refills buffers (the rx_refill accesses) after this many "
+            "received frames, and once at its end for fewer.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

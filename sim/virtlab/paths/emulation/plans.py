@@ -112,14 +112,15 @@ class Planner:
             left -= size
             frames = host.nic.frames(size)
             guest_us = count * hp.stack_pkt_us
-            if first == 0:
+            if first == 0 and nbytes:  # nbytes 0: a pure ACK, sent by the kernel itself
                 guest_us += hp.syscall_us + host.copy_us(nbytes)
             dma_us = p.dma_copies * host.copy_us(size)
             tap_us = p.tap_copies * host.copy_us(size)
             host_us = frames * (hp.syscall_us + hp.bridge_pkt_us)
             model_us = frames * self.tx_frame_us
             guest: tuple[Step, ...] = ((GUEST, guest_us, f"guest: stack tx, {count} packet(s)"
-                                        + (" (+ send syscall and copy)" if first == 0 else "")),)
+                                        + (" (+ send syscall and copy)" if first == 0 and nbytes
+                                           else " (pure ACK)" if not nbytes else "")),)
             model: tuple[Step, ...] = tuple(s for s in (
                 (BACKEND, model_us, f"device model: transmit {frames} frame(s)"),
                 (BACKEND, dma_us, "device model: copy payload out of guest memory"),
