@@ -124,8 +124,8 @@ def test_compare_reports_which_disk_limit_binds(capsys):
 
     from virtlab.cli import main
 
-    args = ["compare", "--approaches", "native,passthrough", "-r", "1", "--duration", "3000",
-            "--warmup", "500"]
+    args = ["compare", "--approaches", "native,passthrough", "-r", "1", "--duration", "3ms",
+            "--warmup", "0.5ms"]
     assert main(args) == 0
     out = capsys.readouterr().out
     table = out[out.index("Disk limits"):].splitlines()

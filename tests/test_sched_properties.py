@@ -209,15 +209,16 @@ def test_openvz_shares_follow_cpuunits_within_the_latency_bound(cpuunits, cores)
 @EXAMPLES
 @given(weights=st.lists(st.integers(32, 256), min_size=2, max_size=4))
 def test_credit_shares_follow_weights_on_one_core(weights):
-    """Within 6 points, and a heavier domain never gets less than a lighter one.
+    """Within 8 points, and a heavier domain never gets less than a lighter one.
 
     Priorities change only at accounting and a domain runs whole 30 ms slices, so domains
     that are OVER take turns regardless of weight: light domains end up with equal shares
-    (32 : 41 : 115 gives about 22 / 22 / 56 % for 17 / 22 / 61 %).
+    (32 : 41 : 115 gives about 22 / 22 / 56 % for 17 / 22 / 61 %; 32 : 44 : 122 gives
+    22.5 / 22.3 / 55.3 % for 16.2 / 22.2 / 61.6 %, 6.3 points off).
     """
     scheds = [GuestSchedParams(credit_weight=w) for w in weights]
     scheduler = _check_shares("credit", scheds, [float(w) for w in weights], [1] * len(weights),
-                              1, 12_000_000.0, 0.06)
+                              1, 12_000_000.0, 0.08)
     got = [_usage_between(scheduler.recorder.runs, f"g{i}", 0.0, 12_000_000.0) / 12_000_000.0
            for i in range(len(weights))]
     slice_share = SchedulerParams().credit_tslice_us / 12_000_000.0

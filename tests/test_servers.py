@@ -64,7 +64,7 @@ def expected(kind: str, count: float, approach: str, preset: str, host: HostPara
                         "context_switch": (call, 1), "tlb_miss": (0.0, 0),
                         "timer": (hv.irq_inject_cycles, 1)}[kind]
         return count * native, count * extra * us, round(count * exits)
-    if approach in ("paravirtual", "emulated"):
+    if approach in ("paravirtual", "emulated", "passthrough"):  # every hardware VM
         e = hv.exit_kernel_cycles
         if kind == "syscall" and preset == "binary-translation":
             extra, exits = 2 * e, 2
