@@ -58,6 +58,12 @@ class Progress:
             self._postfix()
             self._bar.refresh()
 
+    def skip(self, runs: int) -> None:
+        """``runs`` expected runs will not happen (an invalid sweep point)."""
+        if self._bar is not None and self._bar.total:
+            self._bar.total = max(self._bar.total - runs, self.done)
+            self._bar.refresh()
+
     def expect(self, total: int) -> None:
         """Revise the expected number of runs to compute (searches refine their estimate)."""
         if self._bar is not None:
