@@ -31,8 +31,13 @@ from virtlab.errors import ConfigError
 from virtlab.paths import APPROACHES
 from virtlab.stats import mean_ci
 
-__all__ = ["CapacityRow", "CapacityAnswer", "CapacityResult", "capacity", "capacity_search",
+__all__ = ["RESOURCE_LABELS", "CapacityRow", "CapacityAnswer", "CapacityResult", "capacity", "capacity_search",
            "with_guest_copies"]
+
+#: Readable names of the resources of :data:`virtlab.executors.RESOURCES`.
+RESOURCE_LABELS = {"host_cores": "host cores", "guest_vcpus": "guest vCPUs",
+                   "backend": "backend thread", "disk": "disk", "nic_tx": "NIC transmit",
+                   "nic_rx": "NIC receive", "unknown": "unknown resource"}
 
 #: Below this many requests in the window, a p99 rests on too little data (warned about).
 MIN_REQUESTS_FOR_P99 = 100

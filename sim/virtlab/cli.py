@@ -92,17 +92,30 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
     parser.add_argument("--warmup", metavar="TIME", help="discard requests completed before this")
     parser.add_argument("-r", "--replications", type=int, default=3,
                         help="independent replications for confidence intervals (default 3)")
-    parser.add_argument("-j", "--jobs", type=int, default=1,
-                        help="parallel processes (results do not depend on it; default 1)")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="parallel processes (results do not depend on it; default: one "
+                             "per CPU, at most one per run)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter, e.g. --set paravirtual.ring_size=512 or "
                              "--set guests[0].vcpus=4 (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of tables (docs/results.md)")
     _add_cpu_support_option(parser)
+    _add_engine_options(parser)
     parser.add_argument("--breakdown", action="store_true",
                         help="also print where each request's time went (latency phases) and "
                              "its VM exits by reason (emulated path)")
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where runs execute, progress, and the results as data files (virtlab.cli_studies)."""
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="run on this Dask cluster instead of local processes")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar (it is drawn only when stderr is a terminal)")
+    parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV "
+                                                      "(columns: docs/results.md)")
+    parser.add_argument("--parquet", metavar="FILE", help="also write the results as Parquet")
 
 
 class _CpuSupportAction(argparse.Action):
@@ -129,7 +142,7 @@ def _add_cpu_support_option(parser: argparse.ArgumentParser) -> None:
 def _check_counts(args: argparse.Namespace) -> None:
     if args.replications < 1:
         raise ConfigError("--replications", f"must be an integer >= 1, got {args.replications}")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError("--jobs", f"must be an integer >= 1, got {args.jobs}")
     if args.seed < 0:
         raise ConfigError("--seed", f"must be a non-negative integer, got {args.seed}")
@@ -169,24 +182,22 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from virtlab.experiment import compare
+    from virtlab.cli_studies import run_compare
 
     _check_counts(args)
     approaches = approach_list(args.approaches) or []
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
-    comparison = compare(scenario, approaches, seed=args.seed,
-                         replications=args.replications, jobs=args.jobs)
+    comparison = run_compare(scenario, approaches, args)
     _report(comparison, scenario, args)
     return 1 if any(e.error for e in comparison.entries) else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from virtlab.experiment import compare
+    from virtlab.cli_studies import run_compare
 
     _check_counts(args)
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
-    comparison = compare(scenario, None, seed=args.seed, replications=args.replications,
-                         jobs=args.jobs)
+    comparison = run_compare(scenario, None, args)
     _report(comparison, scenario, args)
     return 1 if any(e.error for e in comparison.entries) else 0
 
