@@ -191,11 +191,13 @@ class PoolEngine:
         self._context = multiprocessing.get_context("fork" if "fork" in methods else None)
         self._pool: Any = None
         self._futures: dict[Any, tuple[Hashable, Task, int]] = {}
+        #: Results collected while recovering from a broken pool, returned by wait_any.
+        self._early: list[tuple[Hashable, Task, Outcome]] = []
 
     @property
     def pending(self) -> int:
         """Tasks submitted and not yet returned."""
-        return len(self._futures)
+        return len(self._futures) + len(self._early)
 
     def _ensure_pool(self) -> Any:
         if self._pool is None:
@@ -206,8 +208,14 @@ class PoolEngine:
         return self._pool
 
     def submit(self, tag: Hashable, task: Task, attempt: int = 1) -> None:
-        """Send one task to the pool."""
-        future = self._ensure_pool().submit(execute, task)
+        """Send one task to the pool (to a new pool if the current one broke)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            future = self._ensure_pool().submit(execute, task)
+        except BrokenProcessPool:
+            self._recover([])
+            future = self._ensure_pool().submit(execute, task)
         self._futures[future] = (tag, task, attempt)
 
     def wait_any(self) -> list[tuple[Hashable, Task, Outcome]]:
@@ -215,6 +223,9 @@ class PoolEngine:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
+        if self._early:
+            finished, self._early = self._early, []
+            return finished
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
         finished: list[tuple[Hashable, Task, Outcome]] = []
         lost: list[tuple[Hashable, Task, int]] = []
@@ -227,23 +238,28 @@ class PoolEngine:
             except Exception as err:  # noqa: BLE001 - e.g. an unpicklable result
                 finished.append((tag, task, _failed(f"{type(err).__name__}: {err}")))
         if lost:
-            # The pool is gone with every run it held; results already returned are kept.
-            for future, (tag, task, attempt) in list(self._futures.items()):
-                self._futures.pop(future)
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    finished.append((tag, task, future.result()))
-                else:
-                    lost.append((tag, task, attempt))
-            self._discard_pool()
-            self.restarts += 1
-            for tag, task, attempt in lost:
-                if attempt >= self.max_attempts:
-                    finished.append((tag, task, _failed(
-                        f"worker process died {attempt} times while running this point "
-                        "(killed, or out of memory?)")))
-                else:
-                    self.submit(tag, task, attempt + 1)
+            self._recover(lost)
+            finished += self._early
+            self._early = []
         return finished
+
+    def _recover(self, lost: list[tuple[Hashable, Task, int]]) -> None:
+        """The pool died with the runs it held: keep finished results, rerun the others."""
+        for future, (tag, task, attempt) in list(self._futures.items()):
+            self._futures.pop(future)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._early.append((tag, task, future.result()))
+            else:
+                lost.append((tag, task, attempt))
+        self._discard_pool()
+        self.restarts += 1
+        for tag, task, attempt in lost:
+            if attempt >= self.max_attempts:
+                self._early.append((tag, task, _failed(
+                    f"worker process died {attempt} times while running this point "
+                    "(killed, or out of memory?)")))
+            else:
+                self.submit(tag, task, attempt + 1)
 
     def _discard_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -260,6 +276,7 @@ class PoolEngine:
     def close(self, cancel: bool = False) -> None:
         """Shut the pool down; with ``cancel``, stop the workers at once."""
         self._futures.clear()
+        self._early.clear()
         if cancel:
             self._discard_pool()
         elif self._pool is not None:
@@ -347,6 +364,7 @@ class Runner:
         self.store = store
         self.progress = progress or Progress(None, "", enabled=False)
         self._ready: deque[tuple[Hashable, Outcome]] = deque()
+        self._restarts = 0
 
     def __enter__(self) -> Runner:
         return self
@@ -370,11 +388,21 @@ class Runner:
                 self.progress.from_store()
                 return
         self.engine.submit(tag, task)
+        self._note_restarts()
+
+    def _note_restarts(self) -> None:
+        restarts = getattr(self.engine, "restarts", 0)
+        if restarts != self._restarts:
+            self._restarts = restarts
+            self.progress.write("virtlab: warning: a worker process died; the runs it held "
+                                "are rerun on a new one")
 
     def next_done(self) -> tuple[Hashable, Outcome]:
         """The next finished task (blocks while none is)."""
         while not self._ready:
-            for tag, task, outcome in self.engine.wait_any():
+            finished = self.engine.wait_any()
+            self._note_restarts()
+            for tag, task, outcome in finished:
                 if not outcome.error and outcome.code != code_fingerprint():
                     outcome = _failed(f"the worker runs different virtlab code (fingerprint "
                                       f"{outcome.code}, here {code_fingerprint()}); install "
