@@ -307,9 +307,20 @@ class DaskEngine:
         except (OSError, TimeoutError) as err:
             raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {address} "
                                              f"({type(err).__name__}: {err})") from err
-        self.workers = max(1, sum(self.client.nthreads().values()))
-        self._completed = as_completed()
+        self._workers = (0, 0.0)
+        self._completed = as_completed(loop=self.client.loop)
         self._meta: dict[str, tuple[Hashable, Task]] = {}
+
+    @property
+    def workers(self) -> int:
+        """Worker threads in the cluster now (asked at most every 5 s: workers may join)."""
+        import time
+
+        count, asked = self._workers
+        if time.monotonic() - asked > 5.0:
+            count = max(1, sum(self.client.nthreads().values()))
+            self._workers = (count, time.monotonic())
+        return count
 
     @property
     def pending(self) -> int:
@@ -421,10 +432,10 @@ class Runner:
     def map(self, items: Iterable[tuple[Hashable, Task]],
             max_in_flight: int | None = None) -> Iterator[tuple[Hashable, Outcome]]:
         """Outcomes of ``items`` in completion order, pulling at most ``max_in_flight`` ahead."""
-        limit = max_in_flight or 4 * self.engine.workers
         source = iter(items)
         exhausted = False
         while True:
+            limit = max_in_flight or 4 * self.engine.workers
             while not exhausted and self.outstanding < limit:
                 item = next(source, None)
                 if item is None:
