@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from study_support import TINY_FLAGS, virtlab_cmd, wait_until
 
+from study_support import TINY_FLAGS, virtlab_cmd, wait_until
 from virtlab.cli import main
 
 pytest.importorskip("distributed", reason="dask.distributed is not installed")

@@ -1,4 +1,4 @@
-"""Capacity: how many copies of a guest fit on the host before the worst p99 breaks a limit?
+"""Capacity: how many copies of a guest fit on the host before the worst p99 breaks a limit.
 
 The scenario's first guest is cloned ``n`` times; a guest count *fits* when the worst guest's
 p99 latency, averaged over replications, is within the limit.
@@ -31,8 +31,8 @@ from virtlab.errors import ConfigError
 from virtlab.paths import APPROACHES
 from virtlab.stats import mean_ci
 
-__all__ = ["RESOURCE_LABELS", "CapacityRow", "CapacityAnswer", "CapacityResult", "capacity", "capacity_search",
-           "with_guest_copies"]
+__all__ = ["RESOURCE_LABELS", "CapacityRow", "CapacityAnswer", "CapacityResult", "capacity",
+           "capacity_search", "with_guest_copies"]
 
 #: Readable names of the resources of :data:`virtlab.executors.RESOURCES`.
 RESOURCE_LABELS = {"host_cores": "host cores", "guest_vcpus": "guest vCPUs",

@@ -24,7 +24,7 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,9 @@ from virtlab.errors import ConfigError
 from virtlab.progress import Progress
 from virtlab.stats import WorkloadSummary
 from virtlab.store import ResultStore, code_fingerprint
+
+#: What the caller attaches to a task to recognise its outcome (any hashable value).
+Tag = Any
 
 __all__ = ["Task", "Outcome", "execute", "resource_utilisation", "RESOURCES", "SerialEngine",
            "PoolEngine", "DaskEngine", "make_engine", "Runner", "auto_workers"]
@@ -143,18 +146,18 @@ class SerialEngine:
     workers = 1
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[Hashable, Task]] = deque()
+        self._queue: deque[tuple[Tag, Task]] = deque()
 
     @property
     def pending(self) -> int:
         """Tasks submitted and not yet returned by :meth:`wait_any`."""
         return len(self._queue)
 
-    def submit(self, tag: Hashable, task: Task) -> None:
+    def submit(self, tag: Tag, task: Task) -> None:
         """Queue one task."""
         self._queue.append((tag, task))
 
-    def wait_any(self) -> list[tuple[Hashable, Task, Outcome]]:
+    def wait_any(self) -> list[tuple[Tag, Task, Outcome]]:
         """Run the oldest task."""
         tag, task = self._queue.popleft()
         return [(tag, task, execute(task))]
@@ -190,9 +193,9 @@ class PoolEngine:
         methods = multiprocessing.get_all_start_methods()
         self._context = multiprocessing.get_context("fork" if "fork" in methods else None)
         self._pool: Any = None
-        self._futures: dict[Any, tuple[Hashable, Task, int]] = {}
+        self._futures: dict[Any, tuple[Tag, Task, int]] = {}
         #: Results collected while recovering from a broken pool, returned by wait_any.
-        self._early: list[tuple[Hashable, Task, Outcome]] = []
+        self._early: list[tuple[Tag, Task, Outcome]] = []
 
     @property
     def pending(self) -> int:
@@ -207,7 +210,7 @@ class PoolEngine:
                                              initializer=_worker_init)
         return self._pool
 
-    def submit(self, tag: Hashable, task: Task, attempt: int = 1) -> None:
+    def submit(self, tag: Tag, task: Task, attempt: int = 1) -> None:
         """Send one task to the pool (to a new pool if the current one broke)."""
         from concurrent.futures.process import BrokenProcessPool
 
@@ -218,17 +221,17 @@ class PoolEngine:
             future = self._ensure_pool().submit(execute, task)
         self._futures[future] = (tag, task, attempt)
 
-    def wait_any(self) -> list[tuple[Hashable, Task, Outcome]]:
+    def wait_any(self) -> list[tuple[Tag, Task, Outcome]]:
         """Block until at least one task finished; return every finished one."""
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
+        finished: list[tuple[Tag, Task, Outcome]] = []
         if self._early:
             finished, self._early = self._early, []
             return finished
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
-        finished: list[tuple[Hashable, Task, Outcome]] = []
-        lost: list[tuple[Hashable, Task, int]] = []
+        lost: list[tuple[Tag, Task, int]] = []
         for future in done:
             tag, task, attempt = self._futures.pop(future)
             try:
@@ -243,7 +246,7 @@ class PoolEngine:
             self._early = []
         return finished
 
-    def _recover(self, lost: list[tuple[Hashable, Task, int]]) -> None:
+    def _recover(self, lost: list[tuple[Tag, Task, int]]) -> None:
         """The pool died with the runs it held: keep finished results, rerun the others."""
         for future, (tag, task, attempt) in list(self._futures.items()):
             self._futures.pop(future)
@@ -309,7 +312,7 @@ class DaskEngine:
                                              f"({type(err).__name__}: {err})") from err
         self._workers = (0, 0.0)
         self._completed = as_completed(loop=self.client.loop)
-        self._meta: dict[str, tuple[Hashable, Task]] = {}
+        self._meta: dict[Any, tuple[Tag, Task]] = {}
 
     @property
     def workers(self) -> int:
@@ -327,13 +330,13 @@ class DaskEngine:
         """Tasks submitted and not yet returned."""
         return len(self._meta)
 
-    def submit(self, tag: Hashable, task: Task) -> None:
+    def submit(self, tag: Tag, task: Task) -> None:
         """Send one task to the cluster."""
         future = self.client.submit(execute, task, pure=False)
         self._meta[future.key] = (tag, task)
         self._completed.add(future)
 
-    def wait_any(self) -> list[tuple[Hashable, Task, Outcome]]:
+    def wait_any(self) -> list[tuple[Tag, Task, Outcome]]:
         """Block until one task finished (Dask retries runs of lost workers itself)."""
         future = next(self._completed)
         tag, task = self._meta.pop(future.key)
@@ -374,7 +377,7 @@ class Runner:
         self.engine = engine
         self.store = store
         self.progress = progress or Progress(None, "", enabled=False)
-        self._ready: deque[tuple[Hashable, Outcome]] = deque()
+        self._ready: deque[tuple[Tag, Outcome]] = deque()
         self._restarts = 0
 
     def __enter__(self) -> Runner:
@@ -389,7 +392,7 @@ class Runner:
         """Tasks submitted whose outcome has not been returned yet."""
         return len(self._ready) + self.engine.pending
 
-    def submit(self, tag: Hashable, task: Task) -> None:
+    def submit(self, tag: Tag, task: Task) -> None:
         """Look the task up in the store, else hand it to the engine."""
         if self.store is not None:
             stored = self.store.get(task.scenario, task.seed, task.replication)
@@ -408,7 +411,7 @@ class Runner:
             self.progress.write("virtlab: warning: a worker process died; the runs it held "
                                 "are rerun on a new one")
 
-    def next_done(self) -> tuple[Hashable, Outcome]:
+    def next_done(self) -> tuple[Tag, Outcome]:
         """The next finished task (blocks while none is)."""
         while not self._ready:
             finished = self.engine.wait_any()
@@ -429,8 +432,8 @@ class Runner:
                 self._ready.append((tag, outcome))
         return self._ready.popleft()
 
-    def map(self, items: Iterable[tuple[Hashable, Task]],
-            max_in_flight: int | None = None) -> Iterator[tuple[Hashable, Outcome]]:
+    def map(self, items: Iterable[tuple[Tag, Task]],
+            max_in_flight: int | None = None) -> Iterator[tuple[Tag, Outcome]]:
         """Outcomes of ``items`` in completion order, pulling at most ``max_in_flight`` ahead."""
         source = iter(items)
         exhausted = False

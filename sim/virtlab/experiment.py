@@ -129,8 +129,8 @@ def collect(tasks: list[tuple[Scenario, int, int]], *, jobs: int | None = None,
     outcomes: list[Any] = [None] * len(tasks)
     with Runner(engine, store, progress) as runner:
         items = ((index, Task(*task)) for index, task in enumerate(tasks))
-        for index, outcome in runner.map(items):
-            outcomes[index] = outcome.error or list(outcome.summaries)
+        for tag, outcome in runner.map(items):
+            outcomes[int(tag)] = outcome.error or list(outcome.summaries)
     return outcomes
 
 
