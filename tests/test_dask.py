@@ -101,6 +101,11 @@ def test_an_unreachable_scheduler_is_one_line(capsys):
         err.splitlines()) == 1
 
 
+def test_jobs_and_a_scheduler_together_are_refused(capsys):
+    assert main([*SWEEP, "--scheduler", "tcp://127.0.0.1:9", "-j", "2"]) == 2
+    assert "virtlab: error: --jobs: cannot be combined with --scheduler" in capsys.readouterr().err
+
+
 def test_a_malformed_scheduler_address_is_one_line(capsys):
     assert main([*SWEEP, "--scheduler", "localhost:8786"]) == 2
     assert "tcp://host:8786" in capsys.readouterr().err

@@ -46,7 +46,10 @@ def _parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
 # Shared plumbing ------------------------------------------------------------------------------
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Fail before a long study, not after it, when an output file cannot be written."""
+    """Fail before a long study, not after it, on conflicting engines or unwritable outputs."""
+    if args.scheduler and args.jobs is not None:
+        raise ConfigError("--jobs", "cannot be combined with --scheduler (the Dask cluster's "
+                                    "workers set the parallelism)")
     for flag in ("csv", "parquet"):
         target = getattr(args, flag, None)
         if target is None:
