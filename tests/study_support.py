@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import time
@@ -39,13 +38,6 @@ def same_summary(a, b) -> bool:
 def virtlab_cmd(*args: str) -> list[str]:
     """``python -m virtlab ARGS`` with this interpreter."""
     return [sys.executable, "-m", "virtlab", *args]
-
-
-def env_without_tty(**extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess (store and cache under the test's control)."""
-    env = dict(os.environ)
-    env.update(extra)
-    return env
 
 
 def wait_until(condition: Callable[[], bool], deadline_s: float, what: str,

@@ -1,7 +1,7 @@
 """A sweep killed halfway resumes from the store and ends with every point exactly once.
 
-Both tests run the real command line in a subprocess: one is interrupted with SIGINT (Ctrl-C)
-and rerun; in the other a worker process of the local pool is killed with SIGKILL mid-sweep.
+The tests run the real command line in a subprocess: one is stopped with SIGINT (Ctrl-C) or
+SIGTERM and rerun; in the other a worker process of the local pool is killed with SIGKILL mid-sweep.
 Each compares the final result with an uninterrupted run.
 """
 
@@ -50,11 +50,12 @@ def _check_complete(tmp, name: str, store, reference) -> None:
     assert not list(store.rglob("*.tmp"))
 
 
-def test_sigint_then_rerun_resumes_without_recomputing(tmp_path, reference):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_sweep_resumes_without_recomputing(tmp_path, reference, signum):
     store = tmp_path / "store"
     proc = _sweep(tmp_path, "first", "--store", str(store))
     wait_until(lambda: len(stored_files(store)) >= 4, 120, "4 runs stored", proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     status, out, err = _finish(proc)
     assert status == 130, err
     assert "interrupted" in err and "rerun the same command to resume" in err

@@ -19,6 +19,16 @@ def progress_wanted(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def _stderr_size() -> tuple[int, int]:
+    import os
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines
+
+
 class Progress:
     """A progress bar over runs (a no-op when ``enabled`` is false).
 
@@ -37,9 +47,13 @@ class Progress:
             # No monitor thread: worker processes are forked, and forking a process that runs
             # threads can deadlock.
             tqdm.tqdm.monitor_interval = 0
+            # A terminal that reports no size (a bare pseudo-terminal) gets 80 x 24 rather
+            # than a bar tqdm would hide.
+            sized = min(_stderr_size()) > 0
             self._bar = tqdm.tqdm(total=total, desc=desc, unit="run", file=sys.stderr,
-                                  dynamic_ncols=True, mininterval=0.25, smoothing=0.1,
-                                  leave=True)
+                                  dynamic_ncols=sized, ncols=None if sized else 80,
+                                  nrows=None if sized else 24, mininterval=0.25,
+                                  smoothing=0.1, leave=True)
 
     def computed(self, failed: bool = False) -> None:
         """One run was computed (or failed)."""
