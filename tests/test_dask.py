@@ -7,6 +7,8 @@ and ``dask worker`` from this environment) on 127.0.0.1 and stops them afterward
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study_support import TINY_FLAGS, virtlab_cmd, wait_until
+from study_support import TINY_FLAGS, children_of, stored_files, virtlab_cmd, wait_until
 from virtlab.cli import main
 
 pytest.importorskip("distributed", reason="dask.distributed is not installed")
@@ -22,6 +24,14 @@ pytest.importorskip("distributed", reason="dask.distributed is not installed")
 DASK = Path(sys.executable).parent / "dask"
 SWEEP = ["sweep", "--vary", "host.cores=1,2", "--vary", "guests[0].workloads[0].in_flight=1,4",
          "--approaches", "native,paravirtual", "-r", "2", *TINY_FLAGS, "--no-store"]
+
+
+_WORKER_PIDS: dict[str, int] = {}
+
+
+def cluster_pid(address: str) -> int:
+    """The pid of the ``dask worker`` process serving the cluster at ``address``."""
+    return _WORKER_PIDS[address]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -54,6 +64,7 @@ def cluster(tmp_path_factory):
              "--nthreads", "1", "--no-dashboard", "--memory-limit", "0",
              "--local-directory", str(tmp)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         address = json.loads(info.read_text())["address"]
+        _WORKER_PIDS[address] = workers.pid
         yield address
     finally:
         for proc in (workers, scheduler):
@@ -109,3 +120,34 @@ def test_jobs_and_a_scheduler_together_are_refused(capsys):
 def test_a_malformed_scheduler_address_is_one_line(capsys):
     assert main([*SWEEP, "--scheduler", "localhost:8786"]) == 2
     assert "tcp://host:8786" in capsys.readouterr().err
+
+
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        kids = children_of(frontier.pop())
+        found += kids
+        frontier += kids
+    return found
+
+
+def test_a_lost_dask_worker_costs_only_its_runs(cluster, tmp_path):
+    """Run last: it kills one worker process of the shared cluster (its nanny restarts it)."""
+    store = tmp_path / "store"
+    argv = ["sweep", "--vary", "host.cores=" + ",".join(str(c) for c in range(1, 11)),
+            "--approaches", "native", "-r", "1", "--duration", "10ms", "--warmup", "0.5ms"]
+    proc = subprocess.Popen(virtlab_cmd(*argv, "--scheduler", cluster, "--store", str(store),
+                                        "--csv", str(tmp_path / "dask.csv")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: len(stored_files(store)) >= 2, 120, "2 runs stored", proc)
+    workers = [pid for pid in _descendants(cluster_pid(cluster))
+               if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers, "the cluster's worker processes are found"
+    os.kill(workers[0], signal.SIGKILL)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert len(stored_files(store)) == 10
+    local = tmp_path / "local.csv"
+    assert main([*argv, "-j", "2", "--no-store", "--csv", str(local), "-q"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask.csv"), pd.read_csv(local))
