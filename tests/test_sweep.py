@@ -72,6 +72,7 @@ def test_cli_sweep_reports_failures_and_exits_1(capsys):
 
 
 @pytest.mark.parametrize("argv", [["sweep", "--vary", "nonsense"],
+                                  ["sweep", "--vary", "host.cores=1", "--approaches", ","],
                                   ["capacity", "--p99-limit=-3us"],
                                   ["capacity", "--p99-limit", "1ms", "--max-guests", "0"]])
 def test_cli_sweep_and_capacity_bad_input(argv, capsys):

@@ -164,6 +164,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check_outputs(args)
     factors = _parse_vary(args.vary)
     approaches = approach_list(args.approaches)
+    if approaches == []:
+        raise ConfigError("--approaches", "name at least one of native, container, "
+                                          "paravirtual, emulated")
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     runs = grid_size(factors) * (len(approaches) if approaches else 1) * args.replications
     progress = _progress(args, "sweep", runs)

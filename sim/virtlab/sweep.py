@@ -117,6 +117,9 @@ def iter_sweep(scenario: Scenario, factors: Mapping[str, Sequence[Any]],
         if not values:
             raise ConfigError(key, "a factor needs at least one value")
     chosen = None if approaches is None else list(approaches)
+    if chosen is not None and not chosen:
+        raise ConfigError("approaches", "name at least one approach (or None for the "
+                                        "scenario's own)")
     base = scenario.to_dict()
     total = grid_size(factors) * (1 if chosen is None else len(chosen)) * replications
     if progress is not None:
