@@ -9,7 +9,7 @@ import struct
 import subprocess
 import termios
 
-from study_support import TINY_FLAGS, virtlab_cmd
+from tests.study_support import TINY_FLAGS, virtlab_cmd
 
 SWEEP = ["sweep", "--vary", "host.cores=1,2,3", "--approaches", "native", "-r", "1", "-j", "1",
          *TINY_FLAGS, "--no-store"]

@@ -13,8 +13,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-
-from study_support import children_of, stored_files, virtlab_cmd, wait_until
+from tests.study_support import children_of, stored_files, virtlab_cmd, wait_until
 
 POINTS = 24
 SWEEP = ["sweep", "--vary", "host.cores=" + ",".join(str(c) for c in range(1, 13)),

@@ -82,14 +82,15 @@ def execute(task: Task) -> Outcome:
 def resource_utilisation(result: Any) -> dict[str, float]:
     """Busy fraction of each resource that can saturate (NaN where the run does not say).
 
-    * ``host_cores``: CPU time of completed requests in the window over cores × window
-      (the sum of the summaries' ``cpu_share``).
+    * ``host_cores``: the summaries' ``core_utilisation`` where they carry it, else CPU time of
+      completed requests in the window over cores × window (the sum of ``cpu_share``).
     * ``guest_vcpus``: the busiest guest's guest + exit CPU time in the window over its vCPUs.
     * ``backend``: the busiest guest's backend / device-model CPU time in the window, in units
       of one thread. Paths that spread that work over several threads (virtio's tx and rx
       workers) are over-estimated by up to that factor: per-thread busy time is not exposed.
-    * ``disk``, ``nic_tx``, ``nic_rx``: device busy time over the whole run (warm-up included)
-      over the run's length (and the disk's channels), from ``RunResult.device_busy_us``.
+    * ``disk``, ``nic_tx``, ``nic_rx``: the summaries' ``*_utilisation`` over the window where
+      they carry it, else device busy time over the whole run (warm-up included) over the
+      run's length (and the disk's channels), from ``RunResult.device_busy_us``.
     """
     scenario = result.scenario
     span_s = (scenario.duration_us - scenario.warmup_us) / 1e6
@@ -109,7 +110,8 @@ def resource_utilisation(result: Any) -> dict[str, float]:
     backend_busy = per_guest(lambda s: s.cpu_backend_us)
     shares = [s.cpu_share for s in summaries if not math.isnan(s.cpu_share)]
     out = {
-        "host_cores": sum(shares) if shares else nan,
+        "host_cores": _windowed(summaries, "core_utilisation",
+                                sum(shares) if shares else nan),
         "guest_vcpus": max((busy / vcpus[g] for g, busy in guest_busy.items()), default=nan),
         "backend": max(backend_busy.values(), default=nan),
     }
@@ -120,8 +122,23 @@ def resource_utilisation(result: Any) -> dict[str, float]:
     for name, key, servers in (("disk", "disk", channels), ("nic_tx", "nic.tx", 1),
                                ("nic_rx", "nic.rx", 1)):
         busy = devices.get(key)
-        out[name] = busy / (servers * length_us) if busy is not None and length_us else nan
+        whole_run = busy / (servers * length_us) if busy is not None and length_us else nan
+        out[name] = _windowed(summaries, f"{name}_utilisation", whole_run)
     return out
+
+
+def _windowed(summaries: list[WorkloadSummary], field_name: str, fallback: float) -> float:
+    """A run-wide utilisation the summaries carry over the window, else ``fallback``.
+
+    Engines whose summaries have ``core_utilisation``, ``disk_utilisation``,
+    ``nic_tx_utilisation`` and ``nic_rx_utilisation`` (busy time over the window, all work
+    included) are preferred to the estimates above.
+    """
+    for summary in summaries:
+        value = getattr(summary, field_name, math.nan)
+        if not math.isnan(value):
+            return float(value)
+    return fallback
 
 
 def _failed(message: str) -> Outcome:

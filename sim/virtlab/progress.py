@@ -9,6 +9,7 @@ were actually computed.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 __all__ = ["Progress", "progress_wanted"]
@@ -40,6 +41,7 @@ class Progress:
         self.done = 0
         self.reused = 0
         self.failed = 0
+        self._drawn = 0.0
         self._bar: Any = None
         if enabled:
             import tqdm
@@ -69,8 +71,11 @@ class Progress:
         if self._bar is not None:
             if self._bar.total:
                 self._bar.total -= 1
-            self._postfix()
-            self._bar.refresh()
+            now = time.monotonic()
+            if now - self._drawn > 0.25:  # store hits come fast: redraw four times a second
+                self._drawn = now
+                self._postfix()
+                self._bar.refresh()
 
     def skip(self, runs: int) -> None:
         """``runs`` expected runs will not happen (an invalid sweep point)."""
@@ -94,6 +99,7 @@ class Progress:
     def close(self) -> None:
         """Remove the bar's refresh; leave the final state on screen."""
         if self._bar is not None:
+            self._postfix()
             self._bar.close()
             self._bar = None
 
