@@ -185,11 +185,17 @@ class SerialEngine:
 
 
 def _worker_init() -> None:
-    """Workers leave SIGINT to the parent (which stops them) and die on SIGTERM."""
+    """Workers leave SIGINT to the parent (which stops them) and die on SIGTERM.
+
+    They start with both signals blocked (see :meth:`PoolEngine.submit`), so the parent's
+    handlers never run in them; the signals are unblocked once the worker's own are set.
+    """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class PoolEngine:
@@ -229,13 +235,24 @@ class PoolEngine:
 
     def submit(self, tag: Tag, task: Task, attempt: int = 1) -> None:
         """Send one task to the pool (to a new pool if the current one broke)."""
+        import signal
         from concurrent.futures.process import BrokenProcessPool
 
+        # Workers are forked inside submit: block the stop signals meanwhile so that a new
+        # worker cannot run this process's handlers before its initializer sets its own.
+        masking = hasattr(signal, "pthread_sigmask")
+        if masking:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                              {signal.SIGINT, signal.SIGTERM})
         try:
-            future = self._ensure_pool().submit(execute, task)
-        except BrokenProcessPool:
-            self._recover([])
-            future = self._ensure_pool().submit(execute, task)
+            try:
+                future = self._ensure_pool().submit(execute, task)
+            except BrokenProcessPool:
+                self._recover([])
+                future = self._ensure_pool().submit(execute, task)
+        finally:
+            if masking:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self._futures[future] = (tag, task, attempt)
 
     def wait_any(self) -> list[tuple[Tag, Task, Outcome]]:
@@ -289,7 +306,7 @@ class PoolEngine:
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:  # stop runs whose results nobody will read
             if process.is_alive():
-                process.terminate()
+                process.kill()
         for process in processes:
             process.join(timeout=5)
 
