@@ -323,20 +323,33 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
                         help="discard requests completed before this, e.g. 5ms (0 is allowed)")
     parser.add_argument("-r", "--replications", type=int, default=3,
                         help="independent replications for confidence intervals (default 3)")
-    parser.add_argument("-j", "--jobs", type=int, default=1,
-                        help="parallel processes (results do not depend on it; default 1)")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="parallel processes (results do not depend on it; default: one "
+                             "per CPU, at most one per run)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter, e.g. --set paravirtual.ring_size=512 or "
                              "--set guests[0].vcpus=4 (repeatable)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of tables (docs/results.md)")
     _add_cpu_support_option(parser)
+    _add_engine_options(parser)
     parser.add_argument("--breakdown", action="store_true",
                         help="also print where each request's time went (latency phases) and "
                              "its VM exits by reason (emulated path)")
     parser.add_argument("--force", action="store_true",
                         help="run even if the estimated size exceeds the budget (100 million "
                              "simulated events or 2 GiB of memory; docs/simulation-practice.md)")
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where runs execute, progress, and the results as data files (virtlab.cli_studies)."""
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="run on this Dask cluster instead of local processes")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar (it is drawn only when stderr is a terminal)")
+    parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV "
+                                                      "(columns: docs/results.md)")
+    parser.add_argument("--parquet", metavar="FILE", help="also write the results as Parquet")
 
 
 class _CpuSupportAction(argparse.Action):
@@ -363,7 +376,7 @@ def _add_cpu_support_option(parser: argparse.ArgumentParser) -> None:
 def _check_counts(args: argparse.Namespace) -> None:
     if args.replications < 1:
         raise ConfigError("--replications", f"must be an integer >= 1, got {args.replications}")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError("--jobs", f"must be an integer >= 1, got {args.jobs}")
     _check_seed(args.seed)
 
@@ -389,15 +402,17 @@ def cap_jobs(jobs: int, tasks: int, quiet: bool = False) -> int:
     return min(jobs, limit)
 
 
-def check_budget(scenarios: Sequence[Any], replications: int, jobs: int, force: bool,
-                 points: int = 1) -> None:
+def check_budget(scenarios: Sequence[Any], replications: int, jobs: int | None, force: bool,
+                 points: float = 1) -> None:
     """Refuse (unless ``force``) a run estimated above the event or memory budget.
 
     ``scenarios`` are the distinct variants of one point; ``points`` multiplies them (a sweep).
+    ``jobs`` None: one process per CPU (the default engine).
     """
     from virtlab.budget import EVENT_BUDGET, MEMORY_BUDGET_BYTES, estimate_total
 
-    events, memory, largest = estimate_total(scenarios, replications, min(jobs, _cpus()))
+    workers = _cpus() if jobs is None else min(jobs, _cpus())
+    events, memory, largest = estimate_total(scenarios, replications, workers)
     events *= points
     if (events <= EVENT_BUDGET and memory <= MEMORY_BUDGET_BYTES) or force:
         return
@@ -459,16 +474,17 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
 
 
 def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> int:
-    from virtlab.experiment import compare
+    from virtlab.cli_studies import run_compare
 
     _check_counts(args)
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     variants = ([scenario] if approaches is None
                 else [scenario.with_approach(a) for a in approaches])
-    check_budget(variants, args.replications, args.jobs, args.force)
-    jobs = cap_jobs(args.jobs, len(variants) * args.replications)
-    comparison = compare(scenario, approaches, seed=args.seed,
-                         replications=args.replications, jobs=jobs)
+    runs = len(variants) * args.replications
+    check_budget(variants, args.replications, args.jobs or min(_cpus(), runs), args.force)
+    if args.jobs is not None:
+        args.jobs = cap_jobs(args.jobs, runs)
+    comparison = run_compare(scenario, approaches, args)
     _report(comparison, scenario, args)
     return 1 if any(e.error for e in comparison.entries) else 0
 

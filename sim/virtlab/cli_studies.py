@@ -1,12 +1,21 @@
-"""``virtlab sweep`` and ``virtlab capacity``: what-if studies over many scenarios.
+"""``virtlab sweep``, ``virtlab capacity`` and ``virtlab plot``: what-if studies over many runs.
 
-The library side lives in :mod:`virtlab.sweep`; this module only parses flags and prints.
+The library side lives in :mod:`virtlab.sweep`, :mod:`virtlab.capacity` and
+:mod:`virtlab.plot`; this module parses flags, draws progress, writes data files and prints.
+Results go to stdout; progress, warnings and the store's summary to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+import math
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from virtlab.cli import (
@@ -21,7 +30,7 @@ from virtlab.cli import (
 )
 from virtlab.errors import ConfigError
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "run_compare", "write_outputs"]
 
 #: ``capacity --max-guests`` at most this many (a host has at most 1024 cores).
 MAX_GUESTS = 1024
@@ -54,21 +63,149 @@ def _check_study(args: argparse.Namespace, scenario: Any, factors: dict[str, lis
     check_budget([scenario], args.replications, args.jobs, args.force, points=points)
 
 
+# Shared plumbing ------------------------------------------------------------------------------
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before a long study, not after it, on conflicting engines or unwritable outputs."""
+    if args.scheduler and args.jobs is not None:
+        raise ConfigError("--jobs", "cannot be combined with --scheduler (the Dask cluster's "
+                                    "workers set the parallelism)")
+    for flag in ("csv", "parquet"):
+        target = getattr(args, flag, None)
+        if target is None:
+            continue
+        parent = Path(target).resolve().parent
+        if not parent.is_dir():
+            raise ConfigError(f"--{flag}", f"{target}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"--{flag}", f"{target}: directory {parent} is not writable")
+
+
+def write_outputs(frame: Any, args: argparse.Namespace, study: str) -> None:
+    """Write ``frame`` to ``--csv`` / ``--parquet`` (atomically: temp file, then rename)."""
+    if "study" not in frame.columns:
+        frame.insert(0, "study", study)
+    for flag, write in (("csv", lambda f, p: f.to_csv(p, index=False)),
+                        ("parquet", lambda f, p: f.to_parquet(p, index=False))):
+        target = getattr(args, flag, None)
+        if target is None:
+            continue
+        path = Path(target)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                       dir=path.resolve().parent)
+        os.close(handle)
+        try:
+            write(frame, tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            raise ConfigError(f"--{flag}", f"cannot write {target}: {err}") from err
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _progress(args: argparse.Namespace, desc: str, total: int | None = None) -> Any:
+    from virtlab.progress import Progress, progress_wanted
+
+    return Progress(total, desc, enabled=progress_wanted(args.quiet))
+
+
+def _store(args: argparse.Namespace, progress: Any) -> Any:
+    from virtlab.store import ResultStore, default_store_dir
+
+    if args.no_store:
+        return None
+    root = Path(args.store) if args.store else default_store_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("--store", f"cannot create {root}: {err}") from err
+    return ResultStore(root, warn=lambda message: progress.write(f"virtlab: warning: {message}"))
+
+
+def _store_summary(store: Any, args: argparse.Namespace) -> None:
+    if store is not None and not args.quiet:
+        print(f"virtlab: store {store.root}: {store.hits} run(s) reused, {store.writes} "
+              f"computed and stored", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _interruptible(store: Any) -> Iterator[None]:
+    """SIGTERM stops a study like Ctrl-C; either way the message says what is kept."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        where = (f"; {store.writes} run(s) computed in this session are in the store "
+                 f"{store.root}: rerun the same command to resume" if store is not None
+                 else "")
+        print(f"virtlab: interrupted{where}", file=sys.stderr)
+        raise _Interrupted from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Interrupted(Exception):
+    """A study stopped by a signal (exit status 130)."""
+
+
+def run_compare(scenario: Any, approaches: Sequence[str] | None, args: argparse.Namespace) -> Any:
+    """``compare``/``run``: the comparison on the chosen engine, with progress and data files."""
+    from virtlab.experiment import compare
+
+    _check_outputs(args)
+    count = (1 if approaches is None else len(approaches)) * args.replications
+    progress = _progress(args, "compare", count)
+    comparison = compare(scenario, approaches, seed=args.seed, replications=args.replications,
+                         jobs=args.jobs, scheduler=args.scheduler, progress=progress)
+    progress.close()
+    write_outputs(comparison.to_frame(), args, "compare")
+    return comparison
+
+
+def _add_study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="DIR",
+                        help="results store: each run is kept as it completes, and a rerun "
+                             "reuses it (default: $VIRTLAB_STORE or ~/.cache/virtlab/store)")
+    parser.add_argument("--no-store", action="store_true",
+                        help="neither read nor write the results store")
+
+
+# sweep ----------------------------------------------------------------------------------------
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from virtlab.experiment import dumps_json
-    from virtlab.sweep import sweep
+    from virtlab.sweep import grid_size, sweep
 
     _check_counts(args)
+    _check_outputs(args)
     factors = _parse_vary(args.vary)
+    approaches = approach_list(args.approaches)
+    if approaches == []:
+        raise ConfigError("--approaches", "name at least one of native, container, "
+                                          "paravirtual, emulated")
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     _check_study(args, scenario, factors)
-    points = sweep(scenario, factors, approach_list(args.approaches), seed=args.seed,
-                   replications=args.replications, jobs=args.jobs)
+    runs = grid_size(factors) * (len(approaches) if approaches else 1) * args.replications
+    progress = _progress(args, "sweep", runs)
+    store = _store(args, progress)
+    try:
+        with _interruptible(store):
+            points = sweep(scenario, factors, approaches, seed=args.seed,
+                           replications=args.replications, jobs=args.jobs,
+                           scheduler=args.scheduler, store=store, progress=progress)
+    except _Interrupted:
+        return 130
+    finally:
+        progress.close()
+    _store_summary(store, args)
+    write_outputs(points.to_frame(), args, "sweep")
     if args.json:
-        print(dumps_json([{"values": p.values, "error": p.error,
-                           "result": None if p.comparison is None
-                           else p.comparison.to_json_dict()["entries"]} for p in points]))
-        return 1 if any(p.error for p in points) else 0
+        print(dumps_json(points.to_json_dict()))
+        return 1 if points.failed else 0
     print(f"ARG seed {args.seed}")
     print(f"ARG replications {args.replications}")
     for key, values in factors.items():
@@ -76,85 +213,164 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     header = (f"{'point':<32} {'approach':<12} {'guest.workload':<16} {'req/s':>12} "
               f"{'mean µs':>10} {'p99 µs':>10}")
     print(header)
-    failed = 0
     for point in points:
         label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in point.values.items())
         if point.comparison is None:
-            failed += 1
             print(f"{label:<32} FAILED: {point.error}")
             continue
         for entry in point.comparison.entries:
             if entry.error:
-                failed += 1
                 print(f"{label:<32} {entry.approach:<12} FAILED: {entry.error}")
                 continue
             m = entry.means
             print(f"{label:<32} {entry.approach:<12} {entry.guest + '.' + entry.workload:<16} "
                   f"{m['throughput_per_s']:>12,.0f} {m['latency_mean_us']:>10.1f} "
                   f"{m['latency_p99_us']:>10.1f}")
-    if failed:
-        print(f"{failed} point(s) failed; the others are complete.")
-    return 1 if failed else 0
+    if points.failed:
+        print(f"{points.failed} point(s) failed; the others are complete.")
+    return 1 if points.failed else 0
 
+
+# capacity -------------------------------------------------------------------------------------
 
 def _cmd_capacity(args: argparse.Namespace) -> int:
+    from virtlab.capacity import MIN_REQUESTS_FOR_P99, RESOURCE_LABELS, capacity_search
+    from virtlab.experiment import dumps_json
     from virtlab.paths import APPROACHES
-    from virtlab.sweep import capacity
 
     _check_counts(args)
+    _check_outputs(args)
     limit = parse_duration_us(args.p99_limit, "--p99-limit")
     if not 1 <= args.max_guests <= MAX_GUESTS:
         raise ConfigError("--max-guests", f"must be an integer in [1, {MAX_GUESTS}], "
                                           f"got {args.max_guests}")
-    counts = list(range(1, args.max_guests + 1))
+    if args.max_replications < args.replications:
+        raise ConfigError("--max-replications", f"must be >= --replications "
+                                                f"({args.replications}), got "
+                                                f"{args.max_replications}")
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     approaches = approach_list(args.approaches) or list(APPROACHES)
     from virtlab.sweep import with_guest_copies
 
-    # The largest count bounds every smaller one: sum over n of E(n) <= E(N) * (N + 1) / 2.
-    check_budget([with_guest_copies(scenario, counts[-1])], args.replications, args.jobs,
-                 args.force, points=len(approaches) * (len(counts) + 1) / 2)
-    rows = capacity(scenario, limit, counts, approaches, seed=args.seed,
-                    replications=args.replications, jobs=args.jobs)
+    # The search visits about 2 log2(N) + 1 guest counts per approach (galloping, then
+    # bisection), none larger than N, each with at most --max-replications.
+    visits = 2 * math.ceil(math.log2(args.max_guests + 1)) + 1
+    check_budget([with_guest_copies(scenario, args.max_guests)], args.max_replications,
+                 args.jobs, args.force, points=len(approaches) * visits)
+    progress = _progress(args, "capacity")
+    store = _store(args, progress)
+    try:
+        with _interruptible(store):
+            result = capacity_search(scenario, limit, args.max_guests, approaches,
+                                     seed=args.seed, replications=args.replications,
+                                     max_replications=args.max_replications, jobs=args.jobs,
+                                     scheduler=args.scheduler, store=store, progress=progress)
+    except _Interrupted:
+        return 130
+    finally:
+        progress.close()
+    _store_summary(store, args)
+    write_outputs(result.to_frame(), args, "capacity")
+    for row in result.uncertain:
+        print(f"virtlab: warning: {row.approach} with {row.guests} guests: the limit is inside "
+              f"the {result.confidence:.0%} CI of the worst p99 ({row.worst_p99_us:.1f} ± "
+              f"{row.worst_p99_ci_us:.1f} µs) after {row.replications} replications; decided "
+              "by the mean (raise --max-replications or --duration)", file=sys.stderr)
+    for row in result.thin:
+        print(f"virtlab: warning: {row.approach} with {row.guests} guests: a p99 rests on "
+              f"only {row.min_requests} requests (< {MIN_REQUESTS_FOR_P99}); raise --duration",
+              file=sys.stderr)
+    failed = sum(1 for r in result if r.error)
+    if args.json:
+        print(dumps_json(result.to_json_dict()))
+        return 1 if failed else 0
     print(f"ARG seed {args.seed}")
     print(f"ARG p99-limit {limit:g} µs; guest template: {scenario.guests[0].name} "
           f"({', '.join(w.name for w in scenario.guests[0].workloads)}); host cores "
-          f"{scenario.host.cores}")
+          f"{scenario.host.cores}; replications {args.replications}..{args.max_replications} "
+          f"per point")
     for approach in approaches:
-        mine = [r for r in rows if r.approach == approach]
-        fitting = [r.guests for r in mine if r.fits]
-        best = max(fitting) if fitting else 0
-        print(f"\n{approach}: {best} guest(s) fit (worst p99 <= {limit:g} µs)")
-        for r in mine:
-            status = "FAILED: " + r.error if r.error else ("ok" if r.fits else "over limit")
-            print(f"  {r.guests:>3} guests  worst p99 {r.worst_p99_us:>10.1f} µs  "
-                  f"total {r.total_throughput_per_s:>12,.0f} req/s  {status}")
+        answer = result.answers[approach]
+        name, value = answer.bottleneck
+        bound = "" if answer.bounded else " (at least: the largest count tried still fits)"
+        if answer.limit_row is not None and not answer.bounded:
+            where = f"most utilised at {answer.limit_row.guests} guests"
+        elif answer.limit_row is not None:
+            where = f"bottleneck at {answer.limit_row.guests} guests"
+        else:
+            where = "bottleneck"
+        print(f"\n{approach}: {answer.guests} guest(s) fit (worst p99 <= {limit:g} µs){bound}; "
+              f"{where}: {RESOURCE_LABELS.get(name, name)} at {value:.0%} of capacity; "
+              f"{answer.points} point(s) evaluated")
+        for r in result:
+            if r.approach != approach:
+                continue
+            status = ("FAILED: " + r.error if r.error else
+                      ("fits" if r.fits else "over limit") + ("" if r.decided else " (close)"))
+            ci = f" ± {r.worst_p99_ci_us:>7.1f}" if r.worst_p99_ci_us == r.worst_p99_ci_us \
+                else " " * 10
+            print(f"  {r.guests:>3} guests  worst p99 {r.worst_p99_us:>10.1f}{ci} µs  "
+                  f"total {r.total_throughput_per_s:>12,.0f} req/s  x{r.replications:<3} "
+                  f"{status}")
+    return 1 if failed else 0
+
+
+# plot -----------------------------------------------------------------------------------------
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from virtlab.plot import plot_file
+
+    plot_file(args.result, args.output, metric=args.metric, x=args.x)
+    if not args.quiet:
+        print(f"virtlab: wrote {args.output}", file=sys.stderr)
     return 0
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register ``sweep`` and ``capacity``."""
-    p = subparsers.add_parser("sweep", help="run a grid of parameter values (what-if studies)",
-                       description="Run every combination of the --vary values, each under "
-                                   "the given approaches. A failed point is reported and the "
-                                   "others are kept.",
-                       epilog="Example: virtlab sweep --vary guests[0].workloads[0].in_flight="
-                              "1,4,16 --approaches paravirtual,emulated")
+    """Register ``sweep``, ``capacity`` and ``plot``."""
+    p = subparsers.add_parser(
+        "sweep", help="run a grid of parameter values (what-if studies)",
+        description="Run every combination of the --vary values, each under the given "
+                    "approaches, in parallel (local processes, or a Dask cluster with "
+                    "--scheduler). Every run is stored as it completes; an interrupted sweep "
+                    "resumes when rerun. A failed point is reported and the others are kept.",
+        epilog="Example: virtlab sweep --vary guests[0].workloads[0].in_flight=1,4,16 "
+               "--approaches paravirtual,emulated --csv sweep.csv")
     _add_run_options(p, config_required=False)
+    _add_study_options(p)
     p.add_argument("--vary", action="append", default=[], required=True,
                    metavar="KEY=V1,V2,...", help="a factor and its values (repeatable)")
     p.add_argument("--approaches", help="comma-separated approaches (default: the scenario's)")
     p.set_defaults(func=_cmd_sweep)
 
-    p = subparsers.add_parser("capacity", help="how many copies of a guest fit before p99 breaks?",
-                       description="Clone the scenario's first guest 1..N times on the host "
-                                   "and report, per approach, the worst guest's p99 latency "
-                                   "and how many guests fit under the limit.")
+    p = subparsers.add_parser(
+        "capacity", help="how many copies of a guest fit before p99 breaks?",
+        description="Clone the scenario's first guest and search, per approach, for the "
+                    "largest guest count whose worst guest p99 stays under the limit "
+                    "(galloping, then bisection; replications are added until the limit is "
+                    "outside the confidence interval). Names the bottleneck at the limit.")
     _add_run_options(p, config_required=False)
-    p.set_defaults(replications=1)
+    _add_study_options(p)
     p.add_argument("--p99-limit", required=True, metavar="TIME",
                    help="latency limit for the worst guest's p99, e.g. 200us or 1ms")
     p.add_argument("--max-guests", type=int, default=8, help="largest guest count (default 8)")
+    p.add_argument("--max-replications", type=int, default=12,
+                   help="replications per point at most, when the limit is close (default 12)")
     p.add_argument("--approaches", help="comma-separated approaches (default: all)")
     p.set_defaults(func=_cmd_capacity)
 
+    p = subparsers.add_parser(
+        "plot", help="draw a sweep or capacity result (CSV/Parquet) to PNG or SVG",
+        description="Draw a file written by 'sweep --csv/--parquet' (a metric against the "
+                    "first varied key, one line per approach and workload) or by 'capacity "
+                    "--csv/--parquet' (worst p99 against guests, with the limit), with error "
+                    "bars from the confidence intervals.")
+    p.add_argument("result", metavar="RESULT_FILE", help="a .csv or .parquet result")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png|OUT.svg",
+                   help="image to write (.png, .svg or .pdf)")
+    p.add_argument("--metric", default=None,
+                   help="sweep: metric to draw (default latency_p99_us)")
+    p.add_argument("--x", default=None, metavar="KEY", help="sweep: varied key on the x axis "
+                                                            "(default: the first)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=_cmd_plot)

@@ -1,10 +1,10 @@
 """Experiments: replications with confidence intervals, and comparisons of approaches.
 
 Replication ``r`` of every approach uses the same random streams (common random numbers), so
-differences between approaches are not blurred by different arrivals. Runs may execute in
-parallel processes; results do not depend on how many (each run is a pure function of
-``(scenario, seed, replication)``). A run that fails is reported as an error entry and the
-other points are kept.
+differences between approaches are not blurred by different arrivals. Runs execute in parallel
+processes (one per CPU by default) or on a Dask cluster; results do not depend on how many
+(each run is a pure function of ``(scenario, seed, replication)``). A run that fails is
+reported as an error entry and the other points are kept.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from virtlab.config import Scenario
-from virtlab.model import run
 from virtlab.paths import APPROACHES
 from virtlab.records import PHASES
 from virtlab.stats import METRICS, REPORTED_EXIT_REASONS, WorkloadSummary, mean_ci
@@ -129,19 +127,24 @@ def _entries(scenario: Scenario, approach: str, summaries: Sequence[Sequence[Wor
     return entries
 
 
-def _run_point(task: tuple[Scenario, int, int]) -> list[WorkloadSummary] | str:
-    scenario, seed, replication = task
-    try:
-        return run(scenario, seed, replication=replication).summaries
-    except Exception as err:  # noqa: BLE001 - one failed point must not lose the others
-        return f"{type(err).__name__}: {err}"
+def collect(tasks: list[tuple[Scenario, int, int]], *, jobs: int | None = None,
+            scheduler: str | None = None, store: Any = None,
+            progress: Any = None) -> list[list[WorkloadSummary] | str]:
+    """Outcomes of ``tasks`` in task order: summaries, or the error text of a failed run.
 
+    Runs execute on :func:`virtlab.executors.make_engine` (a process pool of up to ``jobs``
+    workers, default one per CPU; or a Dask cluster at ``scheduler``); the order of
+    completion does not matter.
+    """
+    from virtlab.executors import Runner, Task, make_engine
 
-def _map(tasks: list[tuple[Scenario, int, int]], jobs: int) -> list[Any]:
-    if jobs <= 1 or len(tasks) <= 1:
-        return [_run_point(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_run_point, tasks))
+    engine = make_engine(jobs, scheduler, len(tasks))
+    outcomes: list[Any] = [None] * len(tasks)
+    with Runner(engine, store, progress) as runner:
+        items = ((index, Task(*task)) for index, task in enumerate(tasks))
+        for tag, outcome in runner.map(items):
+            outcomes[int(tag)] = outcome.error or list(outcome.summaries)
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -182,10 +185,11 @@ class Result:
 
 
 def replicate(scenario: Scenario, seed: int = 0, replications: int = 3, *,
-              confidence: float = 0.95, jobs: int = 1) -> Result:
+              confidence: float = 0.95, jobs: int | None = None,
+              scheduler: str | None = None) -> Result:
     """Run ``replications`` independent replications and summarise them with t-CIs."""
     return compare(scenario, approaches=None, seed=seed, replications=replications,
-                   confidence=confidence, jobs=jobs).results[0]
+                   confidence=confidence, jobs=jobs, scheduler=scheduler).results[0]
 
 
 @dataclass(frozen=True)
@@ -231,29 +235,40 @@ class Comparison:
 
 def compare(scenario: Scenario, approaches: Iterable[str] | None = APPROACHES, *,
             seed: int = 0, replications: int = 3, confidence: float = 0.95,
-            jobs: int = 1) -> Comparison:
+            jobs: int | None = None, scheduler: str | None = None, store: Any = None,
+            progress: Any = None) -> Comparison:
     """Run ``scenario`` with every guest switched to each approach in turn.
 
-    ``approaches=None`` keeps the scenario's own approaches (one result).
+    ``approaches=None`` keeps the scenario's own approaches (one result). The runs (approaches
+    × replications) execute in parallel, see :func:`collect`; results do not depend on how.
     """
     variants = ([scenario] if approaches is None
                 else [scenario.with_approach(a) for a in approaches])
     tasks = [(variant, seed, r) for variant in variants for r in range(replications)]
-    outcomes = _map(tasks, jobs)
-    results = []
-    for index, variant in enumerate(variants):
-        chunk = outcomes[index * replications:(index + 1) * replications]
-        errors = [c for c in chunk if isinstance(c, str)]
-        if errors:
-            entries = [Entry(g.name, w.name, g.approach, w.kind, replications, confidence,
-                             error=errors[0])
-                       for g in variant.guests for w in g.workloads]
-        else:
-            entries = _entries(variant, variant.guests[0].approach, chunk, confidence)
-            entries = [e if e.approach == g_app else Entry(**{**asdict(e), "approach": g_app})
-                       for e, g_app in zip(entries, _approach_per_entry(variant), strict=True)]
-        results.append(Result(variant, seed, replications, confidence, entries))
-    return Comparison(results)
+    outcomes = collect(tasks, jobs=jobs, scheduler=scheduler, store=store, progress=progress)
+    return Comparison([result_of(variant, seed, confidence,
+                                 outcomes[index * replications:(index + 1) * replications])
+                       for index, variant in enumerate(variants)])
+
+
+def result_of(variant: Scenario, seed: int, confidence: float,
+              chunk: Sequence[list[WorkloadSummary] | str]) -> Result:
+    """The :class:`Result` of one scenario from its replications' outcomes (in order).
+
+    A failed replication turns every entry into an error entry naming the first error.
+    """
+    replications = len(chunk)
+    errors = [c for c in chunk if isinstance(c, str)]
+    summaries = [c for c in chunk if not isinstance(c, str)]
+    if errors:
+        entries = [Entry(g.name, w.name, g.approach, w.kind, replications, confidence,
+                         error=errors[0])
+                   for g in variant.guests for w in g.workloads]
+    else:
+        entries = _entries(variant, variant.guests[0].approach, summaries, confidence)
+        entries = [e if e.approach == g_app else Entry(**{**asdict(e), "approach": g_app})
+                   for e, g_app in zip(entries, _approach_per_entry(variant), strict=True)]
+    return Result(variant, seed, replications, confidence, entries)
 
 
 def _approach_per_entry(scenario: Scenario) -> list[str]:
