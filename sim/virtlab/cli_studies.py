@@ -250,15 +250,16 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
                                                 f"{args.max_replications}")
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     approaches = approach_list(args.approaches) or list(APPROACHES)
+    progress = _progress(args, "capacity")
+    store = _store(args, progress)
     from virtlab.sweep import with_guest_copies
 
     # The search visits about 2 log2(N) + 1 guest counts per approach (galloping, then
-    # bisection), none larger than N, each with at most --max-replications.
+    # bisection), none larger than N; replications are budgeted at their starting number
+    # (the estimate is an upper bound already; only points near the limit get more).
     visits = 2 * math.ceil(math.log2(args.max_guests + 1)) + 1
-    check_budget([with_guest_copies(scenario, args.max_guests)], args.max_replications,
+    check_budget([with_guest_copies(scenario, args.max_guests)], args.replications,
                  args.jobs, args.force, points=len(approaches) * visits)
-    progress = _progress(args, "capacity")
-    store = _store(args, progress)
     try:
         with _interruptible(store):
             result = capacity_search(scenario, limit, args.max_guests, approaches,
