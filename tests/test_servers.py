@@ -305,7 +305,7 @@ def test_servers_page_shows_the_current_cost_table_and_study():
     from pathlib import Path
 
     from virtlab.compute import cost_table_markdown
-    from virtlab.servers import event_heavy_markdown
+    from virtlab.studies import event_heavy_markdown
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "servers.md").read_text()
     assert cost_table_markdown() in page, "docs/servers.md: regenerate the cost table"
