@@ -352,6 +352,13 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parquet", metavar="FILE", help="also write the results as Parquet")
 
 
+def _add_records_option(parser: argparse.ArgumentParser) -> None:
+    """``--records FILE`` (compare and run): per-request rows, which runs never keep otherwise."""
+    parser.add_argument("--records", metavar="FILE.csv|FILE.parquet",
+                        help="also write one row per request (replication 0 of each approach, "
+                             "warm-up included; columns: docs/results.md)")
+
+
 class _CpuSupportAction(argparse.Action):
     """``--cpu-support NAME`` is ``--set hypervisor.cpu_support=NAME``, in command-line order."""
 
@@ -484,8 +491,16 @@ def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> i
     check_budget(variants, args.replications, args.jobs or min(_cpus(), runs), args.force)
     if args.jobs is not None:
         args.jobs = cap_jobs(args.jobs, runs)
+    if args.records is not None:
+        from virtlab.cli_studies import check_records_target
+
+        check_records_target(args.records)
     comparison = run_compare(scenario, approaches, args)
     _report(comparison, scenario, args)
+    if args.records is not None:
+        from virtlab.cli_studies import write_records
+
+        write_records(scenario, approaches, args)
     return 1 if any(e.error for e in comparison.entries) else 0
 
 
@@ -662,6 +677,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "latency, CPU time per request by where it was spent, and "
                                    "VM exits, notifications and interrupts per request.")
     _add_run_options(p, config_required=False)
+    _add_records_option(p)
     p.add_argument("--approaches", default=",".join(APPROACH_CHOICES),
                    help="comma-separated approaches to compare (default: all)")
     p.set_defaults(func=_cmd_compare)
@@ -669,6 +685,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a scenario file as written",
                        description="Run a scenario file with the approaches its guests name.")
     _add_run_options(p, config_required=True)
+    _add_records_option(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("trace", help="follow one request event by event",

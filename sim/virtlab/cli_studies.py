@@ -166,6 +166,56 @@ def run_compare(scenario: Any, approaches: Sequence[str] | None, args: argparse.
     return comparison
 
 
+def check_records_target(target: str) -> None:
+    """``--records``: a .csv or .parquet file in a writable folder (checked before any run)."""
+    path = Path(target)
+    if path.suffix not in (".csv", ".parquet"):
+        raise ConfigError("--records", f"{target}: the file must end in .csv or .parquet")
+    parent = path.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError("--records", f"{target}: directory {parent} does not exist or is "
+                                       "not writable")
+
+
+def write_records(scenario: Any, approaches: Sequence[str] | None,
+                  args: argparse.Namespace) -> None:
+    """Write the per-request records of replication 0 of each approach to ``--records``.
+
+    Runs never keep per-request data (their summaries stream), so the rows come from running
+    replication 0 again in this process with records on: a run is a function of its scenario,
+    seed and replication, so these are the requests the table's first replication summarised.
+    """
+    import pandas as pd
+
+    from virtlab.model import run
+
+    variants = ([scenario] if approaches is None
+                else [scenario.with_approach(a) for a in approaches])
+    frames = []
+    for variant in variants:
+        frame = run(variant, args.seed, replication=0, records=True).to_frame()
+        frame.insert(0, "replication", 0)
+        frame.insert(0, "seed", args.seed)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    path = Path(args.records)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                   dir=path.resolve().parent)
+    os.close(handle)
+    try:
+        if path.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError("--records", f"cannot write {args.records}: {err}") from err
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    print(f"virtlab: {len(frame):,} request records written to {args.records}",
+          file=sys.stderr)
+
+
 def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="DIR",
                         help="results store: each run is kept as it completes, and a rerun "
