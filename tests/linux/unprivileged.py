@@ -32,10 +32,13 @@ from pathlib import Path
 from linux_helpers import SIM, virtlab_env
 
 NOBODY = 65534
-# What `python -m virtlab demo|doctor|calibrate` imports on the rootless path.
+# What `python -m virtlab demo|doctor|calibrate` imports on the rootless path. The package
+# loads its heavy modules on first use, so the model (SimPy, NumPy) is named explicitly: the
+# commands reach it (the scenario machinery, the simulated side of a demo) after start-up.
 NEEDED_MODULES = ("virtlab.cli", "virtlab.linux.commands", "virtlab.linux.calibrate",
                   "virtlab.linux.profile", "virtlab.linux.demo_namespaces",
-                  "virtlab.linux.demo_cgroups", "virtlab.linux.preflight", "tomli_w")
+                  "virtlab.linux.demo_cgroups", "virtlab.linux.preflight", "virtlab.config",
+                  "virtlab.model", "simpy", "numpy", "tomli_w")
 _IMPORT_CHECK = "import " + ", ".join(NEEDED_MODULES)
 
 _FIND_DISTRIBUTION_FILES = f"""
