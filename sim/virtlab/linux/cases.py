@@ -141,7 +141,8 @@ CASES: tuple[Case, ...] = (
          (GroupSpec("sleeper", run_ms=10.0, sleep_ms=10.0), GroupSpec("hog")), True,
          {"sleeper": _pct(100 / 3), "hog": _pct(200 / 3)},
          "EEVDF: half the CPU while runnable, so 10 ms take 20 ms: a third; CFS's sleeper "
-         "credit (up to 3 ms) gives at most 10/27", "sleeper-and-hog.toml",
+         "credit (3 ms) gives at most 10/27 at HZ 1000 (a coarser tick lets the sleeper run on "
+         "to the next tick, and get more)", "sleeper-and-hog.toml",
          expected_cfs={"sleeper": Expect(100 / 3, 1000 / 27), "hog": Expect(1700 / 27, 200 / 3)}),
     Case("shares-2-1-one-cpu", "2:1, the heavy group with two tasks, all on one CPU", 1,
          (GroupSpec("heavy", 200, cpus=(0, 0)), GroupSpec("light", 100)), True,
