@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from virtlab.linux import cgroups, procs
 from virtlab.linux import libc as _c
-from virtlab.linux.cases import CASES, Case, Expect, Row, find_case, side_by_side, simulate
+from virtlab.linux.cases import (CASES, Case, Expect, GroupSpec, Row, find_case, side_by_side,
+                                 simulate)
 from virtlab.linux.channel import LineReader, error_message, raise_remote, write_line
 from virtlab.linux.demo_cgroups import cpu_time_ns
 from virtlab.linux.kernel import KernelInfo, kernel_info
@@ -164,7 +165,7 @@ def measure(case: Case, layout: cgroups.CgroupLayout, cpus: Sequence[int], secon
                     if pid == 0:
                         os.close(read_fd)
 
-                        def body(spec=spec, index=index) -> int:  # noqa: ANN001
+                        def body(spec: GroupSpec = spec, index: int = index) -> int:
                             procs.die_with_parent(me)
                             return _task(groups[spec.name].procs_file, cpus[index], spec.run_ms,
                                          spec.sleep_ms, limit_s, write_fd)

@@ -33,7 +33,7 @@ _FEATURES = Path("/sys/kernel/debug/sched/features")
 
 
 def fair_scheduler(release: str) -> str | None:
-    """``"eevdf"`` for Linux 6.6 and later, ``"cfs"`` before, ``None`` if the release is unreadable."""
+    """``"eevdf"`` for Linux 6.6 and later, ``"cfs"`` before; ``None``: unreadable release."""
     match = _RELEASE.match(release)
     if not match:
         return None
