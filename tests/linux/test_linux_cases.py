@@ -13,9 +13,13 @@ or not enforced), the test also shows that the measurement is closer to the righ
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 
 import pytest
-from linux_helpers import IS_LINUX, run_cli, skip_unless_root
+from linux_helpers import (IS_LINUX, read_until, run_cli, session_processes, skip_unless_root,
+                           start_cli)
 
 from virtlab.errors import PreflightError
 from virtlab.linux import cases, demo_cases, kernel
@@ -184,3 +188,28 @@ def test_case_settings_and_classic_settings_do_not_mix():
     assert proc.stderr.strip().splitlines() == [
         "virtlab: error: --weights: sets the default demo's containers; the --cases have their "
         "own settings (see --help), so leave it out"]
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(not IS_LINUX, reason="needs Linux cgroups")
+def test_stopping_the_cases_midway_removes_every_task_and_group(machine, no_leaks):
+    proc = start_cli("demo", "cgroups", "--cases", "--seconds", "30", stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT)
+    try:
+        # Printed once the first case's groups exist, just before its tasks are forked; the
+        # deadline is for a fresh interpreter on a loaded machine. Then wait for its three
+        # tasks, so that the stop lands while they spin inside their groups.
+        read_until(proc, "group: w500", timeout_s=120.0)
+        deadline = time.monotonic() + 60.0
+        while len(session_processes(proc.pid)) < 3:
+            assert time.monotonic() < deadline, "the case's three tasks never appeared"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=90.0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, rest
+    assert b"interrupted by SIGTERM" in rest
+    assert b"no process, cgroup or network interface this run created is left" in rest

@@ -188,6 +188,20 @@ def _demo_namespaces(args: argparse.Namespace) -> int:
     return _real(body)
 
 
+CGROUP_DEFAULTS = {"seconds": 3.0, "weights": (300, 100), "quota": (20.0, 100.0)}
+CASE_SECONDS = 2.0
+
+
+def cgroup_settings(args: argparse.Namespace) -> tuple[float, tuple[int, int], tuple[float, float]]:
+    """The classic cgroups demo's window, weights and quota: given, else the defaults.
+
+    The options default to ``None`` so that ``--cases`` can tell a given ``--weights`` or
+    ``--quota`` (which it refuses) from an absent one.
+    """
+    return (args.seconds or CGROUP_DEFAULTS["seconds"], args.weights or CGROUP_DEFAULTS["weights"],
+            args.quota or CGROUP_DEFAULTS["quota"])
+
+
 def _demo_cgroups(args: argparse.Namespace) -> int:
     from virtlab.linux import cgroups, demo_cgroups, preflight
 
@@ -206,12 +220,12 @@ def _demo_cgroups(args: argparse.Namespace) -> int:
         if args.cases or args.case:
             from virtlab.linux import demo_cases
 
-            results = demo_cases.run_cases(args.case or None, seconds=args.seconds or 2.0)
+            results = demo_cases.run_cases(args.case or None,
+                                           seconds=args.seconds or CASE_SECONDS)
             return 1 if any(r.measured and r.measured.leftovers for r in results) else 0
-        quota_ms, period_ms = args.quota or (20.0, 100.0)
-        result = demo_cgroups.run_demo(seconds=args.seconds or 3.0,
-                                       weights=args.weights or (300, 100),
-                                       quota_ms=quota_ms, period_ms=period_ms)
+        seconds, weights, (quota_ms, period_ms) = cgroup_settings(args)
+        result = demo_cgroups.run_demo(seconds=seconds, weights=weights, quota_ms=quota_ms,
+                                       period_ms=period_ms)
         return 1 if result.leftovers else 0
 
     return _real(body)
