@@ -231,8 +231,11 @@ def rows_for(result: CaseResult) -> list[Row]:
 
 
 def _sim_settings(info: KernelInfo, layout: cgroups.CgroupLayout) -> dict[str, object]:
-    return {"fair": info.fair or "eevdf", "hz": info.hz, "hrtick": bool(info.hrtick),
-            "cgroup": layout.version}
+    """The simulator's settings for this kernel (its HZ only if the model offers it)."""
+    from virtlab.sched.params import HZ_CHOICES
+
+    return {"fair": info.fair or "eevdf", "hz": info.hz if info.hz in HZ_CHOICES else None,
+            "hrtick": bool(info.hrtick), "cgroup": layout.version}
 
 
 def run_cases(names: Sequence[str] | None = None, seconds: float = 2.0,
@@ -253,7 +256,9 @@ def run_cases(names: Sequence[str] | None = None, seconds: float = 2.0,
                "process per task pinned to its CPU, and measures each task's CPU time "
                "(/proc/PID/schedstat) over the same window; the simulator runs the same case. "
                f"This machine: {info.describe()} {layout.describe()}; CPUs {cpus}.")
-    hz = f"HZ {info.hz}" if info.hz else "the profile's HZ (this kernel's is unknown)"
+    hz = f"HZ {info.hz}" if sim["hz"] else (
+        f"the profile's HZ (this kernel's {info.hz} is not one the model offers)" if info.hz
+        else "the profile's HZ (this kernel's is unknown)")
     tell.para(f"The simulator runs {sim['fair']} with {hz}, hrtick "
               f"{'on' if sim['hrtick'] else 'off'}, per-CPU run queues, cgroup "
               f"v{layout.version}. Shares of contention count each CPU's time that went to the "
