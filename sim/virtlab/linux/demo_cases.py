@@ -23,7 +23,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from virtlab.linux import cgroups, procs
 from virtlab.linux import libc as _c
@@ -61,6 +61,10 @@ class Measured:
         Length of the window.
     leftovers:
         Groups that could not be removed (should be empty).
+    ran_s, throttled_s:
+        Per group with a quota: CPU seconds its tasks ran, and seconds it spent throttled
+        (``cpu.stat`` ``throttled_usec`` or ``throttled_time``, summed over CPUs by the
+        kernel), both over the window.
 
     """
 
@@ -69,6 +73,13 @@ class Measured:
     throttled: dict[str, tuple[int, int]]
     window_s: float
     leftovers: list[str]
+    ran_s: dict[str, float] = field(default_factory=dict)
+    throttled_s: dict[str, float] = field(default_factory=dict)
+
+    def waiting_s(self, group: str, tasks: int) -> float:
+        """Seconds ``tasks`` always-runnable tasks of a quota group neither ran nor were
+        throttled: runnable, waiting for a CPU that other processes had."""
+        return max(0.0, tasks * self.window_s - self.ran_s[group] - self.throttled_s[group])
 
 
 def shares_from_usage(usage: Sequence[tuple[str, int, float]], window_s: float,
@@ -199,7 +210,11 @@ def measure(case: Case, layout: cgroups.CgroupLayout, cpus: Sequence[int], secon
     throttled = {name: (stats_after[name]["nr_throttled"] - stats_before[name]["nr_throttled"],
                         stats_after[name]["nr_periods"] - stats_before[name]["nr_periods"])
                  for name in quota_groups}
-    return Measured(pct, cpu_pct, throttled, window_s, session.leftovers)
+    ran_s = {name: sum(seconds for group, _, seconds in usage if group == name)
+             for name in quota_groups}
+    throttled_s = {name: (stats_after[name]["throttled_us"]
+                          - stats_before[name]["throttled_us"]) / 1e6 for name in quota_groups}
+    return Measured(pct, cpu_pct, throttled, window_s, session.leftovers, ran_s, throttled_s)
 
 
 @dataclass(frozen=True)
@@ -282,6 +297,14 @@ def run_cases(names: Sequence[str] | None = None, seconds: float = 2.0,
             for name, (throttled, periods) in measured.throttled.items():
                 tell.show(f"{name} throttled in", f"{throttled} of {periods} periods "
                           "(cpu.stat nr_throttled / nr_periods over the window)")
+                spec = next(spec for spec in case.groups if spec.name == name)
+                # A busy group alone on its CPUs is always runnable: what it neither ran nor
+                # was throttled, it waited for a CPU that other processes had.
+                if not spec.run_ms and len(case.groups) == 1:
+                    tell.show(f"{name}'s {spec.threads} task(s)",
+                              f"ran {measured.ran_s[name]:.3f} s, throttled "
+                              f"{measured.throttled_s[name]:.3f} s (cpu.stat), runnable but "
+                              f"waiting for the CPU {measured.waiting_s(name, spec.threads):.3f} s")
             if measured.leftovers:
                 tell.show("leftover groups", ", ".join(measured.leftovers))
         result = CaseResult(case, measured, simulated.pct, simulated.throttled_pct, expected,
