@@ -96,6 +96,13 @@ def test_rows_cover_groups_and_throttling():
         ("limited: periods throttled", 0.0, 0.0)]
 
 
+def test_a_lone_busy_quota_group_waited_what_it_neither_ran_nor_was_throttled():
+    got = demo_cases.Measured({"limited": 150.0}, {0: 75.0, 1: 75.0}, {"limited": (20, 20)},
+                              2.0, [], ran_s={"limited": 3.0}, throttled_s={"limited": 0.9})
+    assert got.waiting_s("limited", tasks=2) == pytest.approx(0.1)  # 2 CPUs x 2 s - 3 - 0.9
+    assert got.waiting_s("limited", tasks=1) == 0.0  # never negative
+
+
 def test_a_case_needing_two_cpus_says_why_it_cannot_run_on_one():
     case = cases.find_case("quota-1.5-cpus")
     assert demo_cases.cpus_needed_reason(case, 2) is None
