@@ -234,6 +234,7 @@ def test_every_leaf_has_a_func(argv: list[str]) -> None:
 @pytest.mark.parametrize("argv", [["demo"], ["demo", "cgroups", "--weights", "3"],
                                   ["demo", "cgroups", "--quota", "200/100"],
                                   ["demo", "cgroups", "--seconds", "0"],
+                                  ["demo", "cgroups", "--case", "no-such-case"],
                                   ["demo", "namespaces", "--mode", "vm"]])
 def test_bad_arguments_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
@@ -242,8 +243,15 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
 
 
 def test_cgroups_defaults() -> None:
+    from virtlab.linux.commands import cgroup_settings
+
     args = _parser().parse_args(["demo", "cgroups"])
-    assert (args.seconds, args.weights, args.quota) == (3.0, (300, 100), (20.0, 100.0))
+    assert cgroup_settings(args) == (3.0, (300, 100), (20.0, 100.0))
+    given = _parser().parse_args(["demo", "cgroups", "--seconds", "2", "--weights", "200:100"])
+    assert cgroup_settings(given) == (2.0, (200, 100), (20.0, 100.0))
+    cases = _parser().parse_args(["demo", "cgroups", "--case", "quota-1.5-cpus", "--case",
+                                  "shares-1-2-5"])
+    assert (cases.cases, cases.case) == (False, ["quota-1.5-cpus", "shares-1-2-5"])
     assert str(_parser().parse_args(["calibrate"]).output) == "calibrated-profile.toml"
 
 

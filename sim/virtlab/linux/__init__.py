@@ -23,6 +23,9 @@ Modules, one concept each:
     Can this machine run the demos, and if not, why, in plain words.
 ``demo_namespaces``, ``demo_cgroups``, ``calibrate``, ``profile``
     The three user-facing programs and the profile writer.
+``kernel``, ``cases``, ``demo_cases``
+    Which fair scheduler and tick this kernel has; the scheduling cases defined once for the
+    real kernel and the simulator; ``virtlab demo cgroups --cases``, which runs them on both.
 ``commands``
     The ``virtlab demo|doctor|calibrate`` sub-commands.
 

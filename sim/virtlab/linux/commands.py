@@ -49,7 +49,7 @@ _CGROUPS_TEXT = """\
 Run three CPU-bound containers in CPU cgroups: a and b share one CPU with weights 3:1
 (expect about 75/25), q has a quota of 20 ms per 100 ms (expect about 20 percent, throttled
 every period). Prints the CPU time each really got. Needs root and a cpu controller (cgroup
-v1 or v2).
+v1 or v2). With --cases: the scheduling cases, measured here and simulated, side by side.
 """
 _DOCTOR_TEXT = """\
 Check this machine for everything the real-system demos need, try to build a container in
@@ -188,17 +188,44 @@ def _demo_namespaces(args: argparse.Namespace) -> int:
     return _real(body)
 
 
+CGROUP_DEFAULTS = {"seconds": 3.0, "weights": (300, 100), "quota": (20.0, 100.0)}
+CASE_SECONDS = 2.0
+
+
+def cgroup_settings(args: argparse.Namespace) -> tuple[float, tuple[int, int], tuple[float, float]]:
+    """The classic cgroups demo's window, weights and quota: given, else the defaults.
+
+    The options default to ``None`` so that ``--cases`` can tell a given ``--weights`` or
+    ``--quota`` (which it refuses) from an absent one.
+    """
+    return (args.seconds or CGROUP_DEFAULTS["seconds"], args.weights or CGROUP_DEFAULTS["weights"],
+            args.quota or CGROUP_DEFAULTS["quota"])
+
+
 def _demo_cgroups(args: argparse.Namespace) -> int:
     from virtlab.linux import cgroups, demo_cgroups, preflight
 
+    if args.cases or args.case:
+        from virtlab.errors import ConfigError
+
+        for flag, value in (("--weights", args.weights), ("--quota", args.quota)):
+            if value is not None:
+                raise ConfigError(flag, "sets the default demo's containers; the --cases have "
+                                        "their own settings (see --help), so leave it out")
     preflight.require_root("the cgroups demo")
 
     def body() -> int:
         cgroups.detect()  # raises PreflightError with the reason if there is no cpu controller
         preflight.require_mode("root")
-        quota_ms, period_ms = args.quota
-        result = demo_cgroups.run_demo(seconds=args.seconds, weights=args.weights,
-                                       quota_ms=quota_ms, period_ms=period_ms)
+        if args.cases or args.case:
+            from virtlab.linux import demo_cases
+
+            results = demo_cases.run_cases(args.case or None,
+                                           seconds=args.seconds or CASE_SECONDS)
+            return 1 if any(r.measured and r.measured.leftovers for r in results) else 0
+        seconds, weights, (quota_ms, period_ms) = cgroup_settings(args)
+        result = demo_cgroups.run_demo(seconds=seconds, weights=weights, quota_ms=quota_ms,
+                                       period_ms=period_ms)
         return 1 if result.leftovers else 0
 
     return _real(body)
@@ -275,6 +302,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         The main ``virtlab`` parser's sub-parsers; each leaf gets ``func(args) -> int``.
 
     """
+    from virtlab.linux.cases import case_names  # plain data: imports on any OS
+
     demo = subparsers.add_parser(
         "demo", formatter_class=_RAW, help="build real containers on this Linux machine",
         description=_wrap(_DEMO_TEXT),
@@ -305,12 +334,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description=_wrap(_CGROUPS_TEXT),
         epilog="Weights share contention (b alone would get the whole CPU); a quota caps even\n"
                "an idle machine. Groups are named virtlab-<pid>-<random> and always removed.")
-    cg.add_argument("--seconds", type=_positive(0.5, 60), default=3.0,
-                    help="measurement window in seconds (default 3)")
-    cg.add_argument("--weights", type=_weights, default=(300, 100), metavar="A:B",
+    cg.add_argument("--seconds", type=_positive(0.5, 60), default=None,
+                    help="measurement window in seconds (default 3; 2 per case with --cases)")
+    cg.add_argument("--weights", type=_weights, default=None, metavar="A:B",
                     help="cpu.weight of a and b, v2 units (default 300:100; v1 shares = w*10.24)")
-    cg.add_argument("--quota", type=_quota, default=(20.0, 100.0), metavar="QUOTA/PERIOD",
+    cg.add_argument("--quota", type=_quota, default=None, metavar="QUOTA/PERIOD",
                     help="q's CPU time per period in ms (default 20/100)")
+    cg.add_argument("--cases", action="store_true",
+                    help="instead, run the scheduling cases (weights 1:2:5, quotas, a sleeper, "
+                         "2:1 on one and two CPUs, 1.5 CPUs) on this kernel and in the "
+                         "simulator, side by side (about 3 s each)")
+    cg.add_argument("--case", action="append", choices=case_names(), metavar="NAME",
+                    help="run only this case (repeatable): " + ", ".join(case_names()))
     cg.set_defaults(func=_demo_cgroups)
 
     doctor = subparsers.add_parser(
