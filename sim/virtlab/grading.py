@@ -1,0 +1,230 @@
+"""Autograded notebook exercises: ``check(name, answer)`` against a value the model computes.
+
+Each exercise is registered here with a function that computes its expected value by running
+virtlab (small runs, cached per process). A notebook's answer cell assigns the student's
+value and calls :func:`check`, which prints one line, ``[pass]`` or ``[fail]``, and returns a
+bool. The answer key is therefore the model itself: the student version of a notebook ships
+placeholders (``...``) and no numbers, and a failing check never prints the expected value,
+only how far off the answer is (too high / too low).
+
+Invariants: every exercise's expected value passes its own check; a value outside
+``rel_tol``/``abs_tol`` of it fails (``tests/test_grading.py`` shows both for every exercise);
+expected values depend only on the scenario and seed written here, never on the notebook's
+state. The instructor's grading command is ``python tools/course.py grade NOTEBOOK...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+__all__ = ["Exercise", "EXERCISES", "check", "expected", "exercises_of"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One autograded question: a name ``NN.slug``, its text, its unit and its tolerance."""
+
+    name: str
+    question: str
+    unit: str
+    compute: Callable[[], float]
+    rel_tol: float = 0.02
+    abs_tol: float = 0.0
+
+    def accepts(self, answer: float) -> bool:
+        """True when ``answer`` is within ``rel_tol`` (relative) or ``abs_tol`` of the value."""
+        value = expected(self.name)
+        return math.isfinite(answer) and (
+            abs(answer - value) <= max(self.rel_tol * abs(value), self.abs_tol))
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def _exercise(name: str, question: str, unit: str = "", rel_tol: float = 0.02,
+              abs_tol: float = 0.0) -> Callable[[Callable[[], float]], Callable[[], float]]:
+    def register(compute: Callable[[], float]) -> Callable[[], float]:
+        EXERCISES[name] = Exercise(name, question, unit, compute, rel_tol, abs_tol)
+        return compute
+    return register
+
+
+@cache
+def expected(name: str) -> float:
+    """The model's value for exercise ``name`` (computed once per process)."""
+    return float(EXERCISES[name].compute())
+
+
+def exercises_of(notebook: str) -> list[Exercise]:
+    """The exercises of notebook ``NN`` (e.g. ``"03"``), in registration order."""
+    return [e for e in EXERCISES.values() if e.name.split(".")[0] == notebook]
+
+
+def check(name: str, answer: Any) -> bool:
+    """Grade ``answer`` for exercise ``name``; print one ``[pass]``/``[fail]`` line; return it.
+
+    ``...`` or ``None`` (the student version's placeholder) prints ``[todo]`` and returns False.
+    """
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise {name!r}; known: {', '.join(EXERCISES)}")
+    exercise = EXERCISES[name]
+    if answer is ... or answer is None:
+        print(f"[todo] {name}: not answered yet ({exercise.question})")
+        return False
+    try:
+        value = float(answer)
+    except (TypeError, ValueError):
+        print(f"[fail] {name}: expected a number, got {answer!r}")
+        return False
+    if exercise.accepts(value):
+        print(f"[pass] {name}: {value:g} {exercise.unit}".rstrip())
+        return True
+    direction = "too high" if value > expected(name) else "too low"
+    tolerance = (f"{exercise.rel_tol:.0%}" if exercise.rel_tol else "") + (
+        f"{' or ' if exercise.rel_tol else ''}{exercise.abs_tol:g} {exercise.unit}".rstrip()
+        if exercise.abs_tol else "")
+    print(f"[fail] {name}: {value:g} is {direction} (needed within {tolerance})")
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The exercises. Scenarios are small on purpose (a notebook runs in well under a minute).
+# ---------------------------------------------------------------------------------------------
+
+def _one_request(approach: str, workload: Any, *, preset: str | None = None,
+                 profile: str = "modern", **sections: dict[str, Any]) -> Any:
+    """The record of one isolated request (the same as ``virtlab trace`` shows)."""
+    from virtlab import run
+    from virtlab.config import scenario_from_dict
+
+    data: dict[str, Any] = {"guests": [{"name": "vm", "approach": approach, "vcpus": 2,
+                                        "workloads": [workload]}]}
+    data.update(sections)
+    if preset is not None:
+        data.setdefault("hypervisor", {})["cpu_support"] = preset
+    (record,) = run(scenario_from_dict(data, profile), 0, max_requests=1, records=True).records
+    return record
+
+
+_RR = {"kind": "rr", "request_bytes": 100, "response_bytes": 200}
+_READ = {"kind": "block", "block_bytes": 4096, "iodepth": 1}
+
+
+def _summary(scenario: Any, seed: int = 0) -> Any:
+    from virtlab import run
+
+    (summary,) = run(scenario, seed).summaries
+    return summary
+
+
+def _rr_guest(approach: str, in_flight: int) -> Any:
+    import virtlab
+
+    return virtlab.GuestSpec(name="net", approach=approach,
+                             workloads=(virtlab.RequestResponse(in_flight=in_flight),))
+
+
+def _short(scenario: Any, duration_us: float = 20_000.0, warmup_us: float = 2_000.0) -> Any:
+    return dataclasses.replace(scenario, duration_us=duration_us, warmup_us=warmup_us,
+                               cooldown_us=0.0)
+
+
+# 01: three ways to virtualize I/O -------------------------------------------------------------
+
+@_exercise("01.emulated-exits", "VM exits of one isolated emulated TCP_RR request "
+           "(default scenario, modern CPU)", "exits", rel_tol=0.0, abs_tol=0.0)
+def _q01_exits() -> float:
+    return _one_request("emulated", _RR).exits
+
+
+@_exercise("01.pv-over-native", "latency of one isolated paravirtual TCP_RR request divided by "
+           "the native one", "", rel_tol=0.02)
+def _q01_ratio() -> float:
+    return (_one_request("paravirtual", _RR).latency_us
+            / _one_request("native", _RR).latency_us)
+
+
+@_exercise("01.kicks-at-16", "paravirtual kicks per request with 16 transactions in flight "
+           "(default scenario, 20 ms, seed 0)", "kicks/request", rel_tol=0.05, abs_tol=0.01)
+def _q01_kicks() -> float:
+    import virtlab
+
+    scenario = _short(dataclasses.replace(virtlab.default_scenario(),
+                                          guests=(_rr_guest("paravirtual", 16),)))
+    return _summary(scenario).notifications_per_request
+
+
+# 02: how many guests fit ---------------------------------------------------------------------
+
+def _web_scenario(cores: int = 4) -> Any:
+    import virtlab
+
+    guest = virtlab.GuestSpec(
+        name="web", approach="native", vcpus=1,
+        workloads=(virtlab.RequestResponse(request_bytes=512, response_bytes=4096,
+                                           server_work_us=10.0, loop="open",
+                                           rate_per_s=20_000),))
+    base = virtlab.default_scenario()
+    return dataclasses.replace(base, duration_us=20_000.0, warmup_us=4_000.0,
+                               cooldown_us=2_000.0,
+                               host=dataclasses.replace(base.host, cores=cores),
+                               guests=(guest,))
+
+
+def _fitting(approach: str, counts: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)) -> int:
+    from virtlab.sweep import capacity
+
+    rows = capacity(_web_scenario(), 250.0, list(counts), [approach], seed=0)
+    return max([r.guests for r in rows if r.fits], default=0)
+
+
+@_exercise("02.paravirtual-fit", "paravirtual web guests that fit under p99 250 µs on 4 cores",
+           "guests", rel_tol=0.0, abs_tol=0.0)
+def _q02_pv() -> float:
+    return _fitting("paravirtual")
+
+
+@_exercise("02.container-fit", "container web guests that fit under p99 250 µs on 4 cores",
+           "guests", rel_tol=0.0, abs_tol=0.0)
+def _q02_ct() -> float:
+    return _fitting("container")
+
+
+@_exercise("02.cpu-per-request", "host CPU µs per request of one paravirtual web guest "
+           "(the notebook's scenario, seed 0)", "µs", rel_tol=0.03)
+def _q02_cpu() -> float:
+    scenario = _web_scenario().with_approach("paravirtual")
+    return _summary(scenario).cpu_total_us
+
+
+# 03: anatomy of an emulated device -----------------------------------------------------------
+
+@_exercise("03.e1000-exits", "exits of one e1000 TCP_RR request with vtx-first-gen", "exits",
+           rel_tol=0.0)
+def _q03_e1000() -> float:
+    return _one_request("emulated", _RR, preset="vtx-first-gen",
+                        emulated={"nic_model": "e1000"}).exits
+
+
+@_exercise("03.ide-minus-ahci", "exits of one 4 KiB IDE read minus those of one AHCI read "
+           "(vtx-first-gen)", "exits", rel_tol=0.0)
+def _q03_ide() -> float:
+    ide = _one_request("emulated", _READ, preset="vtx-first-gen",
+                       emulated={"disk_controller": "ide"}).exits
+    ahci = _one_request("emulated", _READ, preset="vtx-first-gen",
+                        emulated={"disk_controller": "ahci"}).exits
+    return ide - ahci
+
+
+@_exercise("03.apicv-saving", "µs of latency that modern-apicv saves over modern on one e1000 "
+           "TCP_RR request", "µs", rel_tol=0.02, abs_tol=0.05)
+def _q03_apicv() -> float:
+    modern = _one_request("emulated", _RR, preset="modern", emulated={"nic_model": "e1000"})
+    apicv = _one_request("emulated", _RR, preset="modern-apicv",
+                         emulated={"nic_model": "e1000"})
+    return modern.latency_us - apicv.latency_us
