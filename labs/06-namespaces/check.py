@@ -6,9 +6,9 @@
 
 Two CPU-bound containers *a* and *b* with cgroup weights A:B share one CPU; a third, *q*, may use
 Q ms in every P ms on a CPU of its own. The formula says a gets A/(A+B) and q gets Q/P. The check
-prints the formula, the simulator's CFS (virtlab's container path on one core, 0.6 s) and, with
---measure on Linux as root with a cgroup cpu controller, what the real kernel gave
-(``virtlab demo cgroups``, 3 s). Your predictions (--share-a, --share-q) are right when within
+prints the formula, the simulator's CFS (virtlab's container path on one core, a 0.5 s
+window) and, with --measure on Linux as root with a cgroup cpu controller, what the real
+kernel gave (``virtlab demo cgroups``, 3 s). Your predictions (--share-a, --share-q) are right when within
 0.02 of the formula. Exit status 0 when simulation agrees with the formula (within 0.02) and
 your predictions are right; a --measure that cannot run says why and does not fail the check.
 """
@@ -43,9 +43,9 @@ def simulated_shares(weight_a: float, weight_b: float, quota_ms: float,
         "name": "lab06", "duration_us": 600_000.0, "warmup_us": 100_000.0,
         "host": {"cores": 1}, "scheduler": {"host": "cfs", "cgroup": "v2"},
         "guests": [
-            {"name": "a", "approach": "container", "sched": {"weight": weight_a},
+            {"name": "a", "approach": "container", "sched": {"weight": round(weight_a)},
              "workloads": busy},
-            {"name": "b", "approach": "container", "sched": {"weight": weight_b},
+            {"name": "b", "approach": "container", "sched": {"weight": round(weight_b)},
              "workloads": busy}]}
     pair = run(scenario_from_dict(data), 0).summaries
     total = sum(s.guest_cpu_pct for s in pair)
