@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-__all__ = ["Exercise", "EXERCISES", "check", "expected", "exercises_of"]
+__all__ = ["Exercise", "EXERCISES", "check", "grade", "expected", "exercises_of"]
 
 
 @dataclass(frozen=True)
@@ -65,30 +65,41 @@ def exercises_of(notebook: str) -> list[Exercise]:
     return [e for e in EXERCISES.values() if e.name.split(".")[0] == notebook]
 
 
-def check(name: str, answer: Any) -> bool:
-    """Grade ``answer`` for exercise ``name``; print one ``[pass]``/``[fail]`` line; return it.
+def check(name: str, answer: Any) -> None:
+    """Grade ``answer`` for exercise ``name`` and print one ``[pass]``/``[fail]``/``[todo]`` line.
 
-    ``...`` or ``None`` (the student version's placeholder) prints ``[todo]`` and returns False.
+    ``...`` or ``None`` (the student version's placeholder) prints ``[todo]``. Returns nothing,
+    so a notebook cell ending in ``check(...)`` shows only the line; :func:`grade` is the
+    silent form that returns the verdict.
     """
+    _grade(name, answer, print)
+
+
+def grade(name: str, answer: Any) -> bool:
+    """True when ``answer`` is right for exercise ``name`` (prints nothing)."""
+    return _grade(name, answer, lambda _line: None)
+
+
+def _grade(name: str, answer: Any, say: Callable[[str], None]) -> bool:
     if name not in EXERCISES:
         raise KeyError(f"no exercise {name!r}; known: {', '.join(EXERCISES)}")
     exercise = EXERCISES[name]
     if answer is ... or answer is None:
-        print(f"[todo] {name}: not answered yet ({exercise.question})")
+        say(f"[todo] {name}: not answered yet ({exercise.question})")
         return False
     try:
         value = float(answer)
     except (TypeError, ValueError):
-        print(f"[fail] {name}: expected a number, got {answer!r}")
+        say(f"[fail] {name}: expected a number, got {answer!r}")
         return False
     if exercise.accepts(value):
-        print(f"[pass] {name}: {value:g} {exercise.unit}".rstrip())
+        say(f"[pass] {name}: {value:g} {exercise.unit}".rstrip())
         return True
     direction = "too high" if value > expected(name) else "too low"
     tolerance = (f"{exercise.rel_tol:.0%}" if exercise.rel_tol else "") + (
         f"{' or ' if exercise.rel_tol else ''}{exercise.abs_tol:g} {exercise.unit}".rstrip()
         if exercise.abs_tol else "")
-    print(f"[fail] {name}: {value:g} is {direction} (needed within {tolerance})")
+    say(f"[fail] {name}: {value:g} is {direction} (needed within {tolerance})")
     return False
 
 
@@ -228,3 +239,43 @@ def _q03_apicv() -> float:
     apicv = _one_request("emulated", _RR, preset="modern-apicv",
                          emulated={"nic_model": "e1000"})
     return modern.latency_us - apicv.latency_us
+
+
+# 04: the virtqueue ---------------------------------------------------------------------------
+
+@_exercise("04.need-event", "does moving avail.idx from 2 to 6 cross avail_event 3 (1/0)?",
+           rel_tol=0.0)
+def _q04_need() -> float:
+    from virtlab.paths.virtqueue import vring_need_event
+
+    return float(vring_need_event(3, 6, 2))
+
+
+@_exercise("04.busy-kicks", "kicks for 5 one-chain bursts while the device stays busy "
+           "(event index)", "kicks", rel_tol=0.0)
+def _q04_busy() -> float:
+    from virtlab.paths.virtqueue import SplitVirtqueue
+
+    ring, kicks = SplitVirtqueue(16), 0
+    for i in range(5):
+        ring.add([64], [], token=i)
+        if ring.kick_prepare():
+            kicks += 1
+            ring.disable_notify()
+        ring.pop()
+    return kicks
+
+
+@_exercise("04.irqs-at-60k", "paravirtual interrupts per request at 60,000 TCP_RR requests/s "
+           "(open loop, 2 vCPUs, 20 ms, 3 replications, seed 0)", "interrupts/request",
+           rel_tol=0.03, abs_tol=0.01)
+def _q04_kicks() -> float:
+    import virtlab
+    from virtlab.config import scenario_from_dict
+
+    scenario = scenario_from_dict({
+        "duration_us": 20_000.0, "warmup_us": 2_000.0,
+        "guests": [{"name": "net", "approach": "paravirtual", "vcpus": 2,
+                    "workloads": [{"kind": "rr", "loop": "open", "rate_per_s": 60_000}]}]})
+    (entry,) = virtlab.replicate(scenario, seed=0, replications=3).entries
+    return entry.means["interrupts_per_request"]
