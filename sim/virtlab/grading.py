@@ -279,3 +279,46 @@ def _q04_kicks() -> float:
                     "workloads": [{"kind": "rr", "loop": "open", "rate_per_s": 60_000}]}]})
     (entry,) = virtlab.replicate(scenario, seed=0, replications=3).entries
     return entry.means["interrupts_per_request"]
+
+
+# 05: Xen split drivers -----------------------------------------------------------------------
+
+def _xen_entry(paravirtual: dict[str, Any], workload: dict[str, Any]) -> Any:
+    import virtlab
+    from virtlab.config import scenario_from_dict
+
+    scenario = scenario_from_dict({
+        "duration_us": 20_000.0, "warmup_us": 2_000.0, "paravirtual": paravirtual,
+        "guests": [{"name": "vm", "approach": "paravirtual", "vcpus": 2,
+                    "workloads": [workload]}]})
+    (entry,) = virtlab.replicate(scenario, seed=0, replications=3).entries
+    return entry
+
+
+_STREAM = {"kind": "stream", "direction": "transmit", "message_bytes": 65536}
+
+
+@_exercise("05.copy-minus-map", "extra backend µs per 64 KiB message with grant copy vs map",
+           "µs", rel_tol=0.03, abs_tol=0.05)
+def _q05_copy() -> float:
+    return (_xen_entry({"backend": "xen", "xen_grant_mode": "copy"}, _STREAM)
+            .means["cpu_backend_us"]
+            - _xen_entry({"backend": "xen", "xen_grant_mode": "map"}, _STREAM)
+            .means["cpu_backend_us"])
+
+
+@_exercise("05.persistent-saving", "backend µs per 64 KiB disk request saved by persistent "
+           "grants", "µs", rel_tol=0.03, abs_tol=0.05)
+def _q05_persistent() -> float:
+    block = {"kind": "block", "block_bytes": 65536, "iodepth": 16}
+    return (_xen_entry({"backend": "xen"}, block).means["cpu_backend_us"]
+            - _xen_entry({"backend": "xen", "xen_persistent_grants": True}, block)
+            .means["cpu_backend_us"])
+
+
+@_exercise("05.xen-over-vhost", "mean TCP_RR latency (1 in flight) of Xen over vhost", "",
+           rel_tol=0.02)
+def _q05_ratio() -> float:
+    rr = {"kind": "rr", "in_flight": 1}
+    return (_xen_entry({"backend": "xen"}, rr).means["latency_mean_us"]
+            / _xen_entry({"backend": "vhost"}, rr).means["latency_mean_us"])
