@@ -322,3 +322,47 @@ def _q05_ratio() -> float:
     rr = {"kind": "rr", "in_flight": 1}
     return (_xen_entry({"backend": "xen"}, rr).means["latency_mean_us"]
             / _xen_entry({"backend": "vhost"}, rr).means["latency_mean_us"])
+
+
+# 06: containers ------------------------------------------------------------------------------
+
+@_exercise("06.veth-extra", "extra µs of one isolated TCP_RR transaction in a container over "
+           "native", "µs", rel_tol=0.02, abs_tol=0.02)
+def _q06_veth() -> float:
+    return _one_request("container", _RR).latency_us - _one_request("native", _RR).latency_us
+
+
+@_exercise("06.openvz-share", "share of one core for OpenVZ cpuunits 3000 against 1000 "
+           "(simulated, 2 s window)", "", rel_tol=0.0, abs_tol=0.01)
+def _q06_openvz() -> float:
+    from virtlab import run
+    from virtlab.config import scenario_from_dict
+
+    busy = [{"kind": "cpu", "name": "busy"}]
+    data = {"duration_us": 3_500_000.0, "warmup_us": 1_500_000.0, "host": {"cores": 1},
+            "scheduler": {"host": "openvz"},
+            "guests": [{"name": "a", "approach": "container",
+                        "sched": {"openvz_cpuunits": 3000}, "workloads": busy},
+                       {"name": "b", "approach": "container",
+                        "sched": {"openvz_cpuunits": 1000}, "workloads": busy}]}
+    return run(scenario_from_dict(data), 0).summaries[0].guest_cpu_pct / 100
+
+
+@_exercise("06.noisy-p99", "factor by which a 10x-weight CPU hog raises a TCP_RR container's "
+           "p99 over equal weights (CFS, one core, 2 replications)", "", rel_tol=0.05)
+def _q06_noisy() -> float:
+    import virtlab
+    from virtlab.config import scenario_from_dict
+
+    def p99(hog_sched: dict[str, Any]) -> float:
+        data = {"duration_us": 200_000.0, "warmup_us": 50_000.0, "host": {"cores": 1},
+                "scheduler": {"host": "cfs"},
+                "guests": [{"name": "web", "approach": "container", "vcpus": 1,
+                            "workloads": [{"kind": "rr", "name": "rr", "in_flight": 1}]},
+                           {"name": "hog", "approach": "container", "vcpus": 1,
+                            "sched": hog_sched,
+                            "workloads": [{"kind": "cpu", "name": "busy"}]}]}
+        result = virtlab.replicate(scenario_from_dict(data), seed=0, replications=2)
+        return result.entries[0].means["latency_p99_us"]
+
+    return p99({"weight": 1000}) / p99({})
