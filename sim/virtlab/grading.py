@@ -366,3 +366,38 @@ def _q06_noisy() -> float:
         return result.entries[0].means["latency_p99_us"]
 
     return p99({"weight": 1000}) / p99({})
+
+
+# 07: what changed ----------------------------------------------------------------------------
+
+def _era_frame(era: str, workload: dict[str, Any]) -> Any:
+    import virtlab
+    from virtlab.config import scenario_from_dict
+
+    scenario = scenario_from_dict({
+        "duration_us": 20_000.0, "warmup_us": 2_000.0,
+        "guests": [{"name": "vm", "approach": "native", "vcpus": 1, "workloads": [workload]}]},
+        era)
+    return virtlab.compare(scenario, ["native", "emulated"], seed=0,
+                           replications=2).to_frame().set_index("approach")
+
+
+@_exercise("07.emulated-rr-2007", "emulated/native TCP_RR throughput on era-2007", "",
+           rel_tol=0.02)
+def _q07_rr() -> float:
+    frame = _era_frame("era-2007", {"kind": "rr", "in_flight": 1})
+    return frame.loc["emulated", "throughput_per_s"] / frame.loc["native", "throughput_per_s"]
+
+
+@_exercise("07.disk-2003", "emulated/native 4 KiB random-read throughput on testbed-2003", "",
+           rel_tol=0.02)
+def _q07_disk() -> float:
+    frame = _era_frame("testbed-2003", {"kind": "block", "block_bytes": 4096, "iodepth": 4})
+    return frame.loc["emulated", "throughput_per_s"] / frame.loc["native", "throughput_per_s"]
+
+
+@_exercise("07.emulated-cpu-modern", "emulated/native host CPU per TCP_RR request, modern", "",
+           rel_tol=0.02)
+def _q07_cpu() -> float:
+    frame = _era_frame("modern", {"kind": "rr", "in_flight": 1})
+    return frame.loc["emulated", "cpu_total_us"] / frame.loc["native", "cpu_total_us"]
