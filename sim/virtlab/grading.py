@@ -401,3 +401,47 @@ def _q07_disk() -> float:
 def _q07_cpu() -> float:
     frame = _era_frame("modern", {"kind": "rr", "in_flight": 1})
     return frame.loc["emulated", "cpu_total_us"] / frame.loc["native", "cpu_total_us"]
+
+
+# 08: capacity planning -----------------------------------------------------------------------
+
+def _cache_scenario() -> Any:
+    import virtlab
+
+    guest = virtlab.GuestSpec(
+        name="kv", approach="native", vcpus=1,
+        workloads=(virtlab.RequestResponse(request_bytes=128, response_bytes=1024,
+                                           server_work_us=8.0, loop="open",
+                                           rate_per_s=25_000),))
+    base = virtlab.default_scenario()
+    return dataclasses.replace(base, duration_us=15_000.0, warmup_us=3_000.0,
+                               cooldown_us=2_000.0,
+                               host=dataclasses.replace(base.host, cores=4), guests=(guest,))
+
+
+@_exercise("08.container-fit", "container key-value guests that fit under p99 200 µs on 4 cores "
+           "(one replication per count, 1-8)", "guests", rel_tol=0.0)
+def _q08_fit() -> float:
+    from virtlab.sweep import capacity
+
+    rows = capacity(_cache_scenario(), 200.0, list(range(1, 9)), ["container"], seed=0)
+    return max([r.guests for r in rows if r.fits], default=0)
+
+
+@_exercise("08.native-cores-busy", "host utilisation with 4 native key-value guests (seed 0)",
+           "", rel_tol=0.0, abs_tol=0.01)
+def _q08_busy() -> float:
+    from virtlab import run
+    from virtlab.sweep import with_guest_copies
+
+    return run(with_guest_copies(_cache_scenario(), 4).with_approach("native"), 0).utilisation
+
+
+@_exercise("08.littles-L", "mean requests in the system of one paravirtual key-value guest",
+           "requests", rel_tol=0.03)
+def _q08_little() -> float:
+    import virtlab
+
+    (entry,) = virtlab.replicate(_cache_scenario().with_approach("paravirtual"), seed=0,
+                                 replications=3).entries
+    return entry.means["throughput_per_s"] * entry.means["latency_mean_us"] / 1e6
