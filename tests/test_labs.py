@@ -7,6 +7,8 @@ simulation in test_queues_lab_agrees_with_simulation.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,61 @@ def test_queues_lab_agrees_with_simulation():
     w = {a.name: a.value for a in LAB.answers(context)}["W"]
     mean, half = simulate(context, seed=3)
     assert abs(mean - w) <= 3 * half, (mean, half, w)
+
+
+@pytest.mark.parametrize("folder", sorted((Path(__file__).resolve().parents[1] / "labs")
+                                          .glob("0*")), ids=lambda p: p.name)
+def test_every_lab_folder_has_a_readme_and_a_check_script(folder):
+    assert (folder / "README.md").is_file()
+    assert (folder / "check.py").is_file()
+
+
+@pytest.mark.parametrize("folder, name", [("01-queues", "queues"), ("02-exits", "exits"),
+                                          ("04-rings", "rings")])
+def test_folder_names_are_aliases_of_the_lab_names(folder, name, capsys):
+    assert main(["lab", name, "-s", "1", "-c"]) == 0
+    by_name = capsys.readouterr().out
+    assert main(["lab", folder, "-s", "1", "-c"]) == 0
+    assert capsys.readouterr().out == by_name
+
+
+def _run_check(lab: str, *args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[1] / "labs" / lab / "check.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_lab02_check_agrees_with_the_tables_and_grades_answers():
+    from virtlab.labs.exits import LAB
+
+    _, context = LAB.problem(2)
+    answers = {a.name: a.value for a in LAB.answers(context)}
+    right = _run_check("02-exits", "-s", "2", "--exits", str(answers["exits"]),
+                       "--exit-us", str(answers["exit_us"]))
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "model and access tables agree" in right.stdout
+    wrong = _run_check("02-exits", "-s", "2", "--exits", str(answers["exits"] + 3))
+    assert wrong.returncode == 1
+    assert "your exits" in wrong.stdout and "wrong" in wrong.stdout
+
+
+def test_lab06_check_simulated_shares_follow_the_formula_and_grade_predictions():
+    right = _run_check("06-namespaces", "--weights", "900:100", "--share-a", "0.9",
+                       "--quota", "5/10", "--share-q", "0.5")
+    assert right.returncode == 0, right.stdout + right.stderr
+    wrong = _run_check("06-namespaces", "--weights", "900:100", "--share-a", "0.5")
+    assert wrong.returncode == 1
+    assert "your share_a = 0.5: wrong" in wrong.stdout
+
+
+def test_lab06_simulated_shares_reject_a_wrong_weight():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "labs" / "06-namespaces" / "check.py"
+    spec = importlib.util.spec_from_file_location("lab06_check", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    share_a, share_q = module.simulated_shares(300, 100, 20, 100)
+    assert abs(share_a - 0.75) <= module.TOLERANCE and abs(share_q - 0.2) <= module.TOLERANCE
+    share_a, _ = module.simulated_shares(100, 100, 20, 100)
+    assert abs(share_a - 0.75) > module.TOLERANCE   # equal weights are not 3:1
