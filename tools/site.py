@@ -130,7 +130,7 @@ def stage(execute: bool, only: list[str] | None) -> list[str]:
 def _execute(nb, path: Path) -> list[str]:
     import nbclient
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend embeds the figures
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     try:

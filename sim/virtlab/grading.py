@@ -375,8 +375,10 @@ def _era_frame(era: str, workload: dict[str, Any]) -> Any:
         "duration_us": 20_000.0, "warmup_us": 2_000.0,
         "guests": [{"name": "vm", "approach": "native", "vcpus": 1, "workloads": [workload]}]},
         era)
+    if workload["kind"] == "block" and scenario.disk.kind == "rotating":
+        scenario = dataclasses.replace(scenario, duration_us=1_000_000.0, warmup_us=100_000.0)
     return virtlab.compare(scenario, ["native", "emulated"], seed=0,
-                           replications=2).to_frame().set_index("approach")
+                           replications=3).to_frame().set_index("approach")
 
 
 @_exercise("07.emulated-rr-2007", "emulated/native TCP_RR throughput on era-2007", "",
