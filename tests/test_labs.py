@@ -116,3 +116,29 @@ def test_lab06_simulated_shares_reject_a_wrong_weight():
     assert abs(share_a - 0.75) <= module.TOLERANCE and abs(share_q - 0.2) <= module.TOLERANCE
     share_a, _ = module.simulated_shares(100, 100, 20, 100)
     assert abs(share_a - 0.75) > module.TOLERANCE   # equal weights are not 3:1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scheduling_lab_shares_agree_with_the_formula(seed):
+    from virtlab.labs.scheduling import LAB
+
+    _, ctx = LAB.problem(seed)
+    shares = {a.name: a.value for a in LAB.answers(ctx)}
+    fair_b = ctx["weight_b"] / (ctx["weight_a"] + ctx["weight_b"])
+    formula_b = min(fair_b, ctx["quota_pct"] / 100) if ctx["quota_pct"] else fair_b
+    assert abs(shares["share_b"] - formula_b) <= 0.01, (ctx, shares)
+    assert abs(shares["share_a"] - (1 - formula_b)) <= 0.01, (ctx, shares)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_emulation_lab_answers_match_the_bill_from_the_access_tables(seed):
+    from virtlab.labs.emulation import LAB, NICS, scenario
+    from virtlab.paths.emulation.analytic import disk_read_bill, transaction_bill
+
+    _, ctx = LAB.problem(seed)
+    answers = {a.name: a.value for a in LAB.answers(ctx)}
+    s = scenario(ctx)
+    bill = transaction_bill(s) if ctx["device"] in NICS else disk_read_bill(s)
+    assert answers["exits"] == sum(bill.exits.values())
+    assert answers["user_exits"] == bill.user_exits
+    assert answers["latency_us"] == pytest.approx(bill.latency_us, rel=1e-9)

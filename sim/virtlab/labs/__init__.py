@@ -47,7 +47,8 @@ LABS: dict[str, Lab] = {}
 
 #: The folder names under ``labs/`` (``01-queues``) accepted as aliases of the registered names.
 FOLDER_ALIASES: dict[str, str] = {"01-queues": "queues", "02-exits": "exits",
-                                  "04-rings": "rings"}
+                                  "03-emulation": "emulation", "04-rings": "rings",
+                                  "05-scheduling": "scheduling"}
 
 
 def resolve(name: str) -> str:
@@ -62,7 +63,13 @@ def register(lab: Lab) -> Lab:
 
 
 def _load_builtin_labs() -> None:
-    from virtlab.labs import exits, queues, rings  # noqa: F401  (registration side effect)
+    from virtlab.labs import (  # noqa: F401  (registration side effect)
+        emulation,
+        exits,
+        queues,
+        rings,
+        scheduling,
+    )
 
 
 def _fmt(value: float) -> str:
