@@ -106,6 +106,7 @@ def grade(paths: list[Path], csv_path: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run ``student`` or ``grade``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("student", help="write the notebooks without their answers")

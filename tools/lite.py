@@ -114,6 +114,7 @@ def chromium() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run ``build`` or ``check``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build the JupyterLite site into build/lite")

@@ -158,6 +158,7 @@ def build(execute: bool = True, only: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run ``build``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="stage and build the site into build/site")

@@ -8,8 +8,8 @@ Two CPU-bound containers *a* and *b* with cgroup weights A:B share one CPU; a th
 Q ms in every P ms on a CPU of its own. The formula says a gets A/(A+B) and q gets Q/P. The check
 prints the formula, the simulator's CFS (virtlab's container path on one core, a 0.5 s
 window) and, with --measure on Linux as root with a cgroup cpu controller, what the real
-kernel gave (``virtlab demo cgroups``, 3 s). Your predictions (--share-a, --share-q) are right when within
-0.02 of the formula. Exit status 0 when simulation agrees with the formula (within 0.02) and
+kernel gave (``virtlab demo cgroups``, 3 s). Your predictions (--share-a, --share-q) are
+right when within 0.02 of the formula. Exit status 0 when simulation agrees with the formula (within 0.02) and
 your predictions are right; a --measure that cannot run says why and does not fail the check.
 """
 
