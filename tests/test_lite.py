@@ -47,10 +47,13 @@ def test_build_serves_every_notebook_and_the_virtlab_wheel(built):
     wheels = list((built / "pypi").glob("virtlab-*.whl"))
     assert len(wheels) == 1
     index = json.loads((built / "pypi" / "all.json").read_text(encoding="utf-8"))
-    assert "virtlab" in index
+    assert {"virtlab", "simpy"} <= set(index) and ({"tomli-w", "tomli_w"} & set(index))
     config = json.loads((built / "jupyter-lite.json").read_text(encoding="utf-8"))
-    extensions = [e["name"] for e in config["jupyter-config-data"]["federated_extensions"]]
+    data = config["jupyter-config-data"]
+    extensions = [e["name"] for e in data["federated_extensions"]]
     assert "@jupyterlite/pyodide-kernel-extension" in extensions
+    kernel = data["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]
+    assert kernel["disablePyPIFallback"] is True      # nothing from PyPI at run time
 
 
 def test_first_notebook_runs_in_headless_chromium():

@@ -5,10 +5,10 @@
     python tools/lite.py check     # can the browser version *run* here? (exit 0 yes, 3 no)
 
 ``build`` stages the notebooks (``notebooks/*.md`` as ``.ipynb``, each with a first cell that
-installs virtlab into the browser's Python with ``%pip``), builds a virtlab wheel, and runs
-``jupyter lite build`` (jupyterlite-core with the Pyodide kernel, both from PyPI: the ``docs``
-extra) so that the wheel is served by the site's own package index (piplite). It needs no
-network. Publishing is copying ``build/lite`` to any static web server.
+installs virtlab into the browser's Python with ``%pip``), builds a virtlab wheel, fetches the
+wheels of virtlab's pure-Python dependencies from PyPI, and runs ``jupyter lite build``
+(jupyterlite-core with the Pyodide kernel: the ``docs`` extra) so that the wheels are served by
+the site's own package index (piplite) and the kernel never falls back to PyPI at run time. Publishing is copying ``build/lite`` to any static web server.
 
 Running it is another matter: the Pyodide kernel needs WebAssembly builds of virtlab's
 compiled dependencies (numpy, pandas) and a Pyodide runtime. ``check`` says precisely which of
@@ -21,6 +21,7 @@ test skips with that reason.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ OUT = ROOT / "build" / "lite"
 WASM_PLATFORM = "pyemscripten_2026_0_wasm32"
 WASM_PYTHON = "3.14"
 COMPILED_DEPENDENCIES = ("numpy", "pandas")
+PURE_DEPENDENCIES = ("simpy", "tomli-w")
 INSTALL_CELL = ("# In the browser (JupyterLite): install virtlab from this site's own package "
                 "index.\n%pip install -q virtlab")
 
@@ -71,10 +73,19 @@ def build() -> int:
     wheels.mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
                     str(wheels), str(ROOT)], check=True)
-    (wheel,) = wheels.glob("virtlab-*.whl")
+    # virtlab's pure-Python dependencies travel with the site; numpy and pandas cannot (see
+    # ``check``). The kernel is told not to fall back to PyPI at run time.
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    "--only-binary=:all:", "-d", str(wheels), *PURE_DEPENDENCIES], check=True)
+    (STAGE / "jupyter-lite.json").write_text(json.dumps({
+        "jupyter-lite-schema-version": 0,
+        "jupyter-config-data": {"litePluginSettings": {
+            "@jupyterlite/pyodide-kernel-extension:kernel": {"disablePyPIFallback": True}}}}),
+        encoding="utf-8")
+    built = [str(w) for w in sorted(wheels.glob("*.whl"))]
     done = subprocess.run([sys.executable, "-m", "jupyter", "lite", "build", "--contents",
-                           str(files), "--output-dir", str(OUT), "--piplite-wheels", str(wheel),
-                           "--lite-dir", str(STAGE)], cwd=STAGE)
+                           str(files), "--output-dir", str(OUT), "--lite-dir", str(STAGE),
+                           *(arg for w in built for arg in ("--piplite-wheels", w))], cwd=STAGE)
     if done.returncode != 0:
         print("lite: error: jupyter lite build failed (see above)", file=sys.stderr)
         return 1
