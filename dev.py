@@ -5,9 +5,10 @@
     python3 dev.py test   # the whole test suite (what CI runs)
 
 Both create ``.venv`` next to this file on first use and install virtlab into it (editable,
-with the test, notebook and benchmark extras); later calls reinstall only when ``pyproject.toml`` has
-changed. Extra arguments are passed on: ``python3 dev.py run --seed 7 --json``,
-``python3 dev.py test -m "not slow" -x``. Only Python 3.11+ is needed.
+with the test, notebook, benchmark and docs extras); later calls reinstall only when
+``pyproject.toml`` has changed. Extra arguments are passed on:
+``python3 dev.py run --seed 7 --json``, ``python3 dev.py test -m "not slow" -x``. Only
+Python 3.11+ is needed.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def ensure_environment() -> None:
     subprocess.run([str(_python()), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
                    check=True)
     subprocess.run([str(_python()), "-m", "pip", "install", "--quiet", "-e",
-                    f"{ROOT}[test,notebooks,bench]"], check=True)
+                    f"{ROOT}[test,notebooks,bench,docs]"], check=True)
     STAMP.write_text(wanted)
 
 

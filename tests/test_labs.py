@@ -7,6 +7,8 @@ simulation in test_queues_lab_agrees_with_simulation.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,87 @@ def test_queues_lab_agrees_with_simulation():
     w = {a.name: a.value for a in LAB.answers(context)}["W"]
     mean, half = simulate(context, seed=3)
     assert abs(mean - w) <= 3 * half, (mean, half, w)
+
+
+@pytest.mark.parametrize("folder", sorted((Path(__file__).resolve().parents[1] / "labs")
+                                          .glob("0*")), ids=lambda p: p.name)
+def test_every_lab_folder_has_a_readme_and_a_check_script(folder):
+    assert (folder / "README.md").is_file()
+    assert (folder / "check.py").is_file()
+
+
+@pytest.mark.parametrize("folder, name", [("01-queues", "queues"), ("02-exits", "exits"),
+                                          ("04-rings", "rings")])
+def test_folder_names_are_aliases_of_the_lab_names(folder, name, capsys):
+    assert main(["lab", name, "-s", "1", "-c"]) == 0
+    by_name = capsys.readouterr().out
+    assert main(["lab", folder, "-s", "1", "-c"]) == 0
+    assert capsys.readouterr().out == by_name
+
+
+def _run_check(lab: str, *args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[1] / "labs" / lab / "check.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_lab02_check_agrees_with_the_tables_and_grades_answers():
+    from virtlab.labs.exits import LAB
+
+    _, context = LAB.problem(2)
+    answers = {a.name: a.value for a in LAB.answers(context)}
+    right = _run_check("02-exits", "-s", "2", "--exits", str(answers["exits"]),
+                       "--exit-us", str(answers["exit_us"]))
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "model and access tables agree" in right.stdout
+    wrong = _run_check("02-exits", "-s", "2", "--exits", str(answers["exits"] + 3))
+    assert wrong.returncode == 1
+    assert "your exits" in wrong.stdout and "wrong" in wrong.stdout
+
+
+def test_lab06_check_simulated_shares_follow_the_formula_and_grade_predictions():
+    right = _run_check("06-namespaces", "--weights", "900:100", "--share-a", "0.9",
+                       "--quota", "5/10", "--share-q", "0.5")
+    assert right.returncode == 0, right.stdout + right.stderr
+    wrong = _run_check("06-namespaces", "--weights", "900:100", "--share-a", "0.5")
+    assert wrong.returncode == 1
+    assert "your share_a = 0.5: wrong" in wrong.stdout
+
+
+def test_lab06_simulated_shares_reject_a_wrong_weight():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "labs" / "06-namespaces" / "check.py"
+    spec = importlib.util.spec_from_file_location("lab06_check", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    share_a, share_q = module.simulated_shares(300, 100, 20, 100)
+    assert abs(share_a - 0.75) <= module.TOLERANCE and abs(share_q - 0.2) <= module.TOLERANCE
+    share_a, _ = module.simulated_shares(100, 100, 20, 100)
+    assert abs(share_a - 0.75) > module.TOLERANCE   # equal weights are not 3:1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scheduling_lab_shares_agree_with_the_formula(seed):
+    from virtlab.labs.scheduling import LAB
+
+    _, ctx = LAB.problem(seed)
+    shares = {a.name: a.value for a in LAB.answers(ctx)}
+    fair_b = ctx["weight_b"] / (ctx["weight_a"] + ctx["weight_b"])
+    formula_b = min(fair_b, ctx["quota_pct"] / 100) if ctx["quota_pct"] else fair_b
+    assert abs(shares["share_b"] - formula_b) <= 0.01, (ctx, shares)
+    assert abs(shares["share_a"] - (1 - formula_b)) <= 0.01, (ctx, shares)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_emulation_lab_answers_match_the_bill_from_the_access_tables(seed):
+    from virtlab.labs.emulation import LAB, NICS, scenario
+    from virtlab.paths.emulation.analytic import disk_read_bill, transaction_bill
+
+    _, ctx = LAB.problem(seed)
+    answers = {a.name: a.value for a in LAB.answers(ctx)}
+    s = scenario(ctx)
+    bill = transaction_bill(s) if ctx["device"] in NICS else disk_read_bill(s)
+    assert answers["exits"] == sum(bill.exits.values())
+    assert answers["user_exits"] == bill.user_exits
+    assert answers["latency_us"] == pytest.approx(bill.latency_us, rel=1e-9)

@@ -15,7 +15,7 @@ from typing import Any
 
 from virtlab.errors import ConfigError
 
-__all__ = ["Lab", "Answer", "LABS", "add_commands", "register"]
+__all__ = ["Lab", "Answer", "LABS", "FOLDER_ALIASES", "add_commands", "register", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,16 @@ class Lab:
 
 LABS: dict[str, Lab] = {}
 
+#: The folder names under ``labs/`` (``01-queues``) accepted as aliases of the registered names.
+FOLDER_ALIASES: dict[str, str] = {"01-queues": "queues", "02-exits": "exits",
+                                  "03-emulation": "emulation", "04-rings": "rings",
+                                  "05-scheduling": "scheduling"}
+
+
+def resolve(name: str) -> str:
+    """The registered lab name for ``name``: itself, or the lab of a ``labs/`` folder name."""
+    return FOLDER_ALIASES.get(name, name)
+
 
 def register(lab: Lab) -> Lab:
     """Add a lab to the registry (labs register themselves on import)."""
@@ -53,7 +63,13 @@ def register(lab: Lab) -> Lab:
 
 
 def _load_builtin_labs() -> None:
-    from virtlab.labs import exits, queues, rings  # noqa: F401  (registration side effect)
+    from virtlab.labs import (  # noqa: F401  (registration side effect)
+        emulation,
+        exits,
+        queues,
+        rings,
+        scheduling,
+    )
 
 
 def _fmt(value: float) -> str:
@@ -81,8 +97,11 @@ def _parse_check(text: str) -> dict[str, float]:
 def run_lab(name: str, seed: int, show_answers: bool, check: str | None) -> int:
     """Print a lab's problem (and answers, or a check of given answers); return exit status."""
     _load_builtin_labs()
+    name = resolve(name)
     if name not in LABS:
-        raise ConfigError("lab", f"must be one of {', '.join(sorted(LABS))}, got {name!r}")
+        folders = ", ".join(f"{f} ({n})" for f, n in FOLDER_ALIASES.items())
+        raise ConfigError("lab", f"must be one of {', '.join(sorted(LABS))} or a folder name: "
+                                 f"{folders}; got {name!r}")
     if seed < 0:
         raise ConfigError("--seed", f"must be a non-negative integer, got {seed}")
     lab = LABS[name]
@@ -131,7 +150,8 @@ def add_commands(subparsers: Any) -> None:
                     "your answers. Labs: " + ", ".join(f"{n} ({lab.title})"
                                                      for n, lab in sorted(LABS.items())),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="lab name: " + ", ".join(sorted(LABS)))
+    parser.add_argument("name", help="lab name: " + ", ".join(sorted(LABS))
+                        + " (or its folder name: " + ", ".join(FOLDER_ALIASES) + ")")
     parser.add_argument("-s", "--seed", type=int, default=0, help="problem seed (default 0)")
     parser.add_argument("-c", "--compute", action="store_true", help="print the answers")
     parser.add_argument("--check", metavar="NAME=VALUE,...", help="check your answers")

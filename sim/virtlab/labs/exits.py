@@ -14,6 +14,7 @@ import numpy as np
 from virtlab import GuestSpec, RequestResponse, Scenario, run
 from virtlab.hardware import HypervisorParams
 from virtlab.labs import Answer, Lab, register
+from virtlab.records import RequestRecord
 
 
 def _problem(seed: int) -> tuple[str, dict[str, float]]:
@@ -40,16 +41,26 @@ def _problem(seed: int) -> tuple[str, dict[str, float]]:
     return text, ctx
 
 
-def _answers(ctx: dict[str, float]) -> list[Answer]:
+def scenario(ctx: dict[str, float]) -> Scenario:
+    """The scenario of a problem: one emulated guest, one TCP_RR workload, the drawn CPU."""
     hypervisor = HypervisorParams(exit_kernel_cycles=ctx["exit_kernel_cycles"],
                                   user_exit_factor=ctx["user_exit_factor"],
                                   eoi_exit=bool(ctx["eoi_exit"]))
     base = Scenario()
-    scenario = dataclasses.replace(
+    return dataclasses.replace(
         base, hypervisor=hypervisor,
         host=dataclasses.replace(base.host, cpu_ghz=ctx["cpu_ghz"]),
         guests=(GuestSpec(name="vm", approach="emulated", workloads=(RequestResponse(),)),))
-    (record,) = run(scenario, 0, max_requests=1, records=True).records
+
+
+def one_request(ctx: dict[str, float]) -> RequestRecord:
+    """The record of the problem's one request, as ``virtlab trace`` would show it."""
+    (record,) = run(scenario(ctx), 0, max_requests=1, records=True).records
+    return record
+
+
+def _answers(ctx: dict[str, float]) -> list[Answer]:
+    record = one_request(ctx)
     return [Answer("exits", float(record.exits), "", "counted by the model; see virtlab trace"),
             Answer("exit_us", record.cpu_exit_us, "µs",
                    "sum of exit and injection steps in virtlab trace")]
