@@ -43,8 +43,9 @@ def test_site_has_every_page_and_the_api_reference(built_site):
     for page in ("instructor-guide", "api", "sources", "overview"):
         assert (built_site / page / "index.html").is_file(), page
     api = (built_site / "api" / "index.html").read_text(encoding="utf-8")
-    for name in ("virtlab.run", "virtlab.compare", "virtlab.replicate", "virtlab.sweep.capacity",
-                 "virtlab.sweep.sweep", "virtlab.Scenario", "virtlab.grading.check"):
+    for name in ("virtlab.model.run", "virtlab.experiment.compare",
+                 "virtlab.experiment.replicate", "virtlab.capacity.capacity_search",
+                 "virtlab.sweep.sweep", "virtlab.config.Scenario", "virtlab.grading.check"):
         assert f'id="{name}"' in api, name
     assert "Simulate <code>scenario</code> once" in api   # a docstring, rendered
 
