@@ -308,7 +308,10 @@ def check_field_path(scenario: Any, key: str, flag: str) -> None:
     raise ConfigError(flag, f"{key.strip()}: no such field in this scenario; {hint}")
 
 
-def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, config_required: bool,
+                     tables: bool = True) -> None:
+    """The flags of every command that runs scenarios; ``tables``: compare/run's report flags
+    (``--breakdown``, ``--echo-params``), which sweep and capacity do not print."""
     parser.add_argument("--config", required=config_required, metavar="FILE.toml",
                         help="scenario file (see examples/); default: the built-in scenario")
     parser.add_argument("--profile", metavar="NAME|FILE",
@@ -333,9 +336,13 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
                         help="print one JSON document instead of tables (docs/results.md)")
     _add_cpu_support_option(parser)
     _add_engine_options(parser)
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also print where each request's time went (latency phases) and "
-                             "its VM exits by reason (emulated path)")
+    if tables:
+        parser.add_argument("--breakdown", action="store_true",
+                            help="also print where each request's time went (latency phases) "
+                                 "and its VM exits by reason (emulated path)")
+        parser.add_argument("--echo-params", action="store_true",
+                            help="also print every effective parameter after the results "
+                                 "(--json always includes them)")
     parser.add_argument("--force", action="store_true",
                         help="run even if the estimated size exceeds the budget (100 million "
                              "simulated events or 2 GiB of memory; docs/simulation-practice.md)")
@@ -423,33 +430,24 @@ def check_budget(scenarios: Sequence[Any], replications: int, jobs: int | None, 
                                 f"lower the load, rings or replications, or pass --force")
 
 
-def _warn_thin_entries(comparison: Any, scenario: Any) -> None:
-    """One line on stderr per entry whose measurement window saw no completed request."""
-    for entry in comparison.entries:
-        if entry.error or entry.means.get("requests", 1.0) > 0:
-            continue
-        print(f"virtlab: warning: {entry.guest}.{entry.workload} ({entry.approach}): no request "
-              f"completed in the measurement window [{scenario.warmup_us:g}, "
-              f"{scenario.duration_us:g}] µs, so its rates are 0; lengthen --duration or check "
-              f"the workload (e.g. a tiny message_bytes or a huge window)", file=sys.stderr)
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(_one_line(f"virtlab: warning: {line}"), file=sys.stderr)
 
 
-def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
-    from virtlab.report import comparison_table, effective_parameters
+def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
+            base: Any = None, approaches: Sequence[str] | None = ()) -> None:
+    """Warnings on stderr; then the answer first: tables, provenance, and on request the echo."""
+    from virtlab.advice import comparison_warnings
+    from virtlab.report import comparison_table, effective_parameters, output_width, \
+        provenance_line
 
-    _warn_thin_entries(comparison, scenario)
+    _warn(comparison_warnings(comparison, scenario, replications=args.replications, base=base,
+                              approaches=approaches))
     if args.json:
         print(comparison.to_json())
         return
-    print(f"ARG seed {args.seed}")
-    print(f"ARG replications {args.replications}")
-    print(f"ARG profile {scenario.profile}")
-    print("# effective parameters (time in µs)")
-    for line in effective_parameters(scenario):
-        print(f"  {line}")
-    print()
-    print(comparison_table(comparison))
-    print("Throughput and mean latency show the replication mean ± the 95 % CI half-width.")
+    print(comparison_table(comparison, width=output_width()))
     from virtlab.report import disk_limits_table, scheduling_table
 
     disk = disk_limits_table(comparison)
@@ -471,6 +469,23 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
         rings = ring_table(comparison)
         if rings:
             print(rings)
+    print()
+    print(provenance_line(scenario, base if base is not None else scenario, seed=args.seed,
+                          replications=args.replications, config=args.config))
+    if getattr(args, "echo_params", False):
+        print("# effective parameters (time in µs)")
+        for line in effective_parameters(scenario):
+            print(f"  {line}")
+
+
+def base_scenario(config: str | None, profile: str | None) -> Any:
+    """What the run starts from before ``--set`` and the durations: the profile's values on the
+    built-in guests, or the scenario file read with the profile (None if that alone is invalid).
+    """
+    try:
+        return build_scenario(config, profile)
+    except ConfigError:
+        return None
 
 
 def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> int:
@@ -485,7 +500,7 @@ def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> i
     if args.jobs is not None:
         args.jobs = cap_jobs(args.jobs, runs)
     comparison = run_compare(scenario, approaches, args)
-    _report(comparison, scenario, args)
+    _report(comparison, scenario, args, base_scenario(args.config, args.profile), approaches)
     return 1 if any(e.error for e in comparison.entries) else 0
 
 

@@ -337,7 +337,7 @@ def add_commands(subparsers: Any) -> None:
                     "resumes when rerun. A failed point is reported and the others are kept.",
         epilog="Example: virtlab sweep --vary guests[0].workloads[0].in_flight=1,4,16 "
                "--approaches paravirtual,emulated --csv sweep.csv")
-    _add_run_options(p, config_required=False)
+    _add_run_options(p, config_required=False, tables=False)
     _add_study_options(p)
     p.add_argument("--vary", action="append", default=[], required=True,
                    metavar="KEY=V1,V2,...", help="a factor and its values (repeatable)")
@@ -350,7 +350,7 @@ def add_commands(subparsers: Any) -> None:
                     "largest guest count whose worst guest p99 stays under the limit "
                     "(galloping, then bisection; replications are added until the limit is "
                     "outside the confidence interval). Names the bottleneck at the limit.")
-    _add_run_options(p, config_required=False)
+    _add_run_options(p, config_required=False, tables=False)
     _add_study_options(p)
     p.add_argument("--p99-limit", required=True, metavar="TIME",
                    help="latency limit for the worst guest's p99, e.g. 200us or 1ms")
