@@ -21,15 +21,69 @@ def _run(argv, capsys):
     return status, out.out, out.err
 
 
-def test_compare_echoes_seed_and_parameters_then_prints_the_table(capsys):
+def test_compare_prints_the_table_first_then_one_provenance_line(capsys):
     status, out, _ = _run(["compare", *FAST, "--seed", "7"], capsys)
     assert status == 0
-    assert out.startswith("ARG seed 7\n")
-    assert "  host.cores = 8" in out and "  paravirtual.ring_size = 256" in out
-    for heading in ("== net.rr (rr) ==", "== disk.fio (block) =="):
-        assert heading in out
+    assert out.startswith("== net.rr (rr) ==\n")
+    assert "== disk.fio (block) ==" in out
     for approach in ("native", "container", "paravirtual", "emulated"):
         assert f"\n{approach} " in out
+    provenance = [line for line in out.splitlines() if line.startswith("seed 7 · ")]
+    assert len(provenance) == 1
+    assert "2 replications · profile modern · changed: duration_us=4000.0 warmup_us=1000.0" \
+        in provenance[0]
+    assert "host.cores = 8" not in out  # the echo is behind --echo-params
+
+
+def test_echo_params_adds_every_effective_parameter_after_the_results(capsys):
+    status, out, _ = _run(["compare", *FAST, "--approaches", "native", "--echo-params"], capsys)
+    assert status == 0
+    assert out.index("== net.rr (rr) ==") < out.index("# effective parameters")
+    assert "  host.cores = 8" in out and "  paravirtual.ring_size = 256" in out
+
+
+def test_the_table_fits_the_width_it_is_given(capsys, monkeypatch):
+    """Narrower widths drop whole columns (least essential first), never cut a line."""
+    seen = {}
+    for columns in (200, 100, 60):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        assert main(["compare", *FAST, "--approaches", "native,emulated"]) == 0
+        out = capsys.readouterr().out
+        table = out.split("\n\nDisk limits")[0].splitlines()
+        assert max(map(len, table)) <= columns, columns
+        seen[columns] = table[1].split()
+    assert "p50" in seen[200] and "MB/s" in seen[200] and "backend" in seen[200]
+    assert "p50" not in seen[100] and "backend" in seen[100]
+    assert "backend" not in seen[60] and "cpu" in seen[60] and "req/s" in seen[60]
+
+
+def test_reproducing_from_the_provenance_line_gives_identical_numbers(capsys, tmp_path):
+    """Read the printed line back into flags: same hash, same numbers."""
+    import re
+    import shlex
+
+    first = ["compare", "--duration", "3ms", "--warmup", "1ms", "-r", "2", "--seed", "11",
+             "--profile", "testbed-2014", "--set", "paravirtual.ring_size=512",
+             "--approaches", "native,paravirtual"]
+    assert main([*first, "--csv", str(tmp_path / "a.csv")]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("seed ")][0]
+    match = re.fullmatch(r"seed (\d+) · (\d+) replications · profile (\S+) · changed: (.*) · "
+                         r"scenario ([0-9a-f]{12})", line)
+    assert match, line
+    seed, reps, profile, changed, digest = match.groups()
+    sets = [a for item in shlex.split(changed) for a in ("--set", item)]
+    assert "paravirtual.ring_size=512" in shlex.split(changed)
+    again = ["compare", "--seed", seed, "-r", reps, "--profile", profile, *sets,
+             "--approaches", "native,paravirtual", "--csv", str(tmp_path / "b.csv")]
+    assert main(again) == 0
+    assert f"scenario {digest}" in capsys.readouterr().out
+    import pandas as pd
+
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a, b)
+    # Another seed gives other numbers: the comparison above can fail.
+    assert main([*again[:2], "12", *again[3:]]) == 0
+    assert not pd.read_csv(tmp_path / "b.csv").equals(a)
 
 
 def test_compare_json_is_one_document_with_documented_fields(capsys):
