@@ -6,7 +6,8 @@ model):
 * **thin rows** -- a row resting on too few requests: none at all, fewer than
   :data:`MIN_REQUESTS_PER_REPLICATION` per replication, or a 95 % confidence interval of its
   throughput or mean latency wider than :data:`MAX_RELATIVE_HALF_WIDTH` of the mean. The fix
-  is a longer window (``--duration``) or more replications (``-r``).
+  is a longer window (``--duration``) or more replications (``-r``). A busy loop (kind
+  ``cpu``) is exempt from the counts: its measure, the CPU share, is sampled continuously.
 * **ignored settings** -- a workload field its loop does not read (``rate_per_s`` in a closed
   loop; ``in_flight``, ``iodepth``/``jobs`` or ``connections`` in an open loop) set away from
   its default, or a changed parameter of an approach no guest of a ``run`` uses.
@@ -51,6 +52,8 @@ def thin_rows(comparison: Any, scenario: Any, replications: int) -> list[str]:
         if entry.error is not None:
             continue
         requests = entry.means.get("requests", math.nan)
+        if entry.kind == "cpu" and requests > 0:
+            continue  # a busy loop's measure is its CPU share, sampled all the time
         if requests == 0:
             out.append(f"{_label(entry)}: no request completed in the measurement window "
                        f"{window}, so its rates are 0; lengthen --duration or check the "
@@ -91,10 +94,10 @@ def ignored_settings(scenario: Any, base: Any = None,
                 value = getattr(workload, name)
                 if value != getattr(default, name):
                     path = f"guests[{g_index}].workloads[{w_index}]"
+                    other = "open" if workload.loop == "closed" else "closed"
                     out.append(f"{path}.{name} = {value:g} is ignored: the workload runs in "
-                               f"{workload.loop} loop (set {path}.loop = "
-                               f"\"{'open' if workload.loop == 'closed' else 'closed'}\" to "
-                               f"use it, or drop it)")
+                               f"{workload.loop} loop (set {path}.loop = \"{other}\" to use "
+                               f"it, or leave it at its default, {getattr(default, name):g})")
     if approaches is None and base is not None:
         used = {g.approach for g in scenario.guests}
         for table in _PATH_TABLES:
