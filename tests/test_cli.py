@@ -163,3 +163,37 @@ def test_params_lists_every_section(capsys):
     for section in ("[host]", "[nic]", "[disk]", "[hypervisor]", "[container]", "[emulated]",
                     "[paravirtual]"):
         assert section in out
+
+
+@pytest.mark.parametrize("command", ["sweep", "capacity"])
+def test_studies_do_not_list_the_table_flags_they_do_not_print(command, capsys):
+    """--breakdown and --echo-params shape compare/run's tables; sweep and capacity have none."""
+    from virtlab.cli import make_parser
+
+    helps = {name: sub.format_help() for name, sub in
+             make_parser()._subparsers._group_actions[0].choices.items()}
+    assert "--breakdown" in helps["compare"] and "--echo-params" in helps["run"]
+    assert "--breakdown" not in helps[command] and "--echo-params" not in helps[command]
+    required = (["--vary", "guests[0].vcpus=1"] if command == "sweep"
+                else ["--p99-limit", "1ms"])
+    status, out, err = _run([command, *required, "--breakdown"], capsys)
+    assert status == 2 and out == ""
+    assert "unrecognized arguments: --breakdown" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["compare", "--set", "guests[0].vcpu=1"], "did you mean vcpus?"),
+    (["compare", "--approaches", "native,paravirt"], "did you mean paravirtual?"),
+    (["compare", "--profile", "testbed2003"], "did you mean testbed-2003?"),
+    (["compare", "--cpu-support", "vtx-nehalm"], "did you mean vtx-nehalem?"),
+    (["trace", "--approach", "emulate"], "did you mean emulated?"),
+])
+def test_a_near_miss_gets_did_you_mean(argv, hint, capsys):
+    status, _, err = _run(argv, capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert hint in err
+
+
+def test_no_did_you_mean_when_nothing_is_close(capsys):
+    status, _, err = _run(["compare", "--approaches", "zzzz"], capsys)
+    assert status == 2 and "did you mean" not in err

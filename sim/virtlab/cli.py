@@ -146,6 +146,10 @@ class _Parser(argparse.ArgumentParser):
             flag, what = match.groups()
             what = re.sub(r"^invalid int value: (.*)$", r"must be an integer, got \1", what)
             what = re.sub(r"^invalid float value: (.*)$", r"must be a number, got \1", what)
+            choice = re.match(r"^invalid choice: '(.*)' \(choose from (.*)\)$", what)
+            if choice:
+                options = re.findall(r"'([^']*)'", choice.group(2))
+                what += _did_you_mean(choice.group(1), options)
             message = f"{flag}: {what}"
         else:
             required = re.match(r"^the following arguments are required: (.*)$", message)
@@ -153,6 +157,14 @@ class _Parser(argparse.ArgumentParser):
                 message = f"{required.group(1)}: required"
         message = _one_line(f"virtlab: error: {message} (see '{self.prog} --help')")
         self.exit(2, message + "\n")
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    """``"; did you mean X?"`` for the closest of ``options``, or nothing if none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _one_line(text: str) -> str:
@@ -498,7 +510,7 @@ def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> i
     runs = len(variants) * args.replications
     check_budget(variants, args.replications, args.jobs or min(_cpus(), runs), args.force)
     if args.jobs is not None:
-        args.jobs = cap_jobs(args.jobs, runs)
+        args.jobs = cap_jobs(args.jobs, runs, quiet=args.quiet)
     comparison = run_compare(scenario, approaches, args)
     _report(comparison, scenario, args, base_scenario(args.config, args.profile), approaches)
     return 1 if any(e.error for e in comparison.entries) else 0
@@ -583,7 +595,8 @@ def approach_list(text: str | None, field: str = "--approaches") -> list[str] | 
         raise ConfigError(field, f"has an empty item; must be {allowed}, got {text!r}")
     for approach in parts:
         if approach not in APPROACHES:
-            raise ConfigError(field, f"must be {allowed}, got {approach!r}")
+            raise ConfigError(field, f"must be {allowed}, got {approach!r}"
+                                     f"{_did_you_mean(approach, APPROACHES)}")
     for approach in parts:
         if parts.count(approach) > 1:
             raise ConfigError(field, f"names {approach!r} twice; give each approach once")

@@ -265,8 +265,12 @@ def _profile_source(name_or_path: Any, base_dir: Path | None, field: str) -> tup
             path = base_dir / path
         return "file", Path(os.path.normpath(path))
     if not _PROFILE_NAME.match(name_or_path) or name_or_path not in builtin_profiles():
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, builtin_profiles(), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(field, f"must be one of {', '.join(builtin_profiles())} "
-                                 f"or a path to a .toml file, got {name_or_path!r}")
+                                 f"or a path to a .toml file, got {name_or_path!r}{hint}")
     return "builtin", name_or_path
 
 
