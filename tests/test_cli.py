@@ -197,3 +197,17 @@ def test_a_near_miss_gets_did_you_mean(argv, hint, capsys):
 def test_no_did_you_mean_when_nothing_is_close(capsys):
     status, _, err = _run(["compare", "--approaches", "zzzz"], capsys)
     assert status == 2 and "did you mean" not in err
+
+
+def test_the_breakdown_fits_the_width_too(capsys, monkeypatch):
+    argv = ["compare", *FAST, "--approaches", "native,emulated", "--breakdown"]
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(argv) == 0
+    wide = capsys.readouterr().out.split("Where did the time go?")[1].split("\nseed ")[0]
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(argv) == 0
+    narrow = capsys.readouterr().out.split("Where did the time go?")[1].split("\nseed ")[0]
+    assert max(map(len, narrow.splitlines())) <= 80 < max(map(len, wide.splitlines()))
+    for text in (wide, narrow):
+        assert "dev.model" in text and "mmio" in text and "== net.rr (rr) ==" in text
+    assert "mmio µs" in wide and "mmio µs" not in narrow

@@ -475,7 +475,7 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
         from virtlab.report import breakdown_table
 
         print()
-        print(breakdown_table(comparison))
+        print(breakdown_table(comparison, width=output_width()))
         from virtlab.report import ring_table
 
         rings = ring_table(comparison)

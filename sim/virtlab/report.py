@@ -224,12 +224,14 @@ def scheduling_table(comparison: Comparison) -> str | None:
     return "\n".join(out)
 
 
-def breakdown_table(comparison: Comparison) -> str:
-    """Where each request's time went, and why it exited: one block per guest workload.
+def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
+    """Where each request's time went, and why it exited: two tables per guest workload.
 
     The latency phases (``records.PHASES``) are replication means in µs and add up to the mean
-    latency; paths that do not split latency into phases show ``-``. The exit columns count
-    exits per request by reason, with the CPU time those exits cost per request.
+    latency; paths that do not split latency into phases show ``-``. The exit table counts
+    exits per request by reason, with the CPU time those exits cost per request. ``width``
+    fits each table as :func:`comparison_table` does (the last phases leave first; the exit
+    table drops its µs columns, then 'user').
     """
     from virtlab.records import PHASES
     from virtlab.stats import REPORTED_EXIT_REASONS
@@ -237,25 +239,36 @@ def breakdown_table(comparison: Comparison) -> str:
     short = {"guest": "guest", "exits": "exits", "device_model": "dev.model",
              "copies": "copies", "host_kernel": "host", "device": "device",
              "interrupt": "irq", "queueing": "queue", "outside": "outside"}
-    head = (f"{'approach':<12} {'mean µs':>9} | "
-            + " ".join(f"{short[p]:>9}" for p in PHASES)
-            + " | exits/req: " + " ".join(f"{r:>6}" for r in REPORTED_EXIT_REASONS)
-            + f" {'user':>6} | exit µs/req: " + " ".join(f"{r:>6}" for r in
-                                                          REPORTED_EXIT_REASONS))
 
-    def row(e: Entry) -> str:
-        m = e.means
-        return (f"{e.approach:<12} {_num(m['latency_mean_us'], 1):>9} | "
-                + " ".join(f"{_num(m[f'lat_{p}_us'], 1):>9}" for p in PHASES)
-                + " |            "
-                + " ".join(f"{_num(m[f'exits_{r}_per_request'], 2):>6}"
-                           for r in REPORTED_EXIT_REASONS)
-                + f" {_num(m['exits_user_per_request'], 2):>6} |              "
-                + " ".join(f"{_num(m[f'exit_{r}_us'], 2):>6}" for r in REPORTED_EXIT_REASONS))
+    def metric(name: str, digits: int) -> Callable[[Entry], str]:
+        return lambda e: _num(e.means[name], digits)
 
-    intro = ["Where did the time go? Latency split into phases (µs per request, they add up to "
-             "the mean),", "and VM exits per request by reason with their CPU time."]
-    return "\n".join(intro + _blocks(comparison.entries, head, row))
+    phases = [Column("approach", lambda e: e.approach, 0, left=True),
+              Column("mean µs", metric("latency_mean_us", 1), 0)]
+    phases += [Column(short[p], metric(f"lat_{p}_us", 1), 1 + i) for i, p in enumerate(PHASES)]
+    exits = [Column("approach", lambda e: e.approach, 0, left=True)]
+    exits += [Column(r, metric(f"exits_{r}_per_request", 2), 0) for r in REPORTED_EXIT_REASONS]
+    exits += [Column("user", metric("exits_user_per_request", 2), 1)]
+    exits += [Column(f"{r} µs", metric(f"exit_{r}_us", 2), 2) for r in REPORTED_EXIT_REASONS]
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for e in comparison.entries:
+        groups.setdefault((e.guest, e.workload), []).append(e)
+    intro = ("Where did the time go? Latency split into phases (µs per request, they add up to "
+             "the mean), and VM exits per request by reason ('user': reached a user-space "
+             "device model; 'µs': their CPU time per request).")
+    out = textwrap.wrap(intro, width or 100)
+    hidden: set[str] = set()
+    for (guest, workload), rows in groups.items():
+        out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
+        for columns in (phases, exits):
+            lines, dropped = fit_table(rows, columns, width)
+            hidden |= set(dropped)
+            out += lines
+        out.append("")
+    if hidden:
+        out.append(f"(narrow terminal: {', '.join(sorted(hidden))} not shown; widen it, set "
+                   f"COLUMNS, or use --json)")
+    return "\n".join(out)
 
 
 def request_breakdown(record: Any) -> list[str]:
