@@ -266,8 +266,9 @@ def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
             out += lines
         out.append("")
     if hidden:
-        out.append(f"(narrow terminal: {', '.join(sorted(hidden))} not shown; widen it, set "
-                   f"COLUMNS, or use --json)")
+        note = (f"(narrow terminal: {', '.join(sorted(hidden))} not shown; widen it, set "
+                f"COLUMNS, or use --json)")
+        out += textwrap.wrap(note, width) if width else [note]
     return "\n".join(out)
 
 
