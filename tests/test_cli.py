@@ -210,4 +210,8 @@ def test_the_breakdown_fits_the_width_too(capsys, monkeypatch):
     assert max(map(len, narrow.splitlines())) <= 80 < max(map(len, wide.splitlines()))
     for text in (wide, narrow):
         assert "dev.model" in text and "mmio" in text and "== net.rr (rr) ==" in text
-    assert "mmio µs" in wide and "mmio µs" not in narrow
+    def exit_header(text):
+        return next(line for line in text.splitlines() if line.startswith("approach  mmio"))
+
+    assert "mmio µs" in exit_header(wide) and "mmio µs" not in exit_header(narrow)
+    assert "narrow terminal" in narrow and "narrow terminal" not in wide
