@@ -206,10 +206,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(points.to_json_dict()))
         return 1 if points.failed else 0
-    print(f"ARG seed {args.seed}")
-    print(f"ARG replications {args.replications}")
-    for key, values in factors.items():
-        print(f"ARG vary {key} = {values}")
     header = (f"{'point':<32} {'approach':<12} {'guest.workload':<16} {'req/s':>12} "
               f"{'mean µs':>10} {'p99 µs':>10}")
     print(header)
@@ -228,7 +224,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                   f"{m['latency_p99_us']:>10.1f}")
     if points.failed:
         print(f"{points.failed} point(s) failed; the others are complete.")
+    _print_provenance(args, scenario, [f"vary {k}={v}" for k, v in factors.items()])
     return 1 if points.failed else 0
+
+
+def _print_provenance(args: argparse.Namespace, scenario: Any, extra: list[str]) -> None:
+    """After the results: how to get them again (seed, replications, profile, changes, hash)."""
+    from virtlab.cli import base_scenario
+    from virtlab.report import provenance_line
+
+    base = base_scenario(args.config, args.profile)
+    line = provenance_line(scenario, base if base is not None else scenario, seed=args.seed,
+                           replications=args.replications, config=args.config)
+    print()
+    print(" · ".join([*extra, line]))
 
 
 # capacity -------------------------------------------------------------------------------------
@@ -285,11 +294,6 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(result.to_json_dict()))
         return 1 if failed else 0
-    print(f"ARG seed {args.seed}")
-    print(f"ARG p99-limit {limit:g} µs; guest template: {scenario.guests[0].name} "
-          f"({', '.join(w.name for w in scenario.guests[0].workloads)}); host cores "
-          f"{scenario.host.cores}; replications {args.replications}..{args.max_replications} "
-          f"per point")
     for approach in approaches:
         answer = result.answers[approach]
         name, value = answer.bottleneck
@@ -313,6 +317,11 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
             print(f"  {r.guests:>3} guests  worst p99 {r.worst_p99_us:>10.1f}{ci} µs  "
                   f"total {r.total_throughput_per_s:>12,.0f} req/s  x{r.replications:<3} "
                   f"{status}")
+    _print_provenance(args, scenario, [
+        f"p99-limit {limit:g} µs", f"guest template {scenario.guests[0].name} "
+        f"({', '.join(w.name for w in scenario.guests[0].workloads)})",
+        f"host cores {scenario.host.cores}",
+        f"replications up to {args.max_replications} near the limit"])
     return 1 if failed else 0
 
 
