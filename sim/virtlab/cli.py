@@ -491,13 +491,16 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
 
 
 def base_scenario(config: str | None, profile: str | None) -> Any:
-    """What the run starts from before ``--set`` and the durations: the profile's values on the
-    built-in guests, or the scenario file read with the profile (None if that alone is invalid).
+    """What the run starts from before ``--set`` and the durations: the scenario file read with
+    the profile, or (no file, or a file valid only with the flags) the profile's values on the
+    built-in guests; None if even that is invalid.
     """
-    try:
-        return build_scenario(config, profile)
-    except ConfigError:
-        return None
+    for source in ((config, None) if config is not None else (None,)):
+        try:
+            return build_scenario(source, profile)
+        except ConfigError:
+            continue
+    return None
 
 
 def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> int:
