@@ -4,7 +4,7 @@
     python3 dev.py run    # the main job: compare the five approaches on the default scenario
     python3 dev.py test   # the whole test suite (what CI runs)
 
-and two that put the installed ``virtlab`` command in reach:
+and two that put the installed ``virtlab`` in reach:
 
     python3 dev.py virtlab ARGS...   # any virtlab command, e.g. dev.py virtlab trace
     python3 dev.py shell             # a shell with .venv/bin first on PATH (exit to leave)

@@ -133,10 +133,10 @@ def test_in_flight_on_an_open_loop_is_named_as_ignored():
 
 def test_run_names_a_changed_table_no_guest_uses(capsys):
     config = str(ROOT / "examples" / "netperf-rr.toml")
-    lines = _warnings(["run", "--config", config, *FAST, "--set", "emulated.irq_min_interval_us=50.0"],
-                      capsys)
-    assert any(line.startswith("virtlab: warning: emulated.irq_min_interval_us is ignored: no guest "
-                               "uses the emulated approach") for line in lines), lines
+    lines = _warnings(["run", "--config", config, *FAST, "--set",
+                       "emulated.irq_min_interval_us=50.0"], capsys)
+    assert any(line.startswith("virtlab: warning: emulated.irq_min_interval_us is ignored: no "
+                               "guest uses the emulated approach") for line in lines), lines
     # compare switches every guest to each approach, so there the table is used.
     lines = _warnings(["compare", "--config", config, *FAST, "--approaches", "emulated",
                        "--set", "emulated.irq_min_interval_us=50.0"], capsys)
@@ -146,7 +146,8 @@ def test_run_names_a_changed_table_no_guest_uses(capsys):
 # Device-bound rows ----------------------------------------------------------------------------
 
 def test_a_link_bound_stream_is_flagged_with_its_link(capsys):
-    lines = _warnings(["run", "--config", str(ROOT / "examples" / "bulk-stream.toml"), *FAST], capsys)
+    lines = _warnings(["run", "--config", str(ROOT / "examples" / "bulk-stream.toml"), *FAST],
+                      capsys)
     bound = [line for line in lines if "bottleneck" in line]
     assert len(bound) == 1 and "NIC transmit link" in bound[0]
 

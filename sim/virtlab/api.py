@@ -1,4 +1,4 @@
-"""The command line as Python calls: the same inputs, the same checks, the same numbers.
+r"""The command line as Python calls: the same inputs, the same checks, the same numbers.
 
 Each ``virtlab compare``/``run`` flag has a keyword of the same name here, read by the very
 code the command line uses (so a bad value raises the same :class:`~virtlab.errors.ConfigError`
@@ -6,7 +6,7 @@ naming the same field, and the same inputs give identical results)::
 
     import virtlab.api as vl
 
-    # virtlab compare --profile testbed-2003 --set hypervisor.posted_interrupts=true \\
+    # virtlab compare --profile testbed-2003 --set hypervisor.posted_interrupts=true \
     #     --approaches paravirtual,emulated -r 5 --seed 7
     result = vl.compare(profile="testbed-2003", set={"hypervisor.posted_interrupts": True},
                         approaches=["paravirtual", "emulated"], replications=5, seed=7)
@@ -164,10 +164,11 @@ def run(scenario_or_config: Scenario | str, *, seed: int = 0, replications: int 
 
 
 def with_profile(base: Scenario, profile: str) -> Scenario:
-    """``base`` on another profile: its hardware and cost values become the profile's, except
-    those that differ from ``base``'s own profile (your changes, kept).
+    """``base`` on another profile (see :func:`virtlab.config.scenario_from_dict`).
 
-    Guests, workloads and the measurement window are kept.
+    Its hardware and cost values become the profile's, except those that differ from
+    ``base``'s own profile (your changes, kept). Guests, workloads and the measurement
+    window are kept.
     """
     from virtlab.config import scenario_from_dict
 

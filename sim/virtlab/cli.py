@@ -245,8 +245,7 @@ def build_scenario(config: str | None, profile: str | None, sets: Sequence[str] 
     """The scenario the flags describe: file (or default), profile, ``--set`` and durations."""
     from pathlib import Path
 
-    from virtlab.config import check_nesting, default_scenario, read_toml_file, \
-        scenario_from_dict
+    from virtlab.config import check_nesting, default_scenario, read_toml_file, scenario_from_dict
 
     data: dict[str, Any] = {}
     base_dir = None
@@ -322,8 +321,11 @@ def check_field_path(scenario: Any, key: str, flag: str) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, config_required: bool,
                      tables: bool = True) -> None:
-    """The flags of every command that runs scenarios; ``tables``: compare/run's report flags
-    (``--breakdown``, ``--echo-params``), which sweep and capacity do not print."""
+    """Add the flags of every command that runs scenarios.
+
+    ``tables`` adds compare/run's report flags (``--breakdown``, ``--echo-params``), which
+    sweep and capacity do not print.
+    """
     parser.add_argument("--config", required=config_required, metavar="FILE.toml",
                         help="scenario file (see examples/); default: the built-in scenario")
     parser.add_argument("--profile", metavar="NAME|FILE",
@@ -451,8 +453,7 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
             base: Any = None, approaches: Sequence[str] | None = ()) -> None:
     """Warnings on stderr; then the answer first: tables, provenance, and on request the echo."""
     from virtlab.advice import comparison_warnings
-    from virtlab.report import comparison_table, effective_parameters, output_width, \
-        provenance_line
+    from virtlab.report import comparison_table, effective_parameters, output_width, provenance_line
 
     _warn(comparison_warnings(comparison, scenario, replications=args.replications, base=base,
                               approaches=approaches))
@@ -491,9 +492,10 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
 
 
 def base_scenario(config: str | None, profile: str | None) -> Any:
-    """What the run starts from before ``--set`` and the durations: the scenario file read with
-    the profile, or (no file, or a file valid only with the flags) the profile's values on the
-    built-in guests; None if even that is invalid.
+    """What the run starts from before ``--set`` and the durations.
+
+    That is the scenario file read with the profile, or (no file, or a file valid only with
+    the flags) the profile's values on the built-in guests; None if even that is invalid.
     """
     for source in ((config, None) if config is not None else (None,)):
         try:
