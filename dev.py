@@ -4,11 +4,18 @@
     python3 dev.py run    # the main job: compare the five approaches on the default scenario
     python3 dev.py test   # the whole test suite (what CI runs)
 
-Both create ``.venv`` next to this file on first use and install virtlab into it (editable,
+and two that put the installed ``virtlab`` in reach:
+
+    python3 dev.py virtlab ARGS...   # any virtlab command, e.g. dev.py virtlab trace
+    python3 dev.py shell             # a shell with .venv/bin first on PATH (exit to leave)
+
+All create ``.venv`` next to this file on first use and install virtlab into it (editable,
 with the test, notebook, benchmark and docs extras); later calls reinstall only when
 ``pyproject.toml`` has changed. Extra arguments are passed on:
-``python3 dev.py run --seed 7 --json``, ``python3 dev.py test -m "not slow" -x``. Only
-Python 3.11+ is needed.
+``python3 dev.py run --seed 7 --json``, ``python3 dev.py test -m "not slow" -x``,
+``python3 dev.py shell -c 'virtlab profiles'``.
+Instead of ``shell``, ``source .venv/bin/activate`` does the same in the current shell.
+Only Python 3.11+ is needed.
 """
 
 from __future__ import annotations
@@ -49,13 +56,40 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted)
 
 
+def activated_environment() -> dict[str, str]:
+    """The environment ``source .venv/bin/activate`` gives: ``.venv/bin`` first on PATH."""
+    env = dict(os.environ)
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", os.defpath)])
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def _shell(rest: list[str]) -> int:
+    """A shell (``$SHELL``, else /bin/sh) in which ``virtlab`` is on PATH."""
+    shell = os.environ.get("SHELL") or ("cmd.exe" if os.name == "nt" else "/bin/sh")
+    if not rest:
+        print(f"dev.py: a shell with {BIN} first on PATH: 'virtlab' is the command; "
+              f"'exit' leaves it", flush=True)
+    return subprocess.call([shell, *rest], env=activated_environment())
+
+
+COMMANDS = ("run", "test", "virtlab", "shell")
+
+
 def main(argv: list[str]) -> int:
-    """Dispatch ``run`` or ``test``."""
-    if not argv or argv[0] not in ("run", "test"):
+    """Dispatch ``run``, ``test``, ``virtlab`` or ``shell``."""
+    if not argv or argv[0] not in COMMANDS:
         print(__doc__)
         return 2
     ensure_environment()
     command, rest = argv[0], argv[1:]
+    if command == "shell":
+        return _shell(rest)
+    if command == "virtlab":
+        # In the caller's directory, so that file arguments mean what they say.
+        program = BIN / ("virtlab.exe" if os.name == "nt" else "virtlab")
+        return subprocess.call([str(program), *rest], env=activated_environment())
     if command == "run":
         cmd = [str(_python()), "-m", "virtlab", "compare", *rest]
     else:

@@ -53,7 +53,8 @@ def test_wrong_type_and_range_name_the_field():
 
 
 def test_unknown_field_lists_the_allowed_ones():
-    with pytest.raises(ConfigError, match=r"^paravirtual.ring_sise: unknown field; allowed"):
+    with pytest.raises(ConfigError, match=r"^paravirtual.ring_sise: unknown field; did you "
+                                          r"mean ring_size\? allowed fields are"):
         scenario_from_dict({"paravirtual": {"ring_sise": 256}})
 
 

@@ -22,6 +22,9 @@ Public API
 ``Comparison``            results per approach; ``to_frame()``, ``to_json()``
 ``APPROACHES``            the five approach names
 ========================  ==============================================================
+
+``virtlab.api`` mirrors the command line (profiles, ``--set`` overrides, approaches,
+replications, jobs) with its checks and its numbers: see docs/python-api.md.
 """
 
 from __future__ import annotations

@@ -146,6 +146,10 @@ class _Parser(argparse.ArgumentParser):
             flag, what = match.groups()
             what = re.sub(r"^invalid int value: (.*)$", r"must be an integer, got \1", what)
             what = re.sub(r"^invalid float value: (.*)$", r"must be a number, got \1", what)
+            choice = re.match(r"^invalid choice: '(.*)' \(choose from (.*)\)$", what)
+            if choice:
+                options = re.findall(r"'([^']*)'", choice.group(2))
+                what += _did_you_mean(choice.group(1), options)
             message = f"{flag}: {what}"
         else:
             required = re.match(r"^the following arguments are required: (.*)$", message)
@@ -153,6 +157,14 @@ class _Parser(argparse.ArgumentParser):
                 message = f"{required.group(1)}: required"
         message = _one_line(f"virtlab: error: {message} (see '{self.prog} --help')")
         self.exit(2, message + "\n")
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    """``"; did you mean X?"`` for the closest of ``options``, or nothing if none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _one_line(text: str) -> str:
@@ -233,8 +245,7 @@ def build_scenario(config: str | None, profile: str | None, sets: Sequence[str] 
     """The scenario the flags describe: file (or default), profile, ``--set`` and durations."""
     from pathlib import Path
 
-    from virtlab.config import check_nesting, default_scenario, read_toml_file, \
-        scenario_from_dict
+    from virtlab.config import check_nesting, default_scenario, read_toml_file, scenario_from_dict
 
     data: dict[str, Any] = {}
     base_dir = None
@@ -308,7 +319,13 @@ def check_field_path(scenario: Any, key: str, flag: str) -> None:
     raise ConfigError(flag, f"{key.strip()}: no such field in this scenario; {hint}")
 
 
-def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, config_required: bool,
+                     tables: bool = True) -> None:
+    """Add the flags of every command that runs scenarios.
+
+    ``tables`` adds compare/run's report flags (``--breakdown``, ``--echo-params``), which
+    sweep and capacity do not print.
+    """
     parser.add_argument("--config", required=config_required, metavar="FILE.toml",
                         help="scenario file (see examples/); default: the built-in scenario")
     parser.add_argument("--profile", metavar="NAME|FILE",
@@ -333,9 +350,13 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
                         help="print one JSON document instead of tables (docs/results.md)")
     _add_cpu_support_option(parser)
     _add_engine_options(parser)
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also print where each request's time went (latency phases) and "
-                             "its VM exits by reason (emulated path)")
+    if tables:
+        parser.add_argument("--breakdown", action="store_true",
+                            help="also print where each request's time went (latency phases) "
+                                 "and its VM exits by reason (emulated path)")
+        parser.add_argument("--echo-params", action="store_true",
+                            help="also print every effective parameter after the results "
+                                 "(--json always includes them)")
     parser.add_argument("--force", action="store_true",
                         help="run even if the estimated size exceeds the budget (100 million "
                              "simulated events or 2 GiB of memory; docs/simulation-practice.md)")
@@ -430,33 +451,23 @@ def check_budget(scenarios: Sequence[Any], replications: int, jobs: int | None, 
                                 f"lower the load, rings or replications, or pass --force")
 
 
-def _warn_thin_entries(comparison: Any, scenario: Any) -> None:
-    """One line on stderr per entry whose measurement window saw no completed request."""
-    for entry in comparison.entries:
-        if entry.error or entry.means.get("requests", 1.0) > 0:
-            continue
-        print(f"virtlab: warning: {entry.guest}.{entry.workload} ({entry.approach}): no request "
-              f"completed in the measurement window [{scenario.warmup_us:g}, "
-              f"{scenario.duration_us:g}] µs, so its rates are 0; lengthen --duration or check "
-              f"the workload (e.g. a tiny message_bytes or a huge window)", file=sys.stderr)
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(_one_line(f"virtlab: warning: {line}"), file=sys.stderr)
 
 
-def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
-    from virtlab.report import comparison_table, effective_parameters
+def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
+            base: Any = None, approaches: Sequence[str] | None = ()) -> None:
+    """Warnings on stderr; then the answer first: tables, provenance, and on request the echo."""
+    from virtlab.advice import comparison_warnings
+    from virtlab.report import comparison_table, effective_parameters, output_width, provenance_line
 
-    _warn_thin_entries(comparison, scenario)
+    _warn(comparison_warnings(comparison, scenario, replications=args.replications, base=base,
+                              approaches=approaches))
     if args.json:
         print(comparison.to_json())
         return
-    print(f"ARG seed {args.seed}")
-    print(f"ARG replications {args.replications}")
-    print(f"ARG profile {scenario.profile}")
-    print("# effective parameters (time in µs)")
-    for line in effective_parameters(scenario):
-        print(f"  {line}")
-    print()
-    print(comparison_table(comparison))
-    print("Throughput and mean latency show the replication mean ± the 95 % CI half-width.")
+    print(comparison_table(comparison, width=output_width()))
     from virtlab.report import disk_limits_table, scheduling_table
 
     disk = disk_limits_table(comparison)
@@ -472,12 +483,33 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace) -> None:
         from virtlab.report import breakdown_table
 
         print()
-        print(breakdown_table(comparison))
+        print(breakdown_table(comparison, width=output_width()))
         from virtlab.report import ring_table
 
         rings = ring_table(comparison)
         if rings:
             print(rings)
+    print()
+    print(provenance_line(scenario, base if base is not None else scenario, seed=args.seed,
+                          replications=args.replications, config=args.config))
+    if getattr(args, "echo_params", False):
+        print("# effective parameters (time in µs)")
+        for line in effective_parameters(scenario):
+            print(f"  {line}")
+
+
+def base_scenario(config: str | None, profile: str | None) -> Any:
+    """What the run starts from before ``--set`` and the durations.
+
+    That is the scenario file read with the profile, or (no file, or a file valid only with
+    the flags) the profile's values on the built-in guests; None if even that is invalid.
+    """
+    for source in ((config, None) if config is not None else (None,)):
+        try:
+            return build_scenario(source, profile)
+        except ConfigError:
+            continue
+    return None
 
 
 def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> int:
@@ -490,13 +522,13 @@ def _run_comparison(args: argparse.Namespace, approaches: list[str] | None) -> i
     runs = len(variants) * args.replications
     check_budget(variants, args.replications, args.jobs or min(_cpus(), runs), args.force)
     if args.jobs is not None:
-        args.jobs = cap_jobs(args.jobs, runs)
+        args.jobs = cap_jobs(args.jobs, runs, quiet=args.quiet)
     if args.records is not None:
         from virtlab.cli_studies import check_records_target
 
         check_records_target(args.records)
     comparison = run_compare(scenario, approaches, args)
-    _report(comparison, scenario, args)
+    _report(comparison, scenario, args, base_scenario(args.config, args.profile), approaches)
     if args.records is not None:
         from virtlab.cli_studies import write_records
 
@@ -583,7 +615,8 @@ def approach_list(text: str | None, field: str = "--approaches") -> list[str] | 
         raise ConfigError(field, f"has an empty item; must be {allowed}, got {text!r}")
     for approach in parts:
         if approach not in APPROACHES:
-            raise ConfigError(field, f"must be {allowed}, got {approach!r}")
+            raise ConfigError(field, f"must be {allowed}, got {approach!r}"
+                                     f"{_did_you_mean(approach, APPROACHES)}")
     for approach in parts:
         if parts.count(approach) > 1:
             raise ConfigError(field, f"names {approach!r} twice; give each approach once")

@@ -256,10 +256,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(points.to_json_dict()))
         return 1 if points.failed else 0
-    print(f"ARG seed {args.seed}")
-    print(f"ARG replications {args.replications}")
-    for key, values in factors.items():
-        print(f"ARG vary {key} = {values}")
     header = (f"{'point':<32} {'approach':<12} {'guest.workload':<16} {'req/s':>12} "
               f"{'mean µs':>10} {'p99 µs':>10}")
     print(header)
@@ -278,7 +274,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                   f"{m['latency_p99_us']:>10.1f}")
     if points.failed:
         print(f"{points.failed} point(s) failed; the others are complete.")
+    _print_provenance(args, scenario, [f"vary {k}={v}" for k, v in factors.items()])
     return 1 if points.failed else 0
+
+
+def _print_provenance(args: argparse.Namespace, scenario: Any, extra: list[str]) -> None:
+    """After the results: how to get them again (seed, replications, profile, changes, hash)."""
+    from virtlab.cli import base_scenario
+    from virtlab.report import provenance_line
+
+    base = base_scenario(args.config, args.profile)
+    line = provenance_line(scenario, base if base is not None else scenario, seed=args.seed,
+                           replications=args.replications, config=args.config)
+    print()
+    print(" · ".join([*extra, line]))
 
 
 # capacity -------------------------------------------------------------------------------------
@@ -335,11 +344,6 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(result.to_json_dict()))
         return 1 if failed else 0
-    print(f"ARG seed {args.seed}")
-    print(f"ARG p99-limit {limit:g} µs; guest template: {scenario.guests[0].name} "
-          f"({', '.join(w.name for w in scenario.guests[0].workloads)}); host cores "
-          f"{scenario.host.cores}; replications {args.replications}..{args.max_replications} "
-          f"per point")
     for approach in approaches:
         answer = result.answers[approach]
         name, value = answer.bottleneck
@@ -363,6 +367,11 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
             print(f"  {r.guests:>3} guests  worst p99 {r.worst_p99_us:>10.1f}{ci} µs  "
                   f"total {r.total_throughput_per_s:>12,.0f} req/s  x{r.replications:<3} "
                   f"{status}")
+    _print_provenance(args, scenario, [
+        f"p99-limit {limit:g} µs", f"guest template {scenario.guests[0].name} "
+        f"({', '.join(w.name for w in scenario.guests[0].workloads)})",
+        f"host cores {scenario.host.cores}",
+        f"replications up to {args.max_replications} near the limit"])
     return 1 if failed else 0
 
 
@@ -387,7 +396,7 @@ def add_commands(subparsers: Any) -> None:
                     "resumes when rerun. A failed point is reported and the others are kept.",
         epilog="Example: virtlab sweep --vary guests[0].workloads[0].in_flight=1,4,16 "
                "--approaches paravirtual,emulated --csv sweep.csv")
-    _add_run_options(p, config_required=False)
+    _add_run_options(p, config_required=False, tables=False)
     _add_study_options(p)
     p.add_argument("--vary", action="append", default=[], required=True,
                    metavar="KEY=V1,V2,...", help="a factor and its values (repeatable)")
@@ -400,7 +409,7 @@ def add_commands(subparsers: Any) -> None:
                     "largest guest count whose worst guest p99 stays under the limit "
                     "(galloping, then bisection; replications are added until the limit is "
                     "outside the confidence interval). Names the bottleneck at the limit.")
-    _add_run_options(p, config_required=False)
+    _add_run_options(p, config_required=False, tables=False)
     _add_study_options(p)
     p.add_argument("--p99-limit", required=True, metavar="TIME",
                    help="latency limit for the worst guest's p99, e.g. 200us or 1ms")

@@ -43,6 +43,7 @@ from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.workload import BlockIO, RequestResponse, Workload, check_workload_names
 
 __all__ = ["GuestSpec", "Scenario", "default_scenario", "load_scenario", "dump_scenario",
+           "scenario_from_dict",
            "load_profile", "builtin_profiles", "PARAM_SECTIONS", "read_toml_file",
            "check_nesting", "MAX_FILE_BYTES", "MAX_NESTING", "MAX_EXTENDS"]
 
@@ -264,8 +265,12 @@ def _profile_source(name_or_path: Any, base_dir: Path | None, field: str) -> tup
             path = base_dir / path
         return "file", Path(os.path.normpath(path))
     if not _PROFILE_NAME.match(name_or_path) or name_or_path not in builtin_profiles():
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, builtin_profiles(), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(field, f"must be one of {', '.join(builtin_profiles())} "
-                                 f"or a path to a .toml file, got {name_or_path!r}")
+                                 f"or a path to a .toml file, got {name_or_path!r}{hint}")
     return "builtin", name_or_path
 
 
@@ -337,10 +342,21 @@ def scenario_from_dict(data: Mapping[str, Any], profile: str | None = None, *,
 
     ``base_dir`` is the folder of the file the mapping came from: a relative ``profile`` path in
     the mapping is resolved against it (a ``profile`` argument is taken as given).
+
+    Changing the profile re-bases the mapping: when ``profile`` is given and the mapping names
+    another one (``data["profile"]``, as every ``Scenario.to_dict()`` and dumped file does),
+    each hardware or cost value equal to that other profile's value is taken to have come from
+    it and is replaced by the new profile's; values that differ from it are the mapping's own
+    and win as usual. So ``scenario_from_dict(default_scenario().to_dict(), "testbed-2003")``
+    is the testbed-2003 scenario (not modern values under a testbed-2003 label), and
+    ``--profile`` on a dumped scenario file means what it says.
     """
     if not isinstance(data, Mapping):
         raise ConfigError("", f"a scenario must be a table, got {type(data).__name__}")
     data = dict(data)
+    own = data.get("profile")
+    if profile is not None and own is not None and own != profile:
+        data = _without_profile_values(data, own, base_dir)
     if profile is not None:
         profile_name, field, folder = profile, "profile", None
     else:
@@ -353,6 +369,25 @@ def scenario_from_dict(data: Mapping[str, Any], profile: str | None = None, *,
     if "guests" not in data:
         data["guests"] = default_scenario().to_dict()["guests"]
     return Scenario.from_dict(_merge(tables, data))
+
+
+def _without_profile_values(data: dict[str, Any], own: Any,
+                            base_dir: Path | None) -> dict[str, Any]:
+    """``data`` without the hardware/cost values that equal those of its own profile ``own``."""
+    kind, source = _profile_source(own, base_dir, "profile")
+    resolved = Scenario.from_dict(load_profile(str(source) if kind == "file" else source,
+                                               field="profile")).to_dict()
+    out = dict(data)
+    for section in _SECTION_NAMES:
+        table = data.get(section)
+        if not isinstance(table, Mapping):
+            continue
+        kept = {k: v for k, v in table.items() if resolved[section].get(k, object()) != v}
+        if kept:
+            out[section] = kept
+        else:
+            out.pop(section)
+    return out
 
 
 def load_scenario(path: str | Path, profile: str | None = None) -> Scenario:

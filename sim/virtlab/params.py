@@ -129,7 +129,12 @@ class Params:
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ConfigError(unknown[0], f"unknown field; allowed fields are {', '.join(names)}")
+            import difflib
+
+            close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(unknown[0], f"unknown field; {hint}allowed fields are "
+                                          f"{', '.join(names)}")
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
             try:

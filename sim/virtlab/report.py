@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from virtlab.config import Scenario
@@ -68,25 +70,131 @@ def _blocks(entries: list[Entry], header: str, format_row: Callable[[Entry], str
     return out
 
 
-def comparison_table(comparison: Comparison) -> str:
-    """The main table: one block per guest workload, one row per approach."""
-    entries = comparison.entries
-    header = (f"{'approach':<12} {'req/s':>16} {'MB/s':>9} {'mean µs':>14} {'p50 µs':>9} "
-              f"{'p99 µs':>9} | {'cpu µs/req: guest':>17} {'exit':>6} {'backend':>7} "
-              f"{'host':>6} | {'exits':>6} {'notif':>6} {'irqs':>6}")
+@dataclass(frozen=True)
+class Column:
+    """One column of a fitted table: its heading, how a row's cell is made, and its rank.
 
-    def row(e: Entry) -> str:
-        m = e.means
-        return (f"{e.approach:<12} {_pm(e, 'throughput_per_s', 0):>16} "
-                f"{_num(m['throughput_bytes_per_s'] / 1e6, 1):>9} "
-                f"{_pm(e, 'latency_mean_us', 1):>14} {_num(m['latency_p50_us']):>9} "
-                f"{_num(m['latency_p99_us']):>9} | {_num(m['cpu_guest_us'], 2):>17} "
-                f"{_num(m['cpu_exit_us'], 2):>6} {_num(m['cpu_backend_us'], 2):>7} "
-                f"{_num(m['cpu_host_kernel_us'], 2):>6} | {_num(m['exits_per_request'], 2):>6} "
-                f"{_num(m['notifications_per_request'], 2):>6} "
-                f"{_num(m['interrupts_per_request'], 2):>6}")
+    Columns of a higher ``drop_rank`` leave first when the table is too wide (rank 0 stays).
+    ``only_if_dropped`` names columns whose absence makes this one appear (a CPU total in
+    place of the split).
+    """
 
-    return "\n".join(_blocks(entries, header, row))
+    heading: str
+    cell: Callable[[Entry], str]
+    drop_rank: int = 0
+    left: bool = False
+    only_if_dropped: tuple[str, ...] = ()
+
+
+def _comparison_columns() -> list[Column]:
+    split = ("cpu guest", "exit", "backend", "host")
+    return [
+        Column("approach", lambda e: e.approach, 0, left=True),
+        Column("req/s", lambda e: _pm(e, "throughput_per_s", 0), 0),
+        Column("mean µs", lambda e: _pm(e, "latency_mean_us", 1), 0),
+        Column("p99 µs", lambda e: _num(e.means["latency_p99_us"]), 1),
+        Column("cpu µs/req", lambda e: _num(e.means["cpu_total_us"], 2), 2,
+               only_if_dropped=split),
+        Column("cpu guest", lambda e: _num(e.means["cpu_guest_us"], 2), 4),
+        Column("exit", lambda e: _num(e.means["cpu_exit_us"], 2), 4),
+        Column("backend", lambda e: _num(e.means["cpu_backend_us"], 2), 4),
+        Column("host", lambda e: _num(e.means["cpu_host_kernel_us"], 2), 4),
+        Column("exits", lambda e: _num(e.means["exits_per_request"], 2), 3),
+        Column("notif", lambda e: _num(e.means["notifications_per_request"], 2), 5),
+        Column("irqs", lambda e: _num(e.means["interrupts_per_request"], 2), 5),
+        Column("MB/s", lambda e: _num(e.means["throughput_bytes_per_s"] / 1e6, 1), 6),
+        Column("p50 µs", lambda e: _num(e.means["latency_p50_us"]), 6),
+    ]
+
+
+def output_width() -> int | None:
+    """Columns the table may use: ``$COLUMNS``, else the terminal's, else None (no limit).
+
+    Output to a file or a pipe is not cut (None) unless ``COLUMNS`` says otherwise.
+    """
+    import os
+    import shutil
+    import sys
+
+    if os.environ.get("COLUMNS", "").strip().isdigit():
+        return max(20, int(os.environ["COLUMNS"]))
+    try:
+        if sys.stdout.isatty():
+            return shutil.get_terminal_size().columns
+    except (AttributeError, ValueError, OSError):
+        pass
+    return None
+
+
+def fit_table(entries: list[Entry], columns: list[Column], width: int | None,
+              drop: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """Rows of a table whose lines fit ``width`` (None: all columns), and the dropped headings.
+
+    Column widths follow their contents; failed entries span the row with ``FAILED: ...``.
+    The headings in ``drop`` leave first; then columns leave by ``drop_rank`` (highest first)
+    until the widest line fits.
+    """
+    ok = [e for e in entries if e.error is None]
+    cells = {c.heading: [c.cell(e) for e in ok] for c in columns}
+    widths = {c.heading: max([len(c.heading), *map(len, cells[c.heading])]) for c in columns}
+    ranks = sorted({c.drop_rank for c in columns if c.drop_rank > 0}, reverse=True)
+    dropped: set[str] = set(drop)
+
+    def shown() -> list[Column]:
+        return [c for c in columns if c.heading not in dropped
+                and (not c.only_if_dropped or all(h in dropped for h in c.only_if_dropped))]
+
+    def line_width() -> int:
+        return sum(widths[c.heading] for c in shown()) + 2 * (len(shown()) - 1)
+
+    while width is not None and line_width() > width and ranks:
+        rank = ranks.pop(0)
+        dropped |= {c.heading for c in columns if c.drop_rank == rank and not c.only_if_dropped}
+    visible = shown()
+
+    def fmt(values: list[str]) -> str:
+        return "  ".join(v.ljust(widths[c.heading]) if c.left else v.rjust(widths[c.heading])
+                         for c, v in zip(visible, values, strict=True)).rstrip()
+
+    lines = [fmt([c.heading for c in visible])]
+    index = 0
+    for e in entries:
+        if e.error is not None:
+            lines.append(f"{e.approach:<{widths[visible[0].heading]}}  FAILED: {e.error}")
+            continue
+        lines.append(fmt([cells[c.heading][index] for c in visible]))
+        index += 1
+    return lines, [c.heading for c in columns if c.heading in dropped]
+
+
+def comparison_table(comparison: Comparison, width: int | None = None) -> str:
+    """The main table: one block per guest workload, one row per approach.
+
+    ``width`` (characters; None: no limit) drops the least essential columns until the lines
+    fit: first p50 and MB/s, then notifications and interrupts, then the CPU split (replaced by
+    its total), exits, p99. A line under the blocks names what was left out.
+    """
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for e in comparison.entries:
+        groups.setdefault((e.guest, e.workload), []).append(e)
+    out: list[str] = []
+    columns = _comparison_columns()
+    # Every block shows the same columns: those that fit the narrowest block's needs.
+    hidden: set[str] = set()
+    for rows in groups.values():
+        hidden |= set(fit_table(rows, columns, width)[1])
+    for (guest, workload), rows in groups.items():
+        lines, _ = fit_table(rows, columns, width, frozenset(hidden))
+        out += [f"== {guest}.{workload} ({rows[0].kind}) ==", *lines, ""]
+    notes = ["req/s and mean µs: replication mean ± 95 % CI half-width; cpu: CPU µs per "
+             "request; exits, notif, irqs: per request."]
+    if hidden:
+        names = [c.heading for c in columns if c.heading in hidden]
+        notes.append(f"(narrow terminal: {', '.join(names)} not shown; widen it, set COLUMNS, "
+                     f"or use --json)")
+    for note in notes:
+        out += textwrap.wrap(note, width) if width else [note]
+    return "\n".join(out)
 
 
 def scheduling_table(comparison: Comparison) -> str | None:
@@ -116,12 +224,14 @@ def scheduling_table(comparison: Comparison) -> str | None:
     return "\n".join(out)
 
 
-def breakdown_table(comparison: Comparison) -> str:
-    """Where each request's time went, and why it exited: one block per guest workload.
+def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
+    """Where each request's time went, and why it exited: two tables per guest workload.
 
     The latency phases (``records.PHASES``) are replication means in µs and add up to the mean
-    latency; paths that do not split latency into phases show ``-``. The exit columns count
-    exits per request by reason, with the CPU time those exits cost per request.
+    latency; paths that do not split latency into phases show ``-``. The exit table counts
+    exits per request by reason, with the CPU time those exits cost per request. ``width``
+    fits each table as :func:`comparison_table` does (the last phases leave first; the exit
+    table drops its µs columns, then 'user').
     """
     from virtlab.records import PHASES
     from virtlab.stats import REPORTED_EXIT_REASONS
@@ -129,25 +239,37 @@ def breakdown_table(comparison: Comparison) -> str:
     short = {"guest": "guest", "exits": "exits", "device_model": "dev.model",
              "copies": "copies", "host_kernel": "host", "device": "device",
              "interrupt": "irq", "queueing": "queue", "outside": "outside"}
-    head = (f"{'approach':<12} {'mean µs':>9} | "
-            + " ".join(f"{short[p]:>9}" for p in PHASES)
-            + " | exits/req: " + " ".join(f"{r:>6}" for r in REPORTED_EXIT_REASONS)
-            + f" {'user':>6} | exit µs/req: " + " ".join(f"{r:>6}" for r in
-                                                          REPORTED_EXIT_REASONS))
 
-    def row(e: Entry) -> str:
-        m = e.means
-        return (f"{e.approach:<12} {_num(m['latency_mean_us'], 1):>9} | "
-                + " ".join(f"{_num(m[f'lat_{p}_us'], 1):>9}" for p in PHASES)
-                + " |            "
-                + " ".join(f"{_num(m[f'exits_{r}_per_request'], 2):>6}"
-                           for r in REPORTED_EXIT_REASONS)
-                + f" {_num(m['exits_user_per_request'], 2):>6} |              "
-                + " ".join(f"{_num(m[f'exit_{r}_us'], 2):>6}" for r in REPORTED_EXIT_REASONS))
+    def metric(name: str, digits: int) -> Callable[[Entry], str]:
+        return lambda e: _num(e.means[name], digits)
 
-    intro = ["Where did the time go? Latency split into phases (µs per request, they add up to "
-             "the mean),", "and VM exits per request by reason with their CPU time."]
-    return "\n".join(intro + _blocks(comparison.entries, head, row))
+    phases = [Column("approach", lambda e: e.approach, 0, left=True),
+              Column("mean µs", metric("latency_mean_us", 1), 0)]
+    phases += [Column(short[p], metric(f"lat_{p}_us", 1), 1 + i) for i, p in enumerate(PHASES)]
+    exits = [Column("approach", lambda e: e.approach, 0, left=True)]
+    exits += [Column(r, metric(f"exits_{r}_per_request", 2), 0) for r in REPORTED_EXIT_REASONS]
+    exits += [Column("user", metric("exits_user_per_request", 2), 1)]
+    exits += [Column(f"{r} µs", metric(f"exit_{r}_us", 2), 2) for r in REPORTED_EXIT_REASONS]
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for e in comparison.entries:
+        groups.setdefault((e.guest, e.workload), []).append(e)
+    intro = ("Where did the time go? Latency split into phases (µs per request, they add up to "
+             "the mean), and VM exits per request by reason ('user': reached a user-space "
+             "device model; 'µs': their CPU time per request).")
+    out = textwrap.wrap(intro, width or 100)
+    hidden: set[str] = set()
+    for (guest, workload), rows in groups.items():
+        out.append(f"== {guest}.{workload} ({rows[0].kind}) ==")
+        for columns in (phases, exits):
+            lines, dropped = fit_table(rows, columns, width)
+            hidden |= set(dropped)
+            out += lines
+        out.append("")
+    if hidden:
+        note = (f"(narrow terminal: {', '.join(sorted(hidden))} not shown; widen it, set "
+                f"COLUMNS, or use --json)")
+        out += textwrap.wrap(note, width) if width else [note]
+    return "\n".join(out)
 
 
 def request_breakdown(record: Any) -> list[str]:
@@ -240,3 +362,64 @@ def ring_summary(path_stats: dict[str, dict[str, Any]]) -> list[str]:
         for prefix, items in groups.items():
             lines.append(f"  {prefix}: {', '.join(items)}")
     return lines
+
+
+# Provenance ------------------------------------------------------------------------------------
+#: Changed parameters named on the provenance line at most (--echo-params lists all).
+MAX_CHANGES_SHOWN = 8
+
+
+def scenario_hash(scenario: Scenario) -> str:
+    """A short fingerprint of every effective parameter (12 hex digits of a SHA-256).
+
+    Two scenarios with the same hash have the same ``to_dict()``; with the same seed and
+    replications they give the same numbers.
+    """
+    import hashlib
+    import json
+
+    text = json.dumps(scenario.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as one TOML value, as ``--set KEY=VALUE`` reads it back."""
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def changed_parameters(scenario: Scenario, base: Scenario) -> list[tuple[str, Any]]:
+    """The leaf parameters of ``scenario`` that differ from ``base`` (paths as --set spells them).
+
+    The ``profile`` label itself is left out (the provenance line names it).
+    """
+    before = dict(_flatten("", base.to_dict()))
+    return [(name, value) for name, value in _flatten("", scenario.to_dict())
+            if name != "profile" and (name not in before or before[name] != value)]
+
+
+def provenance_line(scenario: Scenario, base: Scenario, *, seed: int, replications: int,
+                    config: str | None = None) -> str:
+    """One line saying how to get these numbers again.
+
+    ``seed S · R replications · profile P [· config FILE] · changed: k=v ... · scenario HASH``
+    where ``changed`` lists what differs from ``base`` (the profile, with the scenario file if
+    one was given) as ``--set`` assignments: passing them back with the same seed, replications,
+    profile and file reproduces the run, and the hash says so.
+    """
+    changes = changed_parameters(scenario, base)
+    parts = [f"seed {seed}", f"{replications} replication{'s' if replications != 1 else ''}",
+             f"profile {scenario.profile}"]
+    if config is not None:
+        parts.append(f"config {config}")
+    if changes:
+        shown = " ".join(f"{name}={toml_value(value)}"
+                         for name, value in changes[:MAX_CHANGES_SHOWN])
+        more = len(changes) - MAX_CHANGES_SHOWN
+        parts.append(f"changed: {shown}" + (f" (+{more} more: --echo-params)" if more > 0
+                                            else ""))
+    else:
+        parts.append("changed: nothing")
+    parts.append(f"scenario {scenario_hash(scenario)}")
+    return " · ".join(parts)
