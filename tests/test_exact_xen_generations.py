@@ -4,7 +4,7 @@ Every expected value is computed here from the parameter defaults, step by step,
 running the model's code. Xen 1.x: the guest's I/O hypercall enters the hypervisor, which
 copies the header, pins the payload pages and drives the NIC and the disk itself; received
 packets arrive by page flipping; Xen raises the guest's events itself (no hypercall, no
-driver domain to schedule). Xen 3.0 receive by page flipping costs one multicall per batch.
+driver domain to schedule). Xen 3.x receive by page flipping costs one multicall per batch.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def xen1_rr_latency_us(pv: ParavirtualParams) -> float:
 
 
 def xen3_rr_latency_us(pv: ParavirtualParams, flip: bool) -> float:
-    """One TCP_RR transaction on Xen 3.0 (driver domain, map mode), step by step."""
+    """One TCP_RR transaction on Xen 3.x (driver domain, map mode), step by step."""
     dom0_wake = pv.domain_switch_us + INJECT_US                      # schedule dom0, upcall
     receive = (flip_us(pv, 1, pv.driver_domain_vcpus) + HYPERCALL_US if flip
                else HYPERCALL_US + pv.grant_op_us + copy_us(100))
@@ -112,7 +112,7 @@ def test_xen1_rr_transaction_costs_the_sum_of_its_steps():
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_xen3_rr_transaction_costs_the_sum_of_its_steps(flip):
-    """Xen 3.0, receive by grant copy or by page flipping (one multicall, a TLB flush)."""
+    """Xen 3.x, receive by grant copy or by page flipping (one multicall, a TLB flush)."""
     pv = ParavirtualParams(backend="xen", xen_rx_mode="flip" if flip else "copy")
     result = run(scenario(RequestResponse(), pv), 0, max_requests=1, records=True)
     (record,) = result.records

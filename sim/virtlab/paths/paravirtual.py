@@ -128,20 +128,20 @@ class ParavirtualParams(Params):
         doc="Latency of waking QEMU's I/O thread (backend = 'qemu' only).")
     # Xen ---------------------------------------------------------------------------------------
     xen_generation: str = param(
-        "3.0", choices=("1.x", "3.0"),
+        "3.x", choices=("1.x", "3.x"),
         source="S71 (Xen 1.x: Barham et al. 2003, sections 3.2, 3.3.5, 3.3.6); S70, S11-S16 "
                "(3.0: netback/blkback in a driver domain)",
         doc="1.x: the guest's descriptors go to the hypervisor, which validates them, copies "
             "only headers, pins payload pages and drives the device itself (no driver domain, "
-            "no grant tables); receive by page flipping. 3.0: netback/blkback in a driver "
-            "domain with grant tables and event channels.")
+            "no grant tables); receive by page flipping. 3.x (3.0 on): netback/blkback in a "
+            "driver domain with grant tables and event channels.")
     xen_rx_mode: str = param(
         "auto", choices=("auto", "copy", "flip"),
         source="S70 (netback net_rx_action / netbk_gop_frag: copying_receiver or page "
                "transfer)",
         doc="Receive: grant copy into pages the frontend posted, or page flipping (the "
             "page holding the packet is exchanged for a posted one). auto: flip on 1.x, "
-            "copy on 3.0; 1.x can only flip.")
+            "copy on 3.x; 1.x can only flip.")
     # At most MAX_GRANTS / 2: each slot of the transmit and the receive ring can hold a granted
     # page, and both draw on one grant table of MAX_GRANTS references.
     # At least 32: a ring must hold a 64 KiB GSO packet (17 slots) and more than tx_stop_free.
@@ -184,7 +184,7 @@ class ParavirtualParams(Params):
 
     @property
     def xen_flips_rx(self) -> bool:
-        """Whether netback (3.0) or Xen (1.x) delivers received packets by page flipping."""
+        """Whether netback (3.x) or Xen (1.x) delivers received packets by page flipping."""
         return self.xen_rx_mode == "flip" or (self.xen_rx_mode == "auto"
                                               and self.xen_generation == "1.x")
 

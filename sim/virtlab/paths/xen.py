@@ -66,7 +66,7 @@ class XenDevice(SplitDriver):
         #: Xen 1.x: the hypervisor is the backend; it pins pages instead of mapping grants.
         self.xen1 = path.xen1
         self.pins = self.unpins = self.flips = 0
-        # Xen 1.x: the guest's vCPUs whose TLBs a flip flushes; 3.0: the driver domain's.
+        # Xen 1.x: the guest's vCPUs whose TLBs a flip flushes; 3.x: the driver domain's.
         self._flip_flush_vcpus = (path.vcpu.capacity if self.xen1
                                   else self.params.driver_domain_vcpus)
 
@@ -168,7 +168,7 @@ class XenDevice(SplitDriver):
         backend's virtual address to a fresh frame, an ``MMU_MACHPHYS_UPDATE`` and a
         ``GNTTABOP_transfer`` of the old frame), each priced like a grant operation; per batch
         one TLB flush of every vCPU of the domain giving up its mapping (``UVMF_TLB_FLUSH |
-        UVMF_ALL``). 3.0 issues them in one multicall per batch; on 1.x Xen does it itself.
+        UVMF_ALL``). 3.x issues them in one multicall per batch; on 1.x Xen does it itself.
         """
         self.flips += pages
         p = self.params
