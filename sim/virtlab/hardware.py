@@ -194,6 +194,14 @@ class HypervisorParams(Params):
             "world switch (exit_user - exit_kernel) for each host interrupt taken while the "
             "guest runs and for each I/O its user-level device model completes. 'bare-metal' "
             "(KVM, Xen): neither.")
+    pv_eoi: bool = param(
+        False,
+        source="S74 (KVM PV EOI: Linux guests since 3.6; lapic.c apic_sync_pv_eoi_to_guest "
+               "refuses it for vectors the IOAPIC handles)",
+        doc="The guest acknowledges interrupts through KVM's paravirtual EOI: the EOI of an "
+            "MSI (virtio, passthrough, AHCI) or of an edge-triggered legacy interrupt (IDE) "
+            "does not exit; a level-triggered PCI INTx (e1000, pcnet32) still does. Off by "
+            "default (the model's EOI exits as before); on for a Linux >= 3.6 guest on KVM.")
     vmm: str = param(
         "kvm", choices=("kvm", "xen-hvm"),
         source="S72 (Xen HVM: hvm_send_ioreq, QEMU cpu_handle_ioreq / xc_evtchn_notify)",

@@ -34,7 +34,7 @@ from simpy.events import ProcessGenerator
 from virtlab.cpu import ExecContext, Semaphore
 from virtlab.drain import DrainLoop
 from virtlab.host import BLK, BLK_DONE, RX, TX, TX_DONE, Host
-from virtlab.paths.emulation.exits import ExitCosts, OperationCost, combine
+from virtlab.paths.emulation.exits import LEVEL_TRIGGERED, ExitCosts, OperationCost, combine
 from virtlab.paths.emulation.interrupts import DeviceInterrupt
 from virtlab.paths.emulation.phases import (
     COPIES,
@@ -86,7 +86,9 @@ class EmulatedPath(VmPath):
         self.on_vcpu = p.device_model_thread == "vcpu"
         self.costs = costs = ExitCosts(host, p.device_access_cycles,
                                        p.device_model_location == "kernel", host.tracer.enabled)
-        injection, eoi = costs.injection(hp.irq_us), costs.eoi()
+        injection = costs.injection(hp.irq_us)
+        eoi = costs.eoi(level=p.nic_model in LEVEL_TRIGGERED)
+        blk_eoi = costs.eoi(level=p.disk_controller in LEVEL_TRIGGERED)
         nic, disk = p.nic, p.disk
         self.nic_deliver = combine("nic interrupt", injection,
                                    costs.operation(f"{p.nic_model} irq entry", nic.irq_entry),
@@ -97,7 +99,7 @@ class EmulatedPath(VmPath):
         self._rx_unrefilled = 0
         self.blk_deliver = combine("disk interrupt", injection,
                                    costs.operation(f"{p.disk_controller} irq entry",
-                                                   disk.irq_entry), eoi)
+                                                   disk.irq_entry), blk_eoi)
         self.blk_finish = costs.operation(f"{p.disk_controller} irq exit", disk.irq_exit)
         self.blk_issue = costs.operation(f"{p.disk_controller} issue", disk.issue)
         # The devices' interrupt lines; a partial binds each device's delivery work.

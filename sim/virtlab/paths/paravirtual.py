@@ -379,7 +379,7 @@ class ParavirtualPath(VmPath):
     def count_irq_exits(self, req: Request, exits: int) -> None:
         """Count the exits of one interrupt taken for ``req``: the EOI, and a HLT if any."""
         if exits:
-            eoi = self.host.eoi_exits if self.params.backend != "xen" else 0
+            eoi = self.host.msi_eoi_exits if self.params.backend != "xen" else 0
             count_exits(req, EXIT_EOI, eoi, eoi * self.host.exit_kernel_us)
             count_exits(req, None, exits - eoi, (exits - eoi) * self.host.exit_kernel_us)
 
@@ -389,7 +389,9 @@ class ParavirtualPath(VmPath):
         steps, exits = self.vcpu_wake_steps()
         steps.append((GUEST, host.params.irq_us, f"guest: {what} interrupt handler",
                       PH_INTERRUPT))
-        if self.params.backend != "xen" and host.eoi_exits:
-            steps.append((EXIT, host.eoi_exits * host.exit_kernel_us, "EOI exit", PH_INTERRUPT))
-            exits += host.eoi_exits
+        # virtio-pci interrupts are MSI-X (vp_find_vqs_msix): with PV EOI the EOI does not exit.
+        if self.params.backend != "xen" and host.msi_eoi_exits:
+            steps.append((EXIT, host.msi_eoi_exits * host.exit_kernel_us, "EOI exit",
+                          PH_INTERRUPT))
+            exits += host.msi_eoi_exits
         return steps, exits

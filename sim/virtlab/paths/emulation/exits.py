@@ -29,7 +29,14 @@ from virtlab.paths.emulation.phases import DEVICE_MODEL, EXITS, INTERRUPT, Part
 from virtlab.records import BACKEND, EXIT, GUEST, Request
 from virtlab.units import cycles_to_us
 
-__all__ = ["MMIO", "PIO", "INJECT", "EOI", "OperationCost", "ExitCosts", "combine"]
+__all__ = ["MMIO", "PIO", "INJECT", "EOI", "LEVEL_TRIGGERED", "OperationCost", "ExitCosts",
+           "combine"]
+
+#: Built-in devices whose interrupt is a level-triggered PCI INTx, which the IOAPIC handles
+#: (its EOI exits even under PV EOI, S74): QEMU's e1000 (82540EM) and pcnet have no MSI
+#: capability. QEMU's ICH9 AHCI signals MSI (Linux ahci uses it) and the PIIX IDE controller in
+#: legacy mode raises the edge-triggered ISA IRQ 14.
+LEVEL_TRIGGERED = frozenset({"e1000", "pcnet32"})
 
 #: Indexes into records.EXIT_REASONS.
 MMIO, PIO, INJECT, EOI = range(4)
@@ -99,6 +106,7 @@ class ExitCosts:
         self.inject_us = host.irq_inject_us
         self.inject_exits = 0 if host.hypervisor.posted_interrupts else 1
         self.eoi_exits = host.eoi_exits
+        self.msi_eoi_exits = host.msi_eoi_exits
         hv = host.hypervisor
         self.xen_hvm = hv.vmm == "xen-hvm"
         #: Xen HVM (S72): an access for the device model is an ioreq round trip to qemu-dm in
@@ -181,11 +189,13 @@ class ExitCosts:
                              0, tuple(s for s in steps if s[1] > 0.0),
                              ((INTERRUPT, self.irq_raise_us + inject_us + irq_us),))
 
-    def eoi(self) -> OperationCost:
-        """The guest acknowledges the interrupt at its APIC: an exit unless virtualized."""
-        eoi_us = self.eoi_exits * self.kernel_exit_us
+    def eoi(self, level: bool = True) -> OperationCost:
+        """The guest acknowledges the interrupt at its APIC: an exit unless virtualized, or,
+        for an MSI or edge-triggered interrupt (``level`` false), under PV EOI (S74)."""
+        exits = self.eoi_exits if level else self.msi_eoi_exits
+        eoi_us = exits * self.kernel_exit_us
         steps: tuple[Step, ...] = ((EXIT, eoi_us, "guest EOI write -> exit"),) if eoi_us else ()
-        return OperationCost("eoi", (0, 0, 0, self.eoi_exits), (0.0, 0.0, 0.0, eoi_us), 0,
+        return OperationCost("eoi", (0, 0, 0, exits), (0.0, 0.0, 0.0, eoi_us), 0,
                              steps, ((INTERRUPT, eoi_us),))
 
 
