@@ -248,7 +248,7 @@ def _block_expected(s: Scenario) -> tuple[float, dict[str, float]]:
 
 
 @pytest.mark.parametrize(("controller", "exits"), [("ahci", 2 + 5 + 2 + 1),
-                                                   ("ide", 19 + 7 + 2 + 1)])
+                                                   ("ide", 23 + 8 + 2 + 1)])
 @pytest.mark.parametrize("thread", ["vcpu", "iothread"])
 def test_one_disk_read_exits_and_latency(controller, exits, thread):
     scenario = _block(HypervisorParams(cpu_support="vtx-first-gen"),
