@@ -101,3 +101,21 @@ def test_hvm_rejects_a_hosted_monitor_and_an_in_hypervisor_device_model():
     scenario = exact._rr(HypervisorParams(vmm="xen-hvm"), device_model_location="kernel")
     with pytest.raises(ConfigError, match="device_model_location"):
         exact._one(scenario)
+
+
+@pytest.mark.parametrize("preset", ["vtx-first-gen", "modern"])
+def test_the_labs_bills_agree_with_the_model_under_xen_hvm(preset):
+    """The analytic bills (labs) price the ioreq round trips, qemu-dm's interrupt hypercall
+    and Xen's scheduling of the halted vCPU as the model does."""
+    from virtlab.paths.emulation.analytic import disk_read_bill, transaction_bill
+
+    hv = HypervisorParams(cpu_support=preset, vmm="xen-hvm")
+    rr = exact._rr(hv)
+    bill, record = transaction_bill(rr, exact.REQ, exact.RESP), exact._one(rr)
+    assert bill.latency_us == pytest.approx(record.latency_us, abs=1e-9)
+    assert (sum(bill.exits.values()), bill.user_exits) == (record.exits, record.exits_user)
+    for phase, value in bill.by_phase().items():
+        assert getattr(record, f"lat_{phase}_us") == pytest.approx(value, abs=1e-9), phase
+    disk = exact._block(hv, disk_controller="ide")
+    assert disk_read_bill(disk, exact.BLOCK).latency_us == pytest.approx(
+        exact._one(disk).latency_us, abs=1e-9)

@@ -83,6 +83,12 @@ class _Prices:
         self.eoi = 1 if hv.eoi_exit and not self.posted else 0
         # PV EOI: no EOI exit for an MSI or edge-triggered interrupt (exits.LEVEL_TRIGGERED).
         self.msi_eoi = 0 if hv.pv_eoi else self.eoi
+        # Xen HVM (exits.ExitCosts): the ioreq round trip to qemu-dm, its interrupt hypercall.
+        self.xen_hvm = hv.vmm == "xen-hvm"
+        hypercall = hv.hypercall_cycles / cycles_per_us
+        self.ioreq = (2 * hv.xen_domain_switch_us + self.inject + h.ctx_switch_us
+                      + 3 * h.syscall_us + hypercall) if self.xen_hvm else 0.0
+        self.irq_raise = hypercall if self.xen_hvm else 0.0
 
     def copy(self, nbytes: int) -> float:
         return nbytes / bytes_per_us_from_gbytes_per_s(self.s.host.memcpy_gbytes_per_s)
@@ -104,6 +110,9 @@ class _Prices:
             model = self.model
             if access.handler == "hypervisor":
                 cost, model, how = self.kernel, 0.0, "kernel exit (hypervisor)"
+            elif self.xen_hvm:
+                cost, how = self.kernel + self.ioreq, "ioreq round trip to qemu-dm in dom0"
+                bill.user_exits += 1
             elif hv.coalesced_mmio and access.coalescible and access.space == "mmio":
                 cost, how = self.kernel, "kernel exit (coalesced MMIO)"
             elif e.device_model_location == "kernel":
@@ -119,8 +128,13 @@ class _Prices:
     def vcpu_wake(self, bill: Bill, name: str, idle_us: float) -> None:
         """The interrupt finds the vCPUs halted for ``idle_us``: wake them (on the path)."""
         h, hv = self.s.host, self.s.hypervisor
-        asleep = idle_us > hv.halt_poll_us
         bill.exits["other"] += 1
+        if self.xen_hvm:
+            bill.add(_WAKEUP, f"{name}: HLT exit of the idle vCPU", self.kernel)
+            bill.add(_WAKEUP, f"{name}: Xen schedules the blocked vCPU",
+                     hv.xen_domain_switch_us)
+            return
+        asleep = idle_us > hv.halt_poll_us
         if asleep:
             bill.add(_WAKEUP, f"{name}: the sleeping vCPU thread's core wakes up",
                      hv.vcpu_wake_latency_us)
@@ -144,6 +158,7 @@ class _Prices:
         bill.exits["eoi"] += eoi
         h = self.s.host
         if on_path:
+            bill.add("interrupt", f"{name}: qemu-dm raises the line (hypercall)", self.irq_raise)
             bill.add("interrupt", f"{name}: inject the virtual interrupt", self.inject)
             bill.add("interrupt", f"{name}: guest interrupt entry", h.irq_us)
         self.accesses(bill, name, entry, on_path=on_path)
