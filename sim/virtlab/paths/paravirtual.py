@@ -99,6 +99,13 @@ class ParavirtualParams(Params):
                                       source="S5 (refill when half the ring is free)",
                                       doc="The guest refills receive buffers when this "
                                           "fraction of the ring is free.")
+    napi_tx: bool = param(
+        False, source="S75 (Linux virtio_net.c: napi_tx, default true since 5.3; start_xmit, "
+                      "virtnet_poll_tx); off here until the claims it moves are re-checked",
+        doc="virtio-net transmit completions by NAPI: each kicked transmit re-enables "
+            "callbacks (enable_cb_delayed) and the device's used buffers raise TX "
+            "interrupts, whose poll reclaims them. Off (Linux before 5.3): chains are "
+            "reclaimed at the next transmit, with interrupts only while the queue is stopped.")
     rx_buffer_bytes: int = param(4096, unit="bytes", lo=64, hi=1 << 20,
                                  source="assumption (mergeable buffers of one page)",
                                  doc="Size of one posted receive buffer.")
