@@ -87,7 +87,7 @@ def test_presets_and_devices_commands(capsys):
     assert "vtx-first-gen" in out and "2,409" in out
     assert main(["devices", "ide"]) == 0
     out = capsys.readouterr().out
-    assert "issue: 19 trapping access(es)" in out and "irq_entry: 7" in out
+    assert "issue: 23 trapping access(es)" in out and "irq_entry: 8" in out
     assert main(["devices", "rtl8139"]) == 2
 
 

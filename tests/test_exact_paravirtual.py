@@ -236,3 +236,33 @@ def test_xen_schedules_the_blocked_guest_vcpu_instead_of_waking_a_kvm_thread():
                                                                domain_switch_us=12.0)), 0,
                  max_requests=1, records=True)
     assert slower.records[0].latency_us > kvm_free.records[0].latency_us
+
+
+@pytest.mark.parametrize("napi_tx", [False, True])
+def test_napi_tx_takes_a_transmit_interrupt_after_the_kicked_reply(napi_tx):
+    """With napi_tx the driver re-enables transmit callbacks at each kicked transmit, so the
+    reply's used chain raises a TX interrupt (after the reply left: the latency is the same)
+    that wakes the halted vCPU; without it the chain waits for the next transmit."""
+    pv = ParavirtualParams(napi_tx=napi_tx)
+    result = run(scenario(RequestResponse(), pv), 0, max_requests=1, records=True)
+    (record,) = result.records
+    assert record.latency_us == pytest.approx(rr_latency_us(pv, HV), abs=1e-9)
+    assert record.interrupts == 1 + napi_tx
+    assert result.path_stats["g"]["counters"]["vcpu_wakeups"] == 1 + napi_tx
+    # Only the receive interrupt's EOI exit is the request's own (the TX poll runs for nobody).
+    assert record.exits_eoi == 1
+
+
+def test_napi_tx_bulk_stream_takes_transmit_interrupts_only_with_napi_tx():
+    """A transmitting stream whose queue never stops: no TX interrupt without napi_tx, at most
+    one per kicked burst with it (vhost's signal suppression may merge them)."""
+    stream = BulkStream(message_bytes=8192, window_bytes=8192)
+    nic = NicParams(tso_bytes=1448)
+    counts = {}
+    for napi_tx in (False, True):
+        result = run(scenario(stream, ParavirtualParams(napi_tx=napi_tx), nic=nic), 0,
+                     max_requests=20, records=True)
+        counts[napi_tx] = sum(r.interrupts for r in result.records)
+        kicks = sum(r.notifications for r in result.records)
+    assert counts[False] == 0
+    assert 0 < counts[True] <= kicks

@@ -194,6 +194,28 @@ class HypervisorParams(Params):
             "world switch (exit_user - exit_kernel) for each host interrupt taken while the "
             "guest runs and for each I/O its user-level device model completes. 'bare-metal' "
             "(KVM, Xen): neither.")
+    pv_eoi: bool = param(
+        False,
+        source="S74 (KVM PV EOI: Linux guests since 3.6; lapic.c apic_sync_pv_eoi_to_guest "
+               "refuses it for vectors the IOAPIC handles)",
+        doc="The guest acknowledges interrupts through KVM's paravirtual EOI: the EOI of an "
+            "MSI (virtio, passthrough, AHCI) or of an edge-triggered legacy interrupt (IDE) "
+            "does not exit; a level-triggered PCI INTx (e1000, pcnet32) still does. Off by "
+            "default (the model's EOI exits as before); on for a Linux >= 3.6 guest on KVM.")
+    vmm: str = param(
+        "kvm", choices=("kvm", "xen-hvm"),
+        source="S72 (Xen HVM: hvm_send_ioreq, QEMU cpu_handle_ioreq / xc_evtchn_notify)",
+        doc="Which hypervisor runs a fully virtualized (emulated) guest. 'kvm': an access for "
+            "the device model exits to KVM, which returns to QEMU on the same thread "
+            "(exit_user = user_exit_factor x exit_kernel). 'xen-hvm': Xen writes the request "
+            "to the shared ioreq page and signals qemu-dm in dom0 through an event channel; "
+            "dom0 must be scheduled and qemu-dm woken, and it answers the same way. Xen also "
+            "schedules a halted vCPU back instead of KVM's halt polling and thread wake-up.")
+    xen_domain_switch_us: float = param(
+        2.0, unit="µs", lo=0.0, hi=1e4,
+        source="assumption (the value of paravirtual.domain_switch_us)",
+        doc="vmm = 'xen-hvm': Xen switches to a blocked domain's vCPU (dom0 for qemu-dm, the "
+            "HVM guest's vCPU back).")
     # Idle vCPUs (KVM) ------------------------------------------------------------------------
     halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
                                 source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",
@@ -214,3 +236,6 @@ class HypervisorParams(Params):
                 if getattr(self, name) is None:
                     object.__setattr__(self, name, getattr(preset, name))
         Params.__post_init__(self)
+        if self.vmm == "xen-hvm" and self.kind == "hosted":
+            raise ConfigError("kind", "Xen is a bare-metal hypervisor: vmm = 'xen-hvm' needs "
+                                      "kind = 'bare-metal', got 'hosted'")

@@ -56,7 +56,10 @@ class Host:
         self.hypercall_us = cycles_to_us(hypervisor.hypercall_cycles, ghz)
         posted = hypervisor.posted_interrupts
         self.irq_inject_us = 0.0 if posted else cycles_to_us(hypervisor.irq_inject_cycles, ghz)
+        #: EOI exits of a level-triggered interrupt (PCI INTx through the IOAPIC).
         self.eoi_exits = 1 if (hypervisor.eoi_exit and not posted) else 0
+        #: EOI exits of an MSI or edge-triggered interrupt: none with PV EOI (S74).
+        self.msi_eoi_exits = 0 if hypervisor.pv_eoi else self.eoi_exits
         #: A hosted VMM's world switch to the host and back: what reaching the user-level
         #: device model costs beyond a trap the monitor handles itself (SU01: 7.45 - 1.36 µs).
         self.world_switch_us = (self.exit_user_us - self.exit_kernel_us

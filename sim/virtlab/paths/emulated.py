@@ -34,7 +34,7 @@ from simpy.events import ProcessGenerator
 from virtlab.cpu import ExecContext, Semaphore
 from virtlab.drain import DrainLoop
 from virtlab.host import BLK, BLK_DONE, RX, TX, TX_DONE, Host
-from virtlab.paths.emulation.exits import ExitCosts, OperationCost, combine
+from virtlab.paths.emulation.exits import LEVEL_TRIGGERED, ExitCosts, OperationCost, combine
 from virtlab.paths.emulation.interrupts import DeviceInterrupt
 from virtlab.paths.emulation.phases import (
     COPIES,
@@ -86,7 +86,9 @@ class EmulatedPath(VmPath):
         self.on_vcpu = p.device_model_thread == "vcpu"
         self.costs = costs = ExitCosts(host, p.device_access_cycles,
                                        p.device_model_location == "kernel", host.tracer.enabled)
-        injection, eoi = costs.injection(hp.irq_us), costs.eoi()
+        injection = costs.injection(hp.irq_us)
+        eoi = costs.eoi(level=p.nic_model in LEVEL_TRIGGERED)
+        blk_eoi = costs.eoi(level=p.disk_controller in LEVEL_TRIGGERED)
         nic, disk = p.nic, p.disk
         self.nic_deliver = combine("nic interrupt", injection,
                                    costs.operation(f"{p.nic_model} irq entry", nic.irq_entry),
@@ -97,7 +99,7 @@ class EmulatedPath(VmPath):
         self._rx_unrefilled = 0
         self.blk_deliver = combine("disk interrupt", injection,
                                    costs.operation(f"{p.disk_controller} irq entry",
-                                                   disk.irq_entry), eoi)
+                                                   disk.irq_entry), blk_eoi)
         self.blk_finish = costs.operation(f"{p.disk_controller} irq exit", disk.irq_exit)
         self.blk_issue = costs.operation(f"{p.disk_controller} issue", disk.issue)
         # The devices' interrupt lines; a partial binds each device's delivery work.
@@ -110,7 +112,9 @@ class EmulatedPath(VmPath):
             env, f"{name}.{p.disk_controller}.irq",
             deliver=partial(self._deliver, work=self.blk_deliver),
             handle_batch=self._poll_blk, finish=self._finish_blk, batch_limit=hp.napi_budget,
-            min_interval_us=p.irq_min_interval_us, poll_until_empty=False, tracer=host.tracer)
+            # No minimum interval: the disk controllers have no interrupt coalescing (QEMU's
+            # AHCI does not offer CCC, S73); irq_min_interval_us is the NIC's mitigation.
+            min_interval_us=0.0, poll_until_empty=False, tracer=host.tracer)
         self.plans = Planner(host, p, costs, self.on_vcpu, self.blk_issue)
         #: The device model submits the disk's I/O from one thread: one hardware queue.
         (self.disk_queue,) = host.claim_disk_queues(1)

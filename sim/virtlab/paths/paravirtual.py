@@ -99,6 +99,13 @@ class ParavirtualParams(Params):
                                       source="S5 (refill when half the ring is free)",
                                       doc="The guest refills receive buffers when this "
                                           "fraction of the ring is free.")
+    napi_tx: bool = param(
+        False, source="S75 (Linux virtio_net.c: napi_tx, default true since 5.3; start_xmit, "
+                      "virtnet_poll_tx); off here until the claims it moves are re-checked",
+        doc="virtio-net transmit completions by NAPI: each kicked transmit re-enables "
+            "callbacks (enable_cb_delayed) and the device's used buffers raise TX "
+            "interrupts, whose poll reclaims them. Off (Linux before 5.3): chains are "
+            "reclaimed at the next transmit, with interrupts only while the queue is stopped.")
     rx_buffer_bytes: int = param(4096, unit="bytes", lo=64, hi=1 << 20,
                                  source="assumption (mergeable buffers of one page)",
                                  doc="Size of one posted receive buffer.")
@@ -127,6 +134,21 @@ class ParavirtualParams(Params):
         20.0, unit="µs", lo=0.0, hi=1e6, source="S29 (guest -> QEMU iothread notify)",
         doc="Latency of waking QEMU's I/O thread (backend = 'qemu' only).")
     # Xen ---------------------------------------------------------------------------------------
+    xen_generation: str = param(
+        "3.x", choices=("1.x", "3.x"),
+        source="S71 (Xen 1.x: Barham et al. 2003, sections 3.2, 3.3.5, 3.3.6); S70, S11-S16 "
+               "(3.0: netback/blkback in a driver domain)",
+        doc="1.x: the guest's descriptors go to the hypervisor, which validates them, copies "
+            "only headers, pins payload pages and drives the device itself (no driver domain, "
+            "no grant tables); receive by page flipping. 3.x (3.0 on): netback/blkback in a "
+            "driver domain with grant tables and event channels.")
+    xen_rx_mode: str = param(
+        "auto", choices=("auto", "copy", "flip"),
+        source="S70 (netback net_rx_action / netbk_gop_frag: copying_receiver or page "
+               "transfer)",
+        doc="Receive: grant copy into pages the frontend posted, or page flipping (the "
+            "page holding the packet is exchanged for a posted one). auto: flip on 1.x, "
+            "copy on 3.x; 1.x can only flip.")
     # At most MAX_GRANTS / 2: each slot of the transmit and the receive ring can hold a granted
     # page, and both draw on one grant table of MAX_GRANTS references.
     # At least 32: a ring must hold a 64 KiB GSO packet (17 slots) and more than tx_stop_free.
@@ -146,9 +168,11 @@ class ParavirtualParams(Params):
                                     "them.")
     xen_tx_copy_bytes: int = param(128, unit="bytes", lo=0, hi=1 << 16,
                                    source="S16 (XEN_NETBACK_TX_COPY_LEN)",
-                                   doc="Header bytes netback grant-copies in map mode.")
+                                   doc="Header bytes netback grant-copies in map mode (Xen "
+                                       "itself copies them on 1.x, S71).")
     xen_rx_copy_batch: int = param(64, lo=1, hi=4352, source="S16 (ops per GNTTABOP_copy)",
-                                   doc="Grant-copy operations per hypercall on receive.")
+                                   doc="Grant-copy (or page-flip) operations per hypercall "
+                                       "on receive.")
     xen_persistent_grants: bool = param(False, source="S11 (feature-persistent)",
                                         doc="Block: map each grant once and copy data through "
                                             "it instead of map/unmap per request.")
@@ -165,6 +189,12 @@ class ParavirtualParams(Params):
                                     doc="Xen schedules a blocked domain's vCPU to deliver an "
                                         "event (driver domain or guest).")
 
+    @property
+    def xen_flips_rx(self) -> bool:
+        """Whether netback (3.x) or Xen (1.x) delivers received packets by page flipping."""
+        return self.xen_rx_mode == "flip" or (self.xen_rx_mode == "auto"
+                                              and self.xen_generation == "1.x")
+
     def check(self) -> None:
         """A block request (three descriptors) must fit a ring without indirect ones; a full
         blkif ring's segments must fit the grant table (else blkfront would run out of grants).
@@ -177,6 +207,16 @@ class ParavirtualParams(Params):
             raise ConfigError("xen_net_ring_slots",
                               f"must exceed tx_stop_free ({self.tx_stop_free}), or netfront "
                               f"could never transmit; got {self.xen_net_ring_slots}")
+        if self.xen_generation == "1.x":
+            for field, value, allowed in (("xen_rx_mode", self.xen_rx_mode, ("auto", "flip")),
+                                          ("xen_grant_mode", self.xen_grant_mode, ("map",)),
+                                          ("xen_persistent_grants",
+                                           self.xen_persistent_grants, (False,))):
+                if value not in allowed:
+                    raise ConfigError(field, f"Xen 1.x has no grant tables (payload pages are "
+                                             f"pinned, receive flips pages): allowed "
+                                             f"{', '.join(map(str, allowed))} with "
+                                             f"xen_generation = '1.x', got {value}")
         requests = 32 << self.xen_blk_ring_page_order
         if requests * self.xen_blk_max_segments > MAX_GRANTS:
             raise ConfigError("xen_blk_max_segments",
@@ -218,11 +258,18 @@ class ParavirtualPath(VmPath):
         # through this proxy, which never blocks and which CPU schedulers see as the vCPU.
         self.vcpu_held = ExecContext(host.env, vcpu.name, 1 << 30, role="vcpu")
         self.driver_ctx: ExecContext | None = None
-        if p.backend == "xen":
+        #: Xen 1.x: the hypervisor itself drives the devices (no driver domain).
+        self.xen1 = p.backend == "xen" and p.xen_generation == "1.x"
+        if self.xen1:
+            # Xen's own I/O work runs on whichever core entered it (hypercall or interrupt).
+            self.driver_ctx = ExecContext(host.env, f"{name}.xen", host.params.cores)
+            self.softirq = self.driver_ctx
+        elif p.backend == "xen":
             self.driver_ctx = ExecContext(host.env, f"{name}.driver-domain",
                                           p.driver_domain_vcpus)
             # The driver domain owns the physical NIC: its interrupt and the bridge run there.
             self.softirq = self.driver_ctx
+        self._xen1_irq_steps = ((HOST, host.params.irq_us, "xen: NIC interrupt"),)
         net_class, blk_class = devices
         self.net: Any = net_class(self)
         self.blk: Any = blk_class(self)
@@ -286,6 +333,9 @@ class ParavirtualPath(VmPath):
     def _host_irq(self, item: Any) -> ProcessGenerator:
         """The physical NIC interrupt; under Xen it is an upcall into the driver domain."""
         host = self.host
+        if self.xen1:   # Xen 1.x takes the NIC's interrupt itself
+            yield from host.cpu.run(self.softirq, item[1], self._xen1_irq_steps)
+            return
         steps: list[tuple[int, float, str]] = [(HOST, host.params.irq_us, "host NIC interrupt")]
         if self.driver_ctx is not None:
             steps.insert(0, (EXIT, host.irq_inject_us, "xen: upcall to the driver domain"))
@@ -336,7 +386,7 @@ class ParavirtualPath(VmPath):
     def count_irq_exits(self, req: Request, exits: int) -> None:
         """Count the exits of one interrupt taken for ``req``: the EOI, and a HLT if any."""
         if exits:
-            eoi = self.host.eoi_exits if self.params.backend != "xen" else 0
+            eoi = self.host.msi_eoi_exits if self.params.backend != "xen" else 0
             count_exits(req, EXIT_EOI, eoi, eoi * self.host.exit_kernel_us)
             count_exits(req, None, exits - eoi, (exits - eoi) * self.host.exit_kernel_us)
 
@@ -346,7 +396,9 @@ class ParavirtualPath(VmPath):
         steps, exits = self.vcpu_wake_steps()
         steps.append((GUEST, host.params.irq_us, f"guest: {what} interrupt handler",
                       PH_INTERRUPT))
-        if self.params.backend != "xen" and host.eoi_exits:
-            steps.append((EXIT, host.eoi_exits * host.exit_kernel_us, "EOI exit", PH_INTERRUPT))
-            exits += host.eoi_exits
+        # virtio-pci interrupts are MSI-X (vp_find_vqs_msix): with PV EOI the EOI does not exit.
+        if self.params.backend != "xen" and host.msi_eoi_exits:
+            steps.append((EXIT, host.msi_eoi_exits * host.exit_kernel_us, "EOI exit",
+                          PH_INTERRUPT))
+            exits += host.msi_eoi_exits
         return steps, exits

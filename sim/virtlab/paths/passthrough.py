@@ -85,7 +85,9 @@ class PassthroughPath(VmPath):
         self.segment_bytes = host.nic_params.tso_bytes
         self.posted = bool(host.hypervisor.posted_interrupts)
         inject_us = host.irq_inject_us  # 0 with posted interrupts (virtlab.host)
-        self.eoi_us = host.eoi_exits * host.exit_kernel_us
+        # The assigned device's interrupts are MSI/MSI-X: with PV EOI the EOI does not exit.
+        self.eoi_exits = host.msi_eoi_exits
+        self.eoi_us = self.eoi_exits * host.exit_kernel_us
         # Fixed step blocks of an interrupt's delivery, built once.
         self._host_irq_steps: tuple[Step, ...] = () if self.posted else (
             (HOST, hp.irq_us, "host: VFIO MSI handler -> irqfd"),)
@@ -197,7 +199,7 @@ class PassthroughPath(VmPath):
             if self.inject_exits:
                 count_exits(req, EXIT_INJECT, 1, self._irq_running[0][1])
         if self.eoi_us > 0.0:
-            count_exits(req, EXIT_EOI, self.host.eoi_exits, self.eoi_us)
+            count_exits(req, EXIT_EOI, self.eoi_exits, self.eoi_us)
         yield from cpu.run(self.vcpu, req, steps)
 
     def _guest_nic_batch(self, batch: list[Any]) -> ProcessGenerator:

@@ -71,7 +71,9 @@ class VirtioNet(VirtioNetBackend):
     def start(self) -> None:
         """Post a full ring of receive buffers (driver probe) and start the processes."""
         self._post_rx_buffers()
-        self.txq.disable_cb()   # transmit completions are reaped at the next transmit
+        # Without napi_tx, transmit completions are reaped at the next transmit; with it the
+        # first transmit re-enables callbacks (enable_cb_delayed in start_xmit).
+        self.txq.disable_cb()
         self.env.process(self._worker_loop())
         self.env.process(self._guest_rx_loop())
         self.env.process(self._guest_tx_irq_loop())
@@ -124,6 +126,12 @@ class VirtioNet(VirtioNetBackend):
         # The send syscall runs from the stack to the kick on one vCPU without interruption.
         yield from path.hold_vcpu()
         reclaimed = self._reclaim_tx(req)
+        if p.napi_tx:
+            # start_xmit (S75): disable callbacks, free old chains, then, at the end of the
+            # burst, re-enable them delayed; if used chains arrived meanwhile, free them too.
+            while not self.txq.enable_cb_delayed():
+                self.txq.disable_cb()
+                reclaimed += self._reclaim_tx(req)
         yield from run_phased(host.cpu, path.vcpu_held, req, (
             self._stack_tx_step(nbytes, packets),
             (GUEST, p.ring_op_us * (packets + reclaimed), "guest: virtio-net xmit (reclaim + "
@@ -163,7 +171,9 @@ class VirtioNet(VirtioNetBackend):
         yield event
 
     def _guest_tx_irq_loop(self) -> ProcessGenerator:
-        """Delayed transmit-completion interrupts (only while the queue is stopped)."""
+        """Transmit-completion interrupts: while the queue is stopped (delayed), and, with
+        ``napi_tx``, after every kicked transmit (``virtnet_poll_tx``, which re-enables
+        callbacks when its poll ends)."""
         while True:
             yield from self.tx_irq.sleep()
             txq = self.txq
@@ -178,10 +188,16 @@ class VirtioNet(VirtioNetBackend):
             self.path.release_vcpu()
             if self.tx_stopped and txq.num_free >= self.tx_stop_free:
                 self.tx_stopped = False
-                txq.disable_cb()
+                if self.params.napi_tx:
+                    if not txq.enable_cb():   # virtqueue_napi_complete
+                        self.tx_irq.pending = True
+                else:
+                    txq.disable_cb()
                 self.tx_waiters.wake_all()
             elif self.tx_stopped and not txq.enable_cb_delayed():
                 self.tx_irq.pending = True   # already past the point: poll again
+            elif self.params.napi_tx and not txq.enable_cb():
+                self.tx_irq.pending = True   # used chains arrived during the poll
 
     # Guest receive -----------------------------------------------------------------------------
     def _guest_rx_loop(self) -> ProcessGenerator:

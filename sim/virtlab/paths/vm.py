@@ -156,15 +156,24 @@ class VmPath:
         return self._halted_vcpu_steps(idle_us)
 
     def _halted_vcpu_delay_us(self, idle_us: float) -> float:
-        """KVM: the woken thread's wake latency, once halt polling has given up."""
+        """KVM: the woken thread's wake latency, once halt polling has given up (Xen: none)."""
         hv = self.host.hypervisor
+        if hv.vmm == "xen-hvm":
+            return 0.0
         return hv.vcpu_wake_latency_us if idle_us > hv.halt_poll_us else 0.0
 
     def _halted_vcpu_steps(self, idle_us: float) -> tuple[list[PhasedStep], int]:
-        """KVM: the HLT exit; past the halt-polling window, a switch to the vCPU thread too."""
+        """KVM: the HLT exit; past the halt-polling window, a switch to the vCPU thread too.
+
+        Xen HVM: the HLT exit blocks the vCPU; Xen schedules it back (no halt polling).
+        """
         host = self.host
         steps: list[PhasedStep] = [(EXIT, host.exit_kernel_us, "HLT exit of the idle vCPU",
                                     PH_VCPU_WAKEUP)]
+        if host.hypervisor.vmm == "xen-hvm":
+            steps.append((EXIT, host.hypervisor.xen_domain_switch_us,
+                          "xen: schedule the blocked vCPU", PH_VCPU_WAKEUP))
+            return steps, 1
         if idle_us > host.hypervisor.halt_poll_us:
             steps.append((HOST, host.params.ctx_switch_us, "host: wake the halted vCPU thread",
                           PH_VCPU_WAKEUP))

@@ -63,6 +63,12 @@ class XenDevice(SplitDriver):
         self.grants = GrantTable()
         self.sends = self.suppressed = self.upcalls = 0
         self.backend_wakeups = 0
+        #: Xen 1.x: the hypervisor is the backend; it pins pages instead of mapping grants.
+        self.xen1 = path.xen1
+        self.pins = self.unpins = self.flips = 0
+        # Xen 1.x: the guest's vCPUs whose TLBs a flip flushes; 3.x: the driver domain's.
+        self._flip_flush_vcpus = (path.vcpu.capacity if self.xen1
+                                  else self.params.driver_domain_vcpus)
 
     def _channel(self, name: str) -> tuple[EventChannel, Doorbell]:
         return EventChannel(f"{self.scope}.{name}"), Doorbell(self.env, f"{self.scope}.{name}")
@@ -85,9 +91,11 @@ class XenDevice(SplitDriver):
             req.notifications += 1
         else:
             req.interrupts += 1
-        yield from run_phased(self.host.cpu, ctx, req, (
-            (EXIT, self.host.hypercall_us, "EVTCHNOP_send hypercall",
-             PH_EXITS if to_backend else PH_INTERRUPT),), PH_QUEUEING, account=account)
+        if to_backend or not self.xen1:   # on 1.x Xen raises the guest's event itself
+            yield from run_phased(self.host.cpu, ctx, req, (
+                (EXIT, self.host.hypercall_us,
+                 "xen 1.x: I/O hypercall" if self.xen1 else "EVTCHNOP_send hypercall",
+                 PH_EXITS if to_backend else PH_INTERRUPT),), PH_QUEUEING, account=account)
         chan, bell = channel
         if chan.send():
             self.upcalls += 1
@@ -101,7 +109,13 @@ class XenDevice(SplitDriver):
         return slept
 
     def _backend_wake_steps(self, thread: bool) -> list[PhasedStep]:
-        """Upcall into the driver domain (scheduling its vCPU if it was blocked) + thread."""
+        """Upcall into the driver domain (scheduling its vCPU if it was blocked) + thread.
+
+        None on Xen 1.x: the guest's hypercall (or the device's interrupt) enters the
+        hypervisor, which does the work at once.
+        """
+        if self.xen1:
+            return []
         self.backend_wakeups += 1
         steps: list[PhasedStep] = []
         if self.driver.in_use == 0:
@@ -128,7 +142,46 @@ class XenDevice(SplitDriver):
                 f"{self.scope}.upcalls": self.upcalls,
                 f"{self.scope}.backend_wakeups": self.backend_wakeups,
                 f"{self.scope}.grant_maps": g.maps, f"{self.scope}.grant_unmaps": g.unmaps,
-                f"{self.scope}.grant_copies": g.copies}
+                f"{self.scope}.grant_copies": g.copies,
+                f"{self.scope}.page_pins": self.pins, f"{self.scope}.page_unpins": self.unpins,
+                f"{self.scope}.page_flips": self.flips}
+
+    def _pin_steps(self, what: str, pages: int, copy_bytes: int = 0) -> list[PhasedStep]:
+        """Xen 1.x validates and pins (or unpins) ``pages`` payload pages (+ copies a header).
+
+        One type-count operation per page, priced like a grant operation (S71: the payload is
+        not copied, its frames stay pinned until the I/O is done).
+        """
+        if what == "unpin":
+            self.unpins += pages
+        else:
+            self.pins += pages
+        label = f"xen: {what} {pages} page(s)" + (
+            f", copy {copy_bytes} B header" if copy_bytes else "")
+        return [(BACKEND, pages * self.params.grant_op_us + self.host.copy_us(copy_bytes),
+                 label, PH_COPIES)]
+
+    def _flip_steps(self, pages: int, batches: int) -> list[PhasedStep]:
+        """Deliver ``pages`` received pages by flipping, in ``batches`` hypervisor batches.
+
+        Per page three operations (S70, ``netbk_gop_frag``: ``update_va_mapping`` of the
+        backend's virtual address to a fresh frame, an ``MMU_MACHPHYS_UPDATE`` and a
+        ``GNTTABOP_transfer`` of the old frame), each priced like a grant operation; per batch
+        one TLB flush of every vCPU of the domain giving up its mapping (``UVMF_TLB_FLUSH |
+        UVMF_ALL``). 3.x issues them in one multicall per batch; on 1.x Xen does it itself.
+        """
+        self.flips += pages
+        p = self.params
+        steps: list[PhasedStep] = []
+        if not self.xen1:
+            steps.append((EXIT, batches * self.host.hypercall_us,
+                          "xen: multicall (update_va_mapping + mmu_update + GNTTABOP_transfer)",
+                          PH_COPIES))
+        steps.append((BACKEND, 3 * pages * p.grant_op_us, f"xen: flip {pages} page(s)",
+                      PH_COPIES))
+        steps.append((BACKEND, batches * p.tlb_flush_us * self._flip_flush_vcpus,
+                      f"TLB flush of {self._flip_flush_vcpus} vCPU(s)", PH_COPIES))
+        return steps
 
     def _hypercall_steps(self, what: str, ops: int, copy_bytes: int, unmap: bool
                          ) -> list[PhasedStep]:

@@ -142,14 +142,21 @@ class XenBlk(XenDevice):
                     if p.xen_persistent_grants:
                         new = [r for r in refs if r not in self._persistently_mapped]
                         self._persistently_mapped.update(new)
-                    for ref in new:
-                        self.grants.map(ref)
-                    steps: list[PhasedStep] = [*wake, (BACKEND, p.backend_pkt_us,
-                                                       "blkback: request", PH_BACKEND)]
-                    if new:
-                        steps.extend(self._hypercall_steps("GNTTABOP_map", len(new), 0, False))
-                    steps.append((HOST, 0.5 * hp.blk_io_us, "driver domain: submit bio",
-                                  PH_HOST))
+                    if self.xen1:   # S71 3.3.6: Xen validates, pins and programs the DMA
+                        steps: list[PhasedStep] = [
+                            *wake, (BACKEND, p.backend_pkt_us, "xen: validate request",
+                                    PH_BACKEND), *self._pin_steps("pin", len(refs)),
+                            (HOST, 0.5 * hp.blk_io_us, "xen: disk driver submit", PH_HOST)]
+                    else:
+                        for ref in new:
+                            self.grants.map(ref)
+                        steps = [*wake, (BACKEND, p.backend_pkt_us, "blkback: request",
+                                         PH_BACKEND)]
+                        if new:
+                            steps.extend(self._hypercall_steps("GNTTABOP_map", len(new), 0,
+                                                               False))
+                        steps.append((HOST, 0.5 * hp.blk_io_us, "driver domain: submit bio",
+                                      PH_HOST))
                     gap = PH_WAKEUP if wake else PH_QUEUEING
                     wake = []
                     if host.tracer.enabled:
@@ -185,11 +192,16 @@ class XenBlk(XenDevice):
         while self._completed:
             entry = self._completed.popleft()
             req, _size, _state, _write, _seq, refs = entry
-            steps: list[PhasedStep] = [(HOST, 0.5 * host.params.blk_io_us,
-                                        "driver domain: bio completion", PH_HOST),
-                                       (BACKEND, p.backend_pkt_us, "blkback: response",
-                                        PH_BACKEND)]
-            if not p.xen_persistent_grants:
+            if self.xen1:
+                steps: list[PhasedStep] = [(HOST, 0.5 * host.params.blk_io_us,
+                                            "xen: disk interrupt + completion", PH_HOST),
+                                           (BACKEND, p.backend_pkt_us, "xen: response",
+                                            PH_BACKEND), *self._pin_steps("unpin", len(refs))]
+            else:
+                steps = [(HOST, 0.5 * host.params.blk_io_us, "driver domain: bio completion",
+                          PH_HOST),
+                         (BACKEND, p.backend_pkt_us, "blkback: response", PH_BACKEND)]
+            if not p.xen_persistent_grants and not self.xen1:
                 for ref in refs:
                     self.grants.unmap(ref)
                 steps.extend(self._hypercall_steps("GNTTABOP_unmap", len(refs), 0, True))

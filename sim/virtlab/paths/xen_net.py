@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from simpy.events import ProcessGenerator
@@ -197,6 +198,14 @@ class XenNet(XenDevice):
             self._trace(scope, "consume", batch[0][0][0],
                         f"{len(batch)} packet(s) in {slots} slot(s): {tx.indexes()}")
         for i, ((req, size, _slots, handed), refs) in enumerate(batch):
+            if self.xen1:
+                arrive_us = yield from self._xen1_tx_packet(req, size, refs,
+                                                            wake if i == 0 else [])
+                if handed is not None:
+                    handed.succeed(arrive_us)
+                for ref in refs:
+                    tx.put_response(ref)
+                continue
             if copy_mode:
                 for ref in refs:
                     self.grants.copy(ref)
@@ -233,6 +242,23 @@ class XenNet(XenDevice):
         yield from self._notify(notify, tx, scope, batch[-1][0][0], self.tx_to_front,
                                 self.driver, to_backend=False, account=False)
 
+    def _xen1_tx_packet(self, req: Request, size: int, refs: list[int],
+                        wake: list[PhasedStep]) -> Generator[Any, Any, float]:
+        """Xen 1.x transmits one packet itself (S71, 3.2 and 3.3.5): it copies the descriptor
+        and header (to apply the filter rules), pins the payload pages, runs the virtual
+        firewall-router and the NIC driver (scatter-gather DMA from the guest's pages), then
+        unpins them. Returns when the packet reaches the peer."""
+        host = self.host
+        header = min(size, self.params.xen_tx_copy_bytes)
+        steps: list[PhasedStep] = [*wake, *self._pin_steps("pin", len(refs), header),
+                                   (BACKEND, self.params.backend_pkt_us,
+                                    "xen: validate descriptor + VFR rules", PH_BACKEND),
+                                   (HOST, host.segments(size, self.path.segment_bytes)
+                                    * host.params.bridge_pkt_us, "xen: NIC driver", PH_HOST),
+                                   *self._pin_steps("unpin", len(refs))]
+        yield from run_phased(host.cpu, self.driver, req, steps, PH_QUEUEING)
+        return host.nic.tx.offer(self.env.now, host.nic.wire_bytes(size))
+
     # Receive ------------------------------------------------------------------------------------
     def deliver(self, item: Any) -> None:
         """The bridge (in the driver domain) queues a packet for netback's receive thread."""
@@ -246,11 +272,15 @@ class XenNet(XenDevice):
         p = self.params
         rx = self.rx
         scope = f"{self.scope}.rx"
+        flip = p.xen_flips_rx
+        rx_label = "xen: rx demultiplex (VFR)" if self.xen1 else "netback: rx request"
         while True:
             woke = yield from self._sleep(self.rx_to_back)
-            if woke and self._rx_woken_locally:
+            if woke and self._rx_woken_locally and self.xen1:
+                wake: list[PhasedStep] = []   # Xen demultiplexes in its interrupt handler
+            elif woke and self._rx_woken_locally:
                 self.backend_wakeups += 1
-                wake: list[PhasedStep] = [(BACKEND, self.host.params.ctx_switch_us,
+                wake = [(BACKEND, self.host.params.ctx_switch_us,
                                            "wake netback rx kthread", PH_WAKEUP)]
             else:
                 wake = self._backend_wake_steps(thread=True) if woke else []
@@ -267,7 +297,8 @@ class XenNet(XenDevice):
                 self.rx_pending.popleft()
                 for s in range(need):
                     ref = rx.get_request()
-                    self.grants.copy(ref)
+                    if not flip:
+                        self.grants.copy(ref)
                     self._rx_contents[ref] = (item, need - 1 - s)
                     rx.put_response(ref)
                 hypercalls = 0
@@ -275,11 +306,14 @@ class XenNet(XenDevice):
                     if ops_in_hypercall == 0:
                         hypercalls += 1
                     ops_in_hypercall = (ops_in_hypercall + 1) % p.xen_rx_copy_batch
-                steps: list[PhasedStep] = [*wake, (BACKEND, p.backend_pkt_us,
-                                                   "netback: rx request", PH_BACKEND)]
-                grant = self._hypercall_steps("GNTTABOP_copy", need, nbytes, False)
-                grant[0] = (EXIT, hypercalls * host.hypercall_us, grant[0][2], PH_COPIES)
-                steps.extend(grant)
+                steps: list[PhasedStep] = [*wake, (BACKEND, p.backend_pkt_us, rx_label,
+                                                   PH_BACKEND)]
+                if flip:
+                    steps.extend(self._flip_steps(need, hypercalls))
+                else:
+                    grant = self._hypercall_steps("GNTTABOP_copy", need, nbytes, False)
+                    grant[0] = (EXIT, hypercalls * host.hypercall_us, grant[0][2], PH_COPIES)
+                    steps.extend(grant)
                 gap = PH_WAKEUP if wake else PH_QUEUEING
                 wake = []
                 if host.tracer.enabled:

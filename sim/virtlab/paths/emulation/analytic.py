@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from virtlab.config import Scenario
 from virtlab.paths.emulation.accesses import Access
+from virtlab.paths.emulation.exits import LEVEL_TRIGGERED
 from virtlab.paths.vm import PH_VCPU_WAKEUP
 from virtlab.records import PHASES
 from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s
@@ -80,6 +81,14 @@ class _Prices:
         self.posted = hv.posted_interrupts
         self.inject = 0.0 if self.posted else hv.irq_inject_cycles / cycles_per_us
         self.eoi = 1 if hv.eoi_exit and not self.posted else 0
+        # PV EOI: no EOI exit for an MSI or edge-triggered interrupt (exits.LEVEL_TRIGGERED).
+        self.msi_eoi = 0 if hv.pv_eoi else self.eoi
+        # Xen HVM (exits.ExitCosts): the ioreq round trip to qemu-dm, its interrupt hypercall.
+        self.xen_hvm = hv.vmm == "xen-hvm"
+        hypercall = hv.hypercall_cycles / cycles_per_us
+        self.ioreq = (2 * hv.xen_domain_switch_us + self.inject + h.ctx_switch_us
+                      + 3 * h.syscall_us + hypercall) if self.xen_hvm else 0.0
+        self.irq_raise = hypercall if self.xen_hvm else 0.0
 
     def copy(self, nbytes: int) -> float:
         return nbytes / bytes_per_us_from_gbytes_per_s(self.s.host.memcpy_gbytes_per_s)
@@ -101,6 +110,9 @@ class _Prices:
             model = self.model
             if access.handler == "hypervisor":
                 cost, model, how = self.kernel, 0.0, "kernel exit (hypervisor)"
+            elif self.xen_hvm:
+                cost, how = self.kernel + self.ioreq, "ioreq round trip to qemu-dm in dom0"
+                bill.user_exits += 1
             elif hv.coalesced_mmio and access.coalescible and access.space == "mmio":
                 cost, how = self.kernel, "kernel exit (coalesced MMIO)"
             elif e.device_model_location == "kernel":
@@ -116,8 +128,13 @@ class _Prices:
     def vcpu_wake(self, bill: Bill, name: str, idle_us: float) -> None:
         """The interrupt finds the vCPUs halted for ``idle_us``: wake them (on the path)."""
         h, hv = self.s.host, self.s.hypervisor
-        asleep = idle_us > hv.halt_poll_us
         bill.exits["other"] += 1
+        if self.xen_hvm:
+            bill.add(_WAKEUP, f"{name}: HLT exit of the idle vCPU", self.kernel)
+            bill.add(_WAKEUP, f"{name}: Xen schedules the blocked vCPU",
+                     hv.xen_domain_switch_us)
+            return
+        asleep = idle_us > hv.halt_poll_us
         if asleep:
             bill.add(_WAKEUP, f"{name}: the sleeping vCPU thread's core wakes up",
                      hv.vcpu_wake_latency_us)
@@ -129,7 +146,7 @@ class _Prices:
 
     def interrupt(self, bill: Bill, name: str, entry: tuple[Access, ...],
                   after: tuple[Access, ...], on_path: bool,
-                  idle_us: float | None = None) -> None:
+                  idle_us: float | None = None, *, level: bool = True) -> None:
         """One interrupt: injection, handler entry accesses, EOI; ``after`` is off the path.
 
         ``idle_us``: how long the vCPUs had been halted (None: one was running).
@@ -137,14 +154,16 @@ class _Prices:
         if idle_us is not None:
             self.vcpu_wake(bill, name, idle_us)
         bill.exits["inject"] += 0 if self.posted else 1
-        bill.exits["eoi"] += self.eoi
+        eoi = self.eoi if level else self.msi_eoi
+        bill.exits["eoi"] += eoi
         h = self.s.host
         if on_path:
+            bill.add("interrupt", f"{name}: qemu-dm raises the line (hypercall)", self.irq_raise)
             bill.add("interrupt", f"{name}: inject the virtual interrupt", self.inject)
             bill.add("interrupt", f"{name}: guest interrupt entry", h.irq_us)
         self.accesses(bill, name, entry, on_path=on_path)
         if on_path:
-            bill.add("interrupt", f"{name}: EOI exit", self.eoi * self.kernel)
+            bill.add("interrupt", f"{name}: EOI exit", eoi * self.kernel)
         self.accesses(bill, name, after, on_path=False)
 
 
@@ -169,8 +188,9 @@ def transaction_bill(s: Scenario, request_bytes: int = 100, response_bytes: int 
     bill.add("copies", "copies skb -> model -> guest buffer", copies * p.copy(request_bytes))
     bill.add("device_model", "device model receives the frame",
              p.frames(request_bytes) * e.rx_frame_cycles / (h.cpu_ghz * 1000.0))
+    nic_level = e.nic_model in LEVEL_TRIGGERED
     p.interrupt(bill, "rx interrupt", nic.irq_entry, nic.rx_refill + nic.irq_exit, True,
-                idle_us=bill.latency_us)
+                idle_us=bill.latency_us, level=nic_level)
     bill.add("guest", "guest stack rx", p.frames(request_bytes) * h.stack_pkt_us)
     bill.add("guest", "wake the application, recv + copy",
              h.ctx_switch_us + h.syscall_us + p.copy(request_bytes))
@@ -184,7 +204,7 @@ def transaction_bill(s: Scenario, request_bytes: int = 100, response_bytes: int 
     bill.add("host_kernel", "tap write + bridge", frames * (h.syscall_us + h.bridge_pkt_us))
     bill.add("device", "response on the wire", p.wire(response_bytes))
     bill.add("outside", "peer receives the response", 0.5 * s.nic.peer_stack_us)
-    p.interrupt(bill, "tx-done interrupt", nic.irq_entry, nic.irq_exit, False)
+    p.interrupt(bill, "tx-done interrupt", nic.irq_entry, nic.irq_exit, False, level=nic_level)
     return bill
 
 
@@ -212,7 +232,8 @@ def disk_read_bill(s: Scenario, nbytes: int = 4096) -> Bill:
     bill.add("host_kernel", "host AIO completion", 0.5 * h.blk_io_us)
     bill.add("copies", "device-model copies", e.disk_dma_copies * p.copy(nbytes))
     p.interrupt(bill, "completion interrupt", disk.irq_entry, disk.irq_exit, True,
-                idle_us=bill.latency_us - vcpu_free_us)
+                idle_us=bill.latency_us - vcpu_free_us,
+                level=e.disk_controller in LEVEL_TRIGGERED)
     bill.add("guest", "guest block completion", 0.5 * h.blk_io_us)
     bill.add("guest", "wake the application", h.ctx_switch_us)
     return bill

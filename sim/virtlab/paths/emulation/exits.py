@@ -22,13 +22,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from virtlab.cpu import Step
+from virtlab.errors import ConfigError
 from virtlab.host import Host
 from virtlab.paths.emulation.accesses import Access
 from virtlab.paths.emulation.phases import DEVICE_MODEL, EXITS, INTERRUPT, Part
 from virtlab.records import BACKEND, EXIT, GUEST, Request
 from virtlab.units import cycles_to_us
 
-__all__ = ["MMIO", "PIO", "INJECT", "EOI", "OperationCost", "ExitCosts", "combine"]
+__all__ = ["MMIO", "PIO", "INJECT", "EOI", "LEVEL_TRIGGERED", "OperationCost", "ExitCosts",
+           "combine"]
+
+#: Built-in devices whose interrupt is a level-triggered PCI INTx, which the IOAPIC handles
+#: (its EOI exits even under PV EOI, S74): QEMU's e1000 (82540EM) and pcnet have no MSI
+#: capability. QEMU's ICH9 AHCI signals MSI (Linux ahci uses it) and the PIIX IDE controller in
+#: legacy mode raises the edge-triggered ISA IRQ 14.
+LEVEL_TRIGGERED = frozenset({"e1000", "pcnet32"})
 
 #: Indexes into records.EXIT_REASONS.
 MMIO, PIO, INJECT, EOI = range(4)
@@ -98,6 +106,29 @@ class ExitCosts:
         self.inject_us = host.irq_inject_us
         self.inject_exits = 0 if host.hypervisor.posted_interrupts else 1
         self.eoi_exits = host.eoi_exits
+        self.msi_eoi_exits = host.msi_eoi_exits
+        hv = host.hypervisor
+        self.xen_hvm = hv.vmm == "xen-hvm"
+        #: Xen HVM (S72): an access for the device model is an ioreq round trip to qemu-dm in
+        #: dom0, beyond the VM exit itself. Xen switches to dom0's vCPU and upcalls it; dom0's
+        #: kernel wakes qemu-dm from its select(); qemu-dm reads the pending port and unmasks
+        #: it (cpu_get_ioreq: two syscalls), emulates, and notifies back (xc_evtchn_notify: an
+        #: ioctl making an EVTCHNOP_send hypercall); Xen switches back to the guest's vCPU.
+        hp = host.params
+        self.ioreq_round_trip_us = (2 * hv.xen_domain_switch_us + host.irq_inject_us
+                                    + hp.ctx_switch_us + 3 * hp.syscall_us
+                                    + host.hypercall_us) if self.xen_hvm else 0.0
+        #: qemu-dm raises a device interrupt with a hypercall (set_pci_intx_level).
+        self.irq_raise_us = host.hypercall_us if self.xen_hvm else 0.0
+        if self.xen_hvm:
+            # Xen buffers only the standard VGA's writes (hvm_buffered_io_intercept): a NIC's or
+            # disk's register write always makes a synchronous round trip.
+            self.coalesced_mmio = False
+            if model_in_kernel:
+                raise ConfigError("emulated.device_model_location",
+                                  "Xen HVM emulates the NIC and disk in qemu-dm in dom0, not in "
+                                  "the hypervisor: use 'user' with hypervisor.vmm = 'xen-hvm', "
+                                  "got 'kernel'")
 
     def price(self, access: Access) -> tuple[float, float, bool, str]:
         """``(exit_us, device_model_us, reached_user_space, how)`` of one access."""
@@ -107,6 +138,9 @@ class ExitCosts:
             return self.kernel_exit_us, self.access_us, False, "coalesced MMIO: queued in kernel"
         if self.model_in_kernel:
             return self.kernel_exit_us, self.access_us, False, "in-kernel device model"
+        if self.xen_hvm:
+            return (self.kernel_exit_us + self.ioreq_round_trip_us, self.access_us, True,
+                    "ioreq page + event channel to qemu-dm in dom0 and back")
         return self.user_exit_us, self.access_us, True, "exit to the user-space device model"
 
     def operation(self, name: str, accesses: tuple[Access, ...], repeat: int = 1
@@ -145,18 +179,23 @@ class ExitCosts:
         """A virtual interrupt arrives: injection (unless posted) and the guest's entry."""
         inject_us = self.inject_us if self.inject_exits else 0.0
         steps: list[Step] = []
+        if self.irq_raise_us > 0.0:
+            steps.append((BACKEND, self.irq_raise_us,
+                          "qemu-dm: set_pci_intx_level hypercall (raise the line)"))
         if inject_us > 0.0:
             steps.append((EXIT, inject_us, "inject virtual interrupt (exit + injection)"))
         steps.append((GUEST, irq_us, "guest: interrupt entry"))
         return OperationCost("injection", (0, 0, self.inject_exits, 0), (0.0, 0.0, inject_us, 0.0),
                              0, tuple(s for s in steps if s[1] > 0.0),
-                             ((INTERRUPT, inject_us + irq_us),))
+                             ((INTERRUPT, self.irq_raise_us + inject_us + irq_us),))
 
-    def eoi(self) -> OperationCost:
-        """The guest acknowledges the interrupt at its APIC: an exit unless virtualized."""
-        eoi_us = self.eoi_exits * self.kernel_exit_us
+    def eoi(self, level: bool = True) -> OperationCost:
+        """The guest acknowledges the interrupt at its APIC: an exit unless virtualized, or,
+        for an MSI or edge-triggered interrupt (``level`` false), under PV EOI (S74)."""
+        exits = self.eoi_exits if level else self.msi_eoi_exits
+        eoi_us = exits * self.kernel_exit_us
         steps: tuple[Step, ...] = ((EXIT, eoi_us, "guest EOI write -> exit"),) if eoi_us else ()
-        return OperationCost("eoi", (0, 0, 0, self.eoi_exits), (0.0, 0.0, 0.0, eoi_us), 0,
+        return OperationCost("eoi", (0, 0, 0, exits), (0.0, 0.0, 0.0, eoi_us), 0,
                              steps, ((INTERRUPT, eoi_us),))
 
 

@@ -84,9 +84,11 @@ class EmulatedParams(Params):
         doc="Packets per transmit doorbell (1 = one doorbell per packet).")
     irq_min_interval_us: float = param(
         0.0, unit="µs", lo=0.0, hi=1e6,
-        source="off by default; S18: 128 µs floor when the guest programs ITR",
-        doc="Interrupt mitigation: minimum time between two interrupts of one device "
-            "(0 = off).")
+        source="off by default; S18: 128 µs floor when the guest programs ITR; the disk "
+               "controllers have none (S73)",
+        doc="The NIC's interrupt mitigation: minimum time between two of its interrupts "
+            "(0 = off). The disk's interrupts are never held (QEMU's AHCI and IDE do not "
+            "coalesce).")
 
     def __post_init__(self) -> None:
         # Unset access tables are the built-in ones named by nic_model / disk_controller.
