@@ -153,7 +153,9 @@ def test_a_link_bound_stream_is_flagged_with_its_link(capsys):
 
 
 @pytest.mark.parametrize(("kind", "means", "resource"), [
-    ("block", {"disk_utilisation": 0.95}, "disk"),
+    ("block", {"disk_parallelism_util": 0.95}, "disk"),   # the "Disk limits" table's verdict
+    ("block", {"disk_interface_util": 0.91}, "disk"),
+    ("block", {"disk_queue_util": 0.89, "disk_utilisation": 0.95}, None),  # table says latency
     ("block", {"nic_tx_utilisation": 0.95}, None),   # a block workload does not use the NIC
     ("rr", {"nic_rx_utilisation": 0.92}, "NIC receive link"),
     ("rr", {"disk_utilisation": 0.99}, None),        # nor a network one the disk

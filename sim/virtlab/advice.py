@@ -31,8 +31,11 @@ __all__ = ["comparison_warnings", "thin_rows", "ignored_settings", "device_bound
 MIN_REQUESTS_PER_REPLICATION = 100
 #: A 95 % CI half-width above this fraction of the mean (throughput or mean latency) is noise.
 MAX_RELATIVE_HALF_WIDTH = 0.10
-#: Utilisation from which a shared device counts as the bottleneck (as virtlab.stats).
+#: Utilisation from which a shared device counts as the bottleneck (the "Disk limits" table's
+#: own threshold, virtlab.devices.BINDING_UTILISATION, and virtlab.stats.bottleneck's default).
 BOUND_THRESHOLD = 0.9
+#: The disk's limits as the "Disk limits" table reports them (fraction busy over the run).
+_DISK_LIMIT_FIELDS = ("disk_queue_util", "disk_parallelism_util", "disk_interface_util")
 
 #: Workload fields only one kind of loop reads: loop -> (field, ...).
 _LOOP_ONLY_FIELDS = {"closed": ("rate_per_s",),
@@ -131,8 +134,15 @@ def device_bound_rows(comparison: Any, threshold: float = BOUND_THRESHOLD) -> li
         fields = _device_fields(entry.kind)
         if entry.error is not None or fields is None:
             continue
-        found = bottleneck({name: entry.means.get(name, math.nan) for name in fields},
-                           threshold)
+        if entry.kind == "block":
+            # The disk's verdict is the "Disk limits" table's (its busiest limit over the run),
+            # so that the warning and the table never disagree.
+            value = max((entry.means.get(name, math.nan) for name in _DISK_LIMIT_FIELDS),
+                        key=lambda v: -1.0 if v != v else v)
+            found = ("disk", value) if value == value and value >= threshold else None
+        else:
+            found = bottleneck({name: entry.means.get(name, math.nan) for name in fields},
+                               threshold)
         if found is not None:
             groups.setdefault((entry.guest, entry.workload), []).append(
                 (entry.approach, *found))
