@@ -29,7 +29,6 @@ it). This is a benchmark, not a test: it prints figures and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import resource
@@ -85,8 +84,14 @@ def outstanding(scenario) -> int:
     total = 0
     for guest in scenario.guests:
         for w in guest.workloads:
-            total += {"rr": lambda: w.in_flight, "block": lambda: w.iodepth * w.jobs,
-                      "stream": lambda: 4, "cpu": lambda: w.threads}[w.kind]()
+            if w.kind == "rr":
+                total += w.in_flight
+            elif w.kind == "block":
+                total += w.iodepth * w.jobs
+            elif w.kind == "cpu":
+                total += w.threads
+            else:  # a stream's window of segments, or a server's connections
+                total += getattr(w, "connections", 4)
     return total
 
 

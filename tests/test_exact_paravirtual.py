@@ -107,7 +107,8 @@ def test_one_block_read_costs_the_sum_of_its_steps(case):
     """A 4 KiB read: chain, kick, AIO, device, used entry, interrupt, completion."""
     pv, hv = wake_params(case)
     disk = DiskParams(service_cv=0.0)
-    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk, hypervisor=hv), 0, max_requests=1, records=True)
+    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk, hypervisor=hv), 0, max_requests=1,
+                 records=True)
     (record,) = result.records
     wake = HOST.ctx_switch_us + pv.vhost_wake_latency_us                   # vhost worker wakes
     device = disk.read_access_us + 4096 / disk.interface_mbytes_per_s

@@ -124,7 +124,8 @@ def test_streaming_summaries_equal_summaries_of_the_records(scenario: Scenario,
         for name, a in dataclasses.asdict(streamed).items():
             b = getattr(plain, name)
             assert a == b or (isinstance(a, float) and (
-                (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9))), name
+                (math.isnan(a) and math.isnan(b))
+                or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9))), name
         rows = [r for r in with_records.records
                 if (r.guest, r.workload) == (streamed.guest, streamed.workload)]
         batch = summarize_records(rows, guest=streamed.guest, workload=streamed.workload,

@@ -36,7 +36,7 @@ def per_request(result, field: str) -> float:
 def test_kicks_per_request_fall_as_block_load_rises(backend):
     """One notification per I/O at depth 1; far fewer once the backend is kept busy."""
     pv = ParavirtualParams(backend=backend)
-    kicks = [per_request(run(one_guest(BlockIO(iodepth=depth), pv), 0, records=True),
+    kicks = [per_request(run(one_guest(BlockIO(iodepth=depth), pv), 0),
                          "notifications_per_request") for depth in (1, 4, 16, 32)]
     assert kicks[0] == pytest.approx(1.0)
     assert all(a > b for a, b in zip(kicks, kicks[1:], strict=False)), kicks
@@ -46,7 +46,7 @@ def test_kicks_per_request_fall_as_block_load_rises(backend):
 def test_notifications_per_request_fall_as_request_response_load_rises():
     """TCP_RR through vhost: interrupts are coalesced by NAPI and kicks by busy handlers."""
     pv = ParavirtualParams()
-    results = [run(one_guest(RequestResponse(in_flight=n), pv), 0, records=True) for n in (1, 4, 16)]
+    results = [run(one_guest(RequestResponse(in_flight=n), pv), 0) for n in (1, 4, 16)]
     kicks = [per_request(r, "notifications_per_request") for r in results]
     irqs = [per_request(r, "interrupts_per_request") for r in results]
     assert kicks[0] == pytest.approx(1.0) and irqs[0] == pytest.approx(1.0)
@@ -57,7 +57,8 @@ def test_notifications_per_request_fall_as_request_response_load_rises():
 
 def drained(scenario: Scenario, count: int):
     """Run until ``count`` requests have completed (no new ones after that)."""
-    result = run(dataclasses.replace(scenario, duration_us=1e7), 0, max_requests=count, records=True)
+    result = run(dataclasses.replace(scenario, duration_us=1e7), 0, max_requests=count,
+                 records=True)
     assert not result.in_flight, "requests left in flight: lost"
     ids = [r.id for r in result.records]
     assert len(ids) == count and len(set(ids)) == count, "lost or duplicated requests"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.helpers import open_loop_disk_scenario, single_queue_disk, zero_cost_host
 
+from tests.helpers import open_loop_disk_scenario, single_queue_disk, zero_cost_host
 from virtlab import BlockIO, GuestSpec, RequestResponse, Scenario, run
 from virtlab.stats import bottleneck, mean_ci
 
