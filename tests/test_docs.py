@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from virtlab.cli import main
 
@@ -32,6 +36,39 @@ def test_every_source_key_cited_in_code_is_explained():
     cited = set()
     for path in (ROOT / "sim" / "virtlab").rglob("*.py"):
         for source in re.findall(r'source="([^"]*)"', path.read_text(encoding="utf-8")):
-            cited.update(re.findall(r"\b(S\d+b?|F14|B03|AA06|SU01)\b", source))
+            cited.update(re.findall(r"\b(S\d+b?|[A-Z]{1,2}\d\d)\b", source))
     missing = sorted(cited - explained)
     assert not missing, f"source keys cited in code but not in docs/sources.md: {missing}"
+
+
+#: Notes kept beside the repository (never shipped, never seen by users) that the project must
+#: not refer to: citations go to the original sources in docs/sources.md instead.
+OUTSIDE_NOTES = re.compile(r"mechanics\.md|published-results\.md|\.\./shared|shared/reference")
+
+
+def _tracked_files() -> list[str]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to list the tracked files")
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True).stdout.decode("utf-8")
+    return [name for name in listing.split("\0") if name]
+
+
+def test_no_file_refers_to_notes_outside_the_repository():
+    assert OUTSIDE_NOTES.search("see ../shared/reference/mechanics.md 1.5")  # the scan can hit
+    offenders = []
+    for name in _tracked_files():
+        if name.startswith("tests/"):
+            continue  # this test names the patterns it forbids
+        path = ROOT / name
+        if not path.is_file():
+            continue  # deleted in the work tree but still in the index
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # a binary file (an image): no citations in it
+        offenders += [f"{name}:{number}: {line.strip()}"
+                      for number, line in enumerate(text.splitlines(), 1)
+                      if OUTSIDE_NOTES.search(line)]
+    assert not offenders, ("cite the original source (a key of docs/sources.md) instead of "
+                           "notes outside the repository:\n" + "\n".join(offenders))

@@ -1,4 +1,4 @@
-"""Published targets (published-results.md 2-3), reproduced by profiles that describe testbeds.
+"""Published targets (F14, B03), reproduced by profiles that describe testbeds.
 
 The profiles are not tuned per workload: the same ``testbed-2014`` profile serves the
 request/response and the bulk test, the same ``testbed-2003`` profile the ttcp test. These are

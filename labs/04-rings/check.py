@@ -69,8 +69,9 @@ def claim_full_ring_back_pressure():
 
 
 def claim_qemu_wakes_slower_than_vhost():
-    latency = {b: run(one_guest(RequestResponse(), ParavirtualParams(backend=b)), SEED, records=True)
-               .summaries[0].latency_mean_us for b in ("vhost", "qemu")}
+    latency = {b: run(one_guest(RequestResponse(), ParavirtualParams(backend=b)), SEED,
+                      records=True).summaries[0].latency_mean_us
+               for b in ("vhost", "qemu")}
     extra = latency["qemu"] - latency["vhost"]
     ok = 30.0 < extra < 50.0   # two wake-ups of ~20 µs each (S29) replace two of vhost's
     return ok, (f"TCP_RR: vhost {latency['vhost']:.1f} µs, QEMU {latency['qemu']:.1f} µs "

@@ -4,7 +4,7 @@
     python labs/05-scheduling/check.py --noisy    # ... and the noisy-neighbour table (1-2 min)
 
 Every experiment is a ``virtlab run`` command line, printed as it is run, so you can repeat any
-of them by hand. Published figures: published-results.md section 5 (a real kernel, cgroup v1).
+of them by hand. Measured figures: VL26 in docs/sources.md (a real kernel, cgroup v1).
 """
 
 from __future__ import annotations

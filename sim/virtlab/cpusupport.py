@@ -1,7 +1,7 @@
 """CPU virtualization support as named presets: what a trap into the hypervisor costs, by era.
 
 Whether emulation loses half of small-request I/O depends on "how well the processor supports
-virtualization" (published-results.md 1). A preset names one point in that history and fills
+virtualization" (SA07). A preset names one point in that history and fills
 every cost field of ``[hypervisor]`` (:class:`~virtlab.hardware.HypervisorParams`) that a
 scenario leaves unset; a field set explicitly (in a profile, a scenario file or with ``--set``)
 always wins over the preset.
@@ -100,7 +100,7 @@ def _hardware(name: str, era: str, description: str, exit_cycles: float, exit_so
                      else "S30 (the guest's EOI write traps without APICv or PV-EOI)"),
         "posted_interrupts": ("S30b (APICv virtual interrupt delivery)" if apicv
                               else "no APICv on this CPU, or left off in this preset"),
-        "coalesced_mmio": ("QEMU/KVM coalesced MMIO, 2008 (mechanics.md 3.1)" if coalesced
+        "coalesced_mmio": ("QEMU/KVM coalesced MMIO, 2008 (S21)" if coalesced
                            else "before KVM's coalesced MMIO (2008)"),
     }
     sources.update(extra or {})
@@ -133,15 +133,15 @@ PRESETS: dict[str, CpuSupport] = {p.name: p for p in (
         }),
     _hardware("vtx-first-gen", "2005-2007",
               "first-generation VT-x (Pentium 4): expensive VM entry/exit, no APICv",
-              2409.0, "published-results.md 4 (Adams & Agesen, ASPLOS 2006: 2,409 cycles on "
+              2409.0, "AA06 (Adams & Agesen, ASPLOS 2006: 2,409 cycles on "
                       "a Pentium 4)", coalesced=False),
     _hardware("vtx-core2", "2008",
               "VT-x on Core 2: VM entry/exit 937 cycles, no APICv",
-              937.0, "published-results.md 4 (Adams & Agesen: 937 cycles on a Core 2 Duo)",
+              937.0, "AA06 (Adams & Agesen: 937 cycles on a Core 2 Duo)",
               coalesced=True),
     _hardware("vtx-nehalem", "2009-2010",
               "VT-x on Nehalem (KVM 2.6.34): ~2,000 cycles direct exit cost, no APICv",
-              2000.0, "SplitX, Landau, Ben-Yehuda, Gordon (mechanics.md 4: ~2,000 cycles "
+              2000.0, "SplitX, Landau, Ben-Yehuda, Gordon (S28: ~2,000 cycles "
                       "direct cost, Xeon X5570)", coalesced=True),
     _hardware("modern", "2020s",
               "current x86 server with KVM: ~1,050-cycle exits, APICv off",

@@ -25,8 +25,8 @@ class HostParams(Params):
 
     cores: int = param(8, source="assumption (a mid-size server socket)", lo=1, hi=1024,
                        doc="Physical cores that run vCPUs, backends and host-kernel work.")
-    cpu_ghz: float = param(3.0, unit="GHz", source="assumption (mechanics.md 6.0)", lo=0.1,
-                           hi=10.0, doc="Clock used to convert cycle costs to µs.")
+    cpu_ghz: float = param(3.0, unit="GHz", source="assumption (a round server clock)",
+                           lo=0.1, hi=10.0, doc="Clock used to convert cycle costs to µs.")
     memcpy_gbytes_per_s: float = param(10.0, unit="GB/s", source="S34 (9.2-13.4 GB/s)", lo=0.01,
                                        hi=1000.0, doc="Single-core copy bandwidth.")
     syscall_us: float = param(0.05, unit="µs", source="S32 (lmbench null syscall)", lo=0.0,
@@ -138,7 +138,7 @@ class DiskParams(Params):
         doc="Commands one hardware queue can pass to the device per second (0: unlimited).")
     seek_us: float = param(4000.0, unit="µs", source="assumption (10k rpm class)", lo=0.0,
                            hi=1e7, doc="Mean random seek of a rotating disk.")
-    rpm: float = param(10000.0, unit="rev/min", source="published-results.md 3 (10k rpm SCSI)",
+    rpm: float = param(10000.0, unit="rev/min", source="B03 (10k rpm SCSI)",
                        lo=1.0, hi=1e5, doc="Spindle speed of a rotating disk.")
 
 
@@ -183,7 +183,7 @@ class HypervisorParams(Params):
         None, source="preset; S30b",
         doc="APICv posted interrupts: no injection work and no EOI exit.")
     coalesced_mmio: bool = param(
-        None, source="preset; QEMU/KVM coalesced MMIO (mechanics.md 3.1)",
+        None, source="preset; QEMU/KVM coalesced MMIO (S21)",
         doc="Side-effect-free MMIO writes are queued in the kernel instead of exiting to the "
             "user-space device model.")
     kind: str = param(

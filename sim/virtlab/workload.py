@@ -62,7 +62,7 @@ class BulkStream(Params):
     kind: str = param("stream", choices=("stream",), source="-", doc="Workload type tag.")
     name: str = param("stream", source="-", doc="Name of the workload within its guest.")
     direction: str = param("transmit", choices=("transmit", "receive"),
-                           source="published-results.md 2-3 (SUT transmits)",
+                           source="F14, B03 (SUT transmits)",
                            doc="Whether the guest sends or receives the stream.")
     message_bytes: int = param(8192, unit="bytes", lo=1, hi=1 << 30,
                                source="ttcp default buffer (8 KiB)",
@@ -106,7 +106,7 @@ class CpuHog(Params):
     kind: str = param("cpu", choices=("cpu",), source="-", doc="Workload type tag.")
     name: str = param("hog", source="-", doc="Name of the workload within its guest.")
     threads: int = param(1, lo=1, hi=4096,
-                         source="published-results.md 5 (one busy loop per container)",
+                         source="VL26 (one busy loop per container)",
                          doc="CPU-bound threads; each holds one of the guest's CPUs while it "
                              "runs or waits for a core.")
     chunk_us: float = param(10_000.0, unit="µs", lo=1.0, hi=1e9, source="assumption",

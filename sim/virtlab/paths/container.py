@@ -1,14 +1,14 @@
 """The container path: the host's own kernel, plus what namespaces and cgroups add.
 
 A container has no second kernel: its syscalls enter the host kernel directly. What differs
-from native (mechanics.md 5.1, 5b(j)):
+from native (S45, S38):
 
 * a bridged network namespace is joined by a veth pair: each packet takes one extra
   ``netif_rx`` and softirq pass (``veth_hop_us``) before the bridge (S45);
 * optional NAT adds connection tracking and address rewriting per packet (``nat_us``);
 * the cgroup charges CPU and I/O to the container (``cgroup_charge_us`` per request);
 * syscalls inside namespaces cost about the same as on the host (``syscall_extra_us``; measured
-  141.5 vs 141.1 ns, published-results.md 5).
+  141.5 vs 141.1 ns, VL26).
 
 ``virtlab calibrate`` measures ``syscall_extra_us`` and ``veth_hop_us`` on a real machine.
 """
@@ -39,7 +39,7 @@ class ContainerParams(Params):
                                     "no-NAT runs)", doc="Masquerade/port-map the traffic.")
     veth_hop_us: float = param(
         0.5, unit="µs", lo=0.0, hi=1000.0,
-        source="assumption (S45 mechanism; veth/lo bulk ratio 0.77, published-results.md 5)",
+        source="assumption (S45 mechanism; veth/lo bulk ratio 0.77, VL26)",
         doc="Extra host-kernel cost per packet per direction for the veth hop.")
     nat_us: float = param(2.0, unit="µs", source="assumption", lo=0.0, hi=1000.0,
                           doc="Connection tracking and NAT per packet per direction.")
@@ -47,7 +47,7 @@ class ContainerParams(Params):
                                     doc="cgroup CPU/IO accounting per request.")
     syscall_extra_us: float = param(
         0.0004, unit="µs", lo=0.0, hi=100.0,
-        source="published-results.md 5 (141.5 vs 141.1 ns getpid)",
+        source="VL26 (141.5 vs 141.1 ns getpid)",
         doc="Extra cost of a syscall made inside the namespaces.")
 
 

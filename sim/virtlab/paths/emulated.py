@@ -3,7 +3,7 @@
 The unmodified guest driver programs an emulated device through its registers. Which accesses
 each operation makes is data (:mod:`virtlab.paths.emulation.accesses`: e1000 and pcnet32 NICs,
 AHCI and IDE disks); every access traps and is priced by who emulates it and by the CPU support
-preset (:mod:`virtlab.paths.emulation.exits`). Per request (mechanics.md 3, 5b(a)-(c)):
+preset (:mod:`virtlab.paths.emulation.exits`). Per request (S8, S17-S20):
 
 * **transmit**: guest stack -> descriptors in guest memory -> doorbell (e1000: TDT write per
   burst; pcnet32: RAP + RDP per packet) -> the device model walks the descriptors, copies the

@@ -3,7 +3,7 @@
 No hardware is emulated. The guest's frontend driver places requests on a shared ring and
 notifies the backend only when the ring's suppression rule says the backend sleeps; the backend
 drains everything queued in the meantime, puts completions on the ring and interrupts the guest
-only if the guest asked for it (mechanics.md 1, 2, 5b(d)-(i)). Three backends:
+only if the guest asked for it (S1-S16, S46). Three backends:
 
 * ``vhost``: the network device's worker thread in the host kernel (vhost-net, S7), woken
   through ioeventfd; the block device is served by a QEMU I/O thread (virtio-blk dataplane) woken
@@ -65,7 +65,7 @@ class ParavirtualParams(Params):
     section = "paravirtual"
 
     backend: str = param("vhost", choices=("vhost", "qemu", "xen"),
-                         source="mechanics.md 1.5 (vhost, QEMU), 2 (Xen)",
+                         source="S7 (vhost), S6 (QEMU), S10-S16 (Xen)",
                          doc="vhost-net in the host kernel (with virtio-blk on a QEMU dataplane "
                              "I/O thread), everything in QEMU's user-space main loop, or "
                              "netback/blkback in a Xen driver domain.")
@@ -177,7 +177,7 @@ class ParavirtualParams(Params):
                                         doc="Block: map each grant once and copy data through "
                                             "it instead of map/unmap per request.")
     grant_op_us: float = param(0.2, unit="µs", lo=0.0, hi=1e4,
-                               source="assumption (mechanics.md 4: no per-op figure found)",
+                               source="assumption (no per-op figure published; S13, S35, S37)",
                                doc="Hypervisor work per grant map, unmap or copy operation.")
     tlb_flush_us: float = param(1.1, unit="µs", lo=0.0, hi=1e4,
                                 source="S13, S35 mechanism; IPI round trip S25 (~3,300 "

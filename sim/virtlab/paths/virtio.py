@@ -7,7 +7,7 @@ and the backend worker's sleep, wake-up and busy polling. What each device does 
 :mod:`virtlab.paths.virtio_net` and :mod:`virtlab.paths.virtio_blk` (Linux's guest drivers) and
 :mod:`virtlab.paths.virtio_backends` (the backends' handlers). The rules they follow:
 
-Guest side (S5, S46; mechanics.md 1.4, 5b(d)-(f)):
+Guest side (S4, S5, S46):
 
 * transmit adds one chain per packet (12-byte header + data), kicks once at the end of the burst
   if :meth:`~virtlab.paths.virtqueue.SplitVirtqueue.kick_prepare` says so, reclaims finished

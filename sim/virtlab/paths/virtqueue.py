@@ -2,7 +2,7 @@
 
 This is the data structure itself, with no simulated time: the SimPy components in
 :mod:`virtlab.paths.virtio` call it and charge the CPU cost of each operation. Layout and rules
-follow the virtio specification (S1) and Linux's implementation (S3, S4); mechanics.md 1.1-1.2.
+follow the virtio specification (S1) and Linux's implementation (S3, S4).
 
 * **Descriptor table**: ``size`` entries ``(len, flags, next)``; flags ``NEXT`` (the chain
   continues at ``next``), ``WRITE`` (device-writable) and ``INDIRECT`` (the entry points to a

@@ -6,7 +6,7 @@ guest's own kernel runs its TCP/IP stack on a vCPU. The guest handles device int
 NAPI-style :class:`~virtlab.drain.DrainLoop`: one virtual interrupt wakes it, and completions
 that arrive while it polls are taken in the same poll without another interrupt.
 
-Both also share what happens when an interrupt finds the guest idle (mechanics.md 3.4): the
+Both also share what happens when an interrupt finds the guest idle (S30b, S44): the
 vCPU had exited on HLT; KVM polls for ``halt_poll_us`` (S44) and then lets the vCPU thread
 sleep, so a later interrupt must wake that thread (a host context switch) and wait for it to
 run (``vcpu_wake_latency_us``). This belongs to the hypervisor, not to the device, so

@@ -2,7 +2,7 @@
 
 :class:`XenDevice` is the base of netfront/netback (:mod:`virtlab.paths.xen_net`) and
 blkfront/blkback (:mod:`virtlab.paths.xen_blk`), over the ring, event-channel and grant-table
-data structures of :mod:`virtlab.paths.xenring` (mechanics.md 2). It charges the time of Xen's
+data structures of :mod:`virtlab.paths.xenring` (S10-S16). It charges the time of Xen's
 mechanisms; the devices decide when to use them.
 
 The backends run in a *driver domain* (``ParavirtualPath.driver_ctx``, ``driver_domain_vcpus``

@@ -1,4 +1,4 @@
-"""blkfront/blkback: the Xen block split driver (mechanics.md 2.6, 5b(i)).
+"""blkfront/blkback: the Xen block split driver (S10, S11, S14).
 
 See :mod:`virtlab.paths.xen` for event channels, grants and the driver domain.
 """

@@ -1,4 +1,4 @@
-"""netfront/netback: the Xen network split driver (mechanics.md 2.5, 5b(g)-(h)).
+"""netfront/netback: the Xen network split driver (S12, S13, S16).
 
 See :mod:`virtlab.paths.xen` for event channels, grants and the driver domain.
 """

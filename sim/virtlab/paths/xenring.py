@@ -1,6 +1,6 @@
 """Xen's shared I/O ring, event channels and grant tables, as data structures (no time).
 
-:class:`XenSharedRing` follows ``xen/include/public/io/ring.h`` (S10; mechanics.md 2.1): one
+:class:`XenSharedRing` follows ``xen/include/public/io/ring.h`` (S10): one
 shared page holds ``req_prod``, ``req_event``, ``rsp_prod``, ``rsp_event`` and ``size`` slots that
 requests and responses share (a response overwrites the slot of a request the backend has
 consumed). Each side also keeps private indexes: the frontend ``req_prod_pvt`` and ``rsp_cons``,

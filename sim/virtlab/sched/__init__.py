@@ -1,4 +1,4 @@
-"""CPU schedulers: who gets the host's cores when guests compete (mechanics.md 5).
+"""CPU schedulers: who gets the host's cores when guests compete (S38, S41, S42, S66).
 
 Containers share one kernel and therefore one scheduler; virtual machines are scheduled as
 vCPUs by the hypervisor, and their backends compete for CPU too. A scenario's ``[scheduler]``

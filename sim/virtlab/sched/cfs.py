@@ -1,4 +1,4 @@
-"""CFS group scheduling with bandwidth control (mechanics.md 5.2, S38, S39).
+"""CFS group scheduling with bandwidth control (S38, S39).
 
 Each group (a container's cgroup, or a KVM guest's) carries a **virtual runtime**: running
 ``ran`` µs advances it by ``ran * unit / weight``, where ``unit`` is the default weight (100 for

@@ -1,4 +1,4 @@
-"""The OpenVZ/Virtuozzo fair CPU scheduler, level 1 (mechanics.md 5.4, S42).
+"""The OpenVZ/Virtuozzo fair CPU scheduler, level 1 (S42).
 
 Start-tag fair queueing across containers (``kernel/fairsched.c``, after Goyal et al.,
 SIGCOMM 96). Each container (VE) has a ``weight = 500000 // cpuunits`` (inverse: more

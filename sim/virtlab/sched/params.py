@@ -1,6 +1,6 @@
 """Parameters of CPU scheduling: the host-wide ``[scheduler]`` table and each guest's ``sched``.
 
-``[scheduler]`` names the two schedulers a scenario runs (mechanics.md 5):
+``[scheduler]`` names the two schedulers a scenario runs (S38, S41, S42, S66):
 
 * ``host`` schedules the work of the one shared kernel: native processes, containers, and (with
   ``vcpu = "host"``) the threads of KVM-style virtual machines. ``"fifo"`` is the foundation's
@@ -88,7 +88,7 @@ class SchedulerParams(Params):
                             source="S50 (EEVDF replaced CFS placement in Linux 6.6)",
                             doc="Linux's fair scheduler of this kernel generation, used by "
                                 "host = linux: eevdf (6.6 on) or cfs (2.6.23 to 6.5).")
-    vcpu: str = param("host", choices=VCPU_SCHEDULERS, source="mechanics.md 5b(g)",
+    vcpu: str = param("host", choices=VCPU_SCHEDULERS, source="S66; S13, S15",
                       doc="Who schedules vCPUs: the host kernel (KVM) or a credit hypervisor "
                           "(Xen, with dom0 running backends and the host's own work).")
     cgroup: str = param("v2", choices=("v1", "v2"), source="S38",

@@ -1,4 +1,4 @@
-"""Linux-VServer's token-bucket CPU scheduler (mechanics.md 5.3, S41, S41b).
+"""Linux-VServer's token-bucket CPU scheduler (S41, S41b).
 
 Each context has a bucket of ``tokens``. A running context consumes one token per timer tick
 (``tick_us``; we charge the exact fraction ``ran / tick_us``); every ``interval`` ticks

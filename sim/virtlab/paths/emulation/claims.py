@@ -1,7 +1,7 @@
 """Measuring the seed article's claim: how much throughput emulation loses, by CPU support.
 
 "For network and disk I/O the loss can reach 50 %, depending on how well the processor
-supports virtualization" (published-results.md 1). :func:`measure_ratios` runs each workload
+supports virtualization" (SA07). :func:`measure_ratios` runs each workload
 alone on a guest, natively and emulated, under each CPU support preset, with common random
 numbers, and reports the emulated/native throughput ratio per replication with its mean and
 confidence interval. The lab's check script and the documentation's table both come from here.

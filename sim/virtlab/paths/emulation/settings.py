@@ -42,7 +42,7 @@ class EmulatedParams(Params):
                                      "[emulated.disk] starts from.")
     disk: DiskModel = field(default=None)  # type: ignore[assignment]
     device_model_location: str = param(
-        "user", choices=("user", "kernel"), source="mechanics.md 3.1 (QEMU runs in user space)",
+        "user", choices=("user", "kernel"), source="S8, S21b (QEMU runs in user space)",
         doc="Where the device model runs: a user-space VMM process, or the hypervisor kernel "
             "(its accesses are then kernel-handled exits).")
     device_model_thread: str = param(
