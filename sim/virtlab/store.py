@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -207,18 +208,28 @@ class ResultStore:
             "virtlab.seed": str(seed), "virtlab.replication": str(replication),
             "virtlab.version": identity["virtlab_version"], "virtlab.code": identity["code"],
             "virtlab.resources": canonical_json(resources_used)})
-        handle, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
+        # Ctrl-C and SIGTERM wait until the file is complete and renamed: a stop requested
+        # mid-write (which raises KeyboardInterrupt wherever the main thread is, even between
+        # creating the temporary file and the ``try`` that removes it) then leaves no
+        # temporary file behind. The write takes milliseconds; the signal is delivered after.
+        stops = {signal.SIGINT, signal.SIGTERM}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
-            # No fsync: the rename is atomic against a killed process, which is what resuming
-            # needs; after a power loss a file that lost its data fails to read and is
-            # recomputed (see get), so durability is not worth an fsync per run.
-            with os.fdopen(handle, "wb") as out:
-                pq.write_table(table, out)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.writes += 1
+            handle, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp",
+                                           dir=path.parent)
+            try:
+                # No fsync: the rename is atomic against a killed process, which is what
+                # resuming needs; after a power loss a file that lost its data fails to read
+                # and is recomputed (see get), so durability is not worth an fsync per run.
+                with os.fdopen(handle, "wb") as out:
+                    pq.write_table(table, out)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.writes += 1  # counted before a pending stop is delivered: messages stay true
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return path
 
     def keys(self) -> list[str]:
