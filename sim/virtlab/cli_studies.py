@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +88,24 @@ def write_outputs(frame: Any, args: argparse.Namespace, study: str) -> None:
     for flag, write in (("csv", lambda f, p: f.to_csv(p, index=False)),
                         ("parquet", lambda f, p: f.to_parquet(p, index=False))):
         target = getattr(args, flag, None)
-        if target is None:
-            continue
-        path = Path(target)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                       dir=path.resolve().parent)
-        os.close(handle)
-        try:
-            write(frame, tmp)
-            os.replace(tmp, path)
-        except OSError as err:
-            raise ConfigError(f"--{flag}", f"cannot write {target}: {err}") from err
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        if target is not None:
+            _write_atomically(frame, target, write, f"--{flag}")
+
+
+def _write_atomically(frame: Any, target: str, write: Callable[[Any, str], None],
+                      flag: str) -> None:
+    """``write(frame, tmp)`` to a temporary file beside ``target``, then rename it over it."""
+    path = Path(target)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                   dir=path.resolve().parent)
+    os.close(handle)
+    try:
+        write(frame, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError(flag, f"cannot write {target}: {err}") from err
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _progress(args: argparse.Namespace, desc: str, total: int | None = None) -> Any:
@@ -198,20 +203,12 @@ def write_records(scenario: Any, approaches: Sequence[str] | None,
         frame.insert(0, "seed", args.seed)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
-    path = Path(args.records)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                   dir=path.resolve().parent)
-    os.close(handle)
-    try:
-        if path.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ConfigError("--records", f"cannot write {args.records}: {err}") from err
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    if Path(args.records).suffix == ".csv":
+        _write_atomically(frame, args.records, lambda f, p: f.to_csv(p, index=False),
+                          "--records")
+    else:
+        _write_atomically(frame, args.records, lambda f, p: f.to_parquet(p, index=False),
+                          "--records")
     print(f"virtlab: {len(frame):,} request records written to {args.records}",
           file=sys.stderr)
 
