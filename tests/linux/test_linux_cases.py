@@ -170,10 +170,7 @@ def test_each_case_on_the_real_kernel_follows_the_rule(case, machine, no_leaks):
     for group, expect in case.throttling.items():
         throttled, periods = got.throttled[group]
         assert periods >= 0.8 * 1.5e3 / next(g.period_ms for g in case.groups if g.name == group)
-        if expect.text == "part":  # overrun and repay: throttled in some periods, not all
-            assert 0 < throttled < periods, got.throttled
-        else:
-            assert expect.distance(100.0 * throttled / periods) <= TOLERANCE_POINTS, got.throttled
+        assert expect.distance(100.0 * throttled / periods) <= TOLERANCE_POINTS, got.throttled
 
 
 @pytest.mark.linux
