@@ -10,8 +10,8 @@ the tolerance is not vacuous).
 from __future__ import annotations
 
 import pytest
-from tests.helpers import interface_us, open_loop_disk_scenario
 
+from tests.helpers import interface_us, open_loop_disk_scenario
 from virtlab import queueing, run
 from virtlab.stats import mean_ci
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.study_support import TINY_FLAGS, children_of, stored_files, virtlab_cmd, wait_until
 
+from tests.study_support import TINY_FLAGS, children_of, stored_files, virtlab_cmd, wait_until
 from virtlab.cli import main
 
 pytest.importorskip("distributed", reason="dask.distributed is not installed")

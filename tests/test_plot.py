@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.study_support import TINY_FLAGS
 
+from tests.study_support import TINY_FLAGS
 from virtlab.cli import main
 
 

@@ -6,8 +6,8 @@ import shutil
 import warnings
 
 import pytest
-from tests.study_support import same_summary, stored_files, tiny_scenario
 
+from tests.study_support import same_summary, stored_files, tiny_scenario
 from virtlab.executors import Task, execute
 from virtlab.model import run
 from virtlab.store import ResultStore, StoreWarning, default_store_dir, run_key

@@ -9,8 +9,8 @@ import json
 
 import pandas as pd
 import pytest
-from tests.study_support import TINY_FLAGS, tiny_scenario
 
+from tests.study_support import TINY_FLAGS, tiny_scenario
 from virtlab import GuestSpec, RequestResponse, Scenario
 from virtlab.cli import main
 from virtlab.executors import Runner, SerialEngine, Task

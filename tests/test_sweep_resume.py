@@ -13,6 +13,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+
 from tests.study_support import children_of, stored_files, virtlab_cmd, wait_until
 
 POINTS = 24

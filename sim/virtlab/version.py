@@ -1,4 +1,7 @@
-"""The package version, in a module of its own so that any module can read it without
-importing the package (and with it the whole model)."""
+"""The package version.
+
+It has a module of its own so that any module can read it without importing the package (and
+with it the whole model).
+"""
 
 __version__ = "0.1.0"

@@ -18,8 +18,14 @@ import subprocess
 import time
 
 import pytest
-from linux_helpers import (IS_LINUX, read_until, run_cli, session_processes, skip_unless_root,
-                           start_cli)
+from linux_helpers import (
+    IS_LINUX,
+    read_until,
+    run_cli,
+    session_processes,
+    skip_unless_root,
+    start_cli,
+)
 
 from virtlab.errors import PreflightError
 from virtlab.linux import cases, demo_cases, kernel
