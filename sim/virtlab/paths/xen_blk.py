@@ -177,8 +177,10 @@ class XenBlk(XenDevice):
                 yield from path.hold_vcpu()
             if indirect:
                 self.indirect_requests += 1
+            # blkif_setup_rw_req_grant takes an indirect page's grant before its segments'.
+            indirect_refs = self._grant_pages(indirect)
             self.ring.put_request(BlkEntry(req, size, state, write, sequential,
-                                           self._grant_pages(segs), self._grant_pages(indirect)))
+                                           self._grant_pages(segs), indirect_refs))
         notify = self.ring.push_requests_and_check_notify()
         self.monitor.update(self.ring.backlog)
         if host.tracer.enabled:
@@ -240,7 +242,10 @@ class XenBlk(XenDevice):
         scope = f"{self.scope}.ring"
         while True:
             woke = yield from self._sleep(self.to_back)
-            wake = self._backend_wake_steps(thread=True) if woke else []
+            # A frontend's event wakes the kthread; a disk interrupt alone completes the I/O in
+            # the bio's completion context (end_block_io_op -> make_response), no kthread switch.
+            wake = (self._backend_wake_steps(thread=bool(ring.unconsumed_requests()))
+                    if woke else [])
             while True:
                 did = False
                 count = 0
@@ -257,7 +262,9 @@ class XenBlk(XenDevice):
                     did = True
                 if count:
                     self.monitor.batch(count)
-                done_now = yield from self._respond(scope)
+                done_now = yield from self._respond(scope, wake)
+                if done_now:
+                    wake = []
                 if did or done_now:
                     continue
                 if self._completed:
@@ -272,8 +279,12 @@ class XenBlk(XenDevice):
         self._completed.append(entry)
         self.to_back[1].ring()   # the disk interrupt reaches blkback in the driver domain
 
-    def _respond(self, scope: str) -> ProcessGenerator:
-        """Unmap the transient grants, write responses, push and notify once per batch."""
+    def _respond(self, scope: str, wake: list[PhasedStep]) -> ProcessGenerator:
+        """Unmap the transient grants, write responses, push and notify once per batch.
+
+        ``wake`` (the driver domain's wake-up by the disk interrupt, if no request took it) is
+        charged to the first response.
+        """
         host = self.host
         p = self.params
         ring = self.ring
@@ -294,7 +305,9 @@ class XenBlk(XenDevice):
                          (BACKEND, p.backend_pkt_us, "blkback: response", PH_BACKEND),
                          *self._unmap_steps(entry.transient)]
                 entry.transient = []
-            yield from run_phased(host.cpu, self.driver, req, steps, PH_QUEUEING)
+            gap = PH_WAKEUP if wake else PH_QUEUEING
+            yield from run_phased(host.cpu, self.driver, req, [*wake, *steps], gap)
+            wake = []
             ring.put_response(entry)
             count += 1
         if req is None:
