@@ -148,3 +148,36 @@ def test_xen1_rejects_grant_table_settings(field, value):
     """Xen 1.x had no grant tables: a grant-table setting with it is an error, not ignored."""
     with pytest.raises(ConfigError, match=field):
         ParavirtualParams(backend="xen", xen_generation="1.x", **{field: value})
+
+
+REPLACED = ("virtlab: error: paravirtual.domain_switch_us: was replaced by "
+            "hypervisor.xen_domain_switch_us; set that instead")
+
+
+def test_the_removed_domain_switch_field_names_its_replacement(tmp_path, capsys):
+    """One domain-switch cost serves every Xen path: the old paravirtual field, in a scenario
+    file or in --set, is one line naming hypervisor.xen_domain_switch_us, status 2."""
+    from virtlab.cli import main
+
+    config = tmp_path / "old.toml"
+    config.write_text("[paravirtual]\nbackend = 'xen'\ndomain_switch_us = 5.0\n")
+    for argv in (["run", "--config", str(config)],
+                 ["compare", "--set", "paravirtual.domain_switch_us=5.0"]):
+        status = main(argv)
+        err = capsys.readouterr().err
+        assert status == 2
+        assert err.strip() == REPLACED
+
+
+def test_one_domain_switch_cost_for_the_paravirtual_and_hvm_paths():
+    """hypervisor.xen_domain_switch_us prices the driver domain's and the guest's scheduling on
+    the Xen paravirtual path: a one-transaction latency grows by exactly the switches made."""
+    pv = ParavirtualParams(backend="xen", xen_rx_mode="copy")
+    base = run(scenario(RequestResponse(), pv), 0, max_requests=1, records=True)
+    slower = run(scenario(RequestResponse(), pv, hypervisor=HypervisorParams(
+        xen_domain_switch_us=HV.xen_domain_switch_us + 10.0)), 0, max_requests=1, records=True)
+    # dom0 on receive, the guest's vCPU, dom0 again for the transmit (xen3_rr_latency_us).
+    assert slower.records[0].latency_us - base.records[0].latency_us == pytest.approx(
+        3 * 10.0, abs=1e-9)
+    assert base.records[0].latency_us == pytest.approx(xen3_rr_latency_us(pv, flip=False),
+                                                       abs=1e-9)
