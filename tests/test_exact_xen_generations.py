@@ -143,7 +143,9 @@ def test_xen1_beats_xen3_on_one_transaction_for_the_reasons_given():
 
 
 @pytest.mark.parametrize("field, value", [("xen_rx_mode", "copy"), ("xen_grant_mode", "copy"),
-                                          ("xen_persistent_grants", True)])
+                                          ("xen_persistent_grants", True),
+                                          ("xen_blk_max_indirect_segments", 32),
+                                          ("xen_blk_ring_page_order", 1)])
 def test_xen1_rejects_grant_table_settings(field, value):
     """Xen 1.x had no grant tables: a grant-table setting with it is an error, not ignored."""
     with pytest.raises(ConfigError, match=field):

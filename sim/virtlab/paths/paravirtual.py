@@ -248,7 +248,9 @@ class ParavirtualParams(Params):
                                           ("xen_persistent_grants",
                                            self.xen_persistent_grants, (False,)),
                                           ("xen_blk_max_indirect_segments",
-                                           self.xen_blk_max_indirect_segments, (0,))):
+                                           self.xen_blk_max_indirect_segments, (0,)),
+                                          ("xen_blk_ring_page_order",   # ring-ref%u grants
+                                           self.xen_blk_ring_page_order, (0,))):
                 if value not in allowed:
                     raise ConfigError(field, f"Xen 1.x has no grant tables (payload pages are "
                                              f"pinned, receive flips pages): allowed "
