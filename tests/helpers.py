@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from virtlab import BlockIO, GuestSpec, RequestResponse, Scenario
@@ -58,3 +59,35 @@ def interface_us(nbytes: int) -> float:
 
 __all__ = ["zero_cost_host", "single_queue_disk", "open_loop_disk_scenario", "rr_scenario",
            "replace_nested", "interface_us", "NicParams"]
+
+
+# The paravirtual path's exact tests (tests/test_exact_paravirtual.py,
+# tests/test_exact_xen_generations.py) build their one-guest scenarios and wire times here.
+
+def pv_scenario(workload: Any, pv: Any, *, vcpus: int = 1, **tables: Any) -> Scenario:
+    """One paravirtual guest running ``workload`` for up to 1 s, with no warm-up.
+
+    ``pv`` is the :class:`~virtlab.paths.paravirtual.ParavirtualParams`; ``tables`` are other
+    parameter tables of the scenario (``host=``, ``disk=``, ``hypervisor=``...).
+    """
+    return Scenario(duration_us=1e6, warmup_us=0.0, paravirtual=pv, guests=(
+        GuestSpec(name="g", approach="paravirtual", vcpus=vcpus, workloads=(workload,)),),
+        **tables)
+
+
+def wire_us(payload: int, nic: NicParams | None = None) -> float:
+    """Serialization of ``payload`` bytes in MTU frames plus the link's latency."""
+    nic = nic if nic is not None else NicParams()
+    per_frame = nic.mtu_bytes - nic.tcp_ip_header_bytes
+    frames = max(1, math.ceil(payload / per_frame))
+    bytes_per_us = nic.line_rate_gbps * 1e9 / 8 / 1e6
+    return (payload + frames * nic.frame_overhead_bytes) / bytes_per_us + nic.wire_latency_us
+
+
+def copy_us(nbytes: int, host: HostParams | None = None) -> float:
+    """A memcpy of ``nbytes`` at the host's copy bandwidth."""
+    host = host if host is not None else HostParams()
+    return nbytes / (host.memcpy_gbytes_per_s * 1000.0)
+
+
+__all__ += ["pv_scenario", "wire_us", "copy_us"]

@@ -12,7 +12,9 @@ import math
 
 import pytest
 
-from virtlab import BlockIO, BulkStream, GuestSpec, RequestResponse, Scenario, run
+from tests.helpers import copy_us, wire_us
+from tests.helpers import pv_scenario as scenario
+from virtlab import BlockIO, BulkStream, RequestResponse, run
 from virtlab.hardware import DiskParams, HostParams, HypervisorParams, NicParams
 from virtlab.paths.paravirtual import ParavirtualParams
 from virtlab.records import PHASES
@@ -20,27 +22,8 @@ from virtlab.records import PHASES
 HOST = HostParams()
 NIC = NicParams()
 HV = HypervisorParams()
-COPY_BYTES_PER_US = HOST.memcpy_gbytes_per_s * 1000.0
 EXIT_US = HV.exit_kernel_cycles / (HOST.cpu_ghz * 1000.0)
 INJECT_US = HV.irq_inject_cycles / (HOST.cpu_ghz * 1000.0)
-
-
-def wire_us(payload: int) -> float:
-    """Serialization of ``payload`` bytes in MTU frames plus the link's latency."""
-    per_frame = NIC.mtu_bytes - NIC.tcp_ip_header_bytes
-    frames = max(1, math.ceil(payload / per_frame))
-    bytes_per_us = NIC.line_rate_gbps * 1e9 / 8 / 1e6
-    return (payload + frames * NIC.frame_overhead_bytes) / bytes_per_us + NIC.wire_latency_us
-
-
-def copy_us(nbytes: int) -> float:
-    return nbytes / COPY_BYTES_PER_US
-
-
-def scenario(workload, pv: ParavirtualParams, *, vcpus: int = 1, **tables) -> Scenario:
-    return Scenario(duration_us=1e6, warmup_us=0.0, paravirtual=pv, guests=(
-        GuestSpec(name="g", approach="paravirtual", vcpus=vcpus, workloads=(workload,)),),
-        **tables)
 
 
 def vcpu_wake_us(idle_us: float, hv: HypervisorParams) -> float:
@@ -233,9 +216,8 @@ def test_xen_schedules_the_blocked_guest_vcpu_instead_of_waking_a_kvm_thread():
     # The receive upcall and netback's transmit-response upcall both find the guest blocked.
     assert no_polling.path_stats["g"]["counters"]["vcpu_wakeups"] == 2
     # Every domain switch on the path (the guest's vCPU and the driver domain's) costs the same.
-    slower = run(scenario(RequestResponse(), ParavirtualParams(backend="xen",
-                                                               domain_switch_us=12.0)), 0,
-                 max_requests=1, records=True)
+    slower = run(scenario(RequestResponse(), pv, hypervisor=HypervisorParams(
+        xen_domain_switch_us=12.0)), 0, max_requests=1, records=True)
     assert slower.records[0].latency_us > kvm_free.records[0].latency_us
 
 

@@ -9,11 +9,11 @@ driver domain to schedule). Xen 3.x receive by page flipping costs one multicall
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from virtlab import BlockIO, GuestSpec, RequestResponse, Scenario, run
+from tests.helpers import copy_us, wire_us
+from tests.helpers import pv_scenario as scenario
+from virtlab import BlockIO, RequestResponse, run
 from virtlab.errors import ConfigError
 from virtlab.hardware import DiskParams, HostParams, HypervisorParams, NicParams
 from virtlab.paths.paravirtual import ParavirtualParams
@@ -22,27 +22,8 @@ from virtlab.records import PHASES
 HOST = HostParams()
 NIC = NicParams()
 HV = HypervisorParams()
-COPY_BYTES_PER_US = HOST.memcpy_gbytes_per_s * 1000.0
 HYPERCALL_US = HV.hypercall_cycles / (HOST.cpu_ghz * 1000.0)
 INJECT_US = HV.irq_inject_cycles / (HOST.cpu_ghz * 1000.0)
-
-
-def wire_us(payload: int) -> float:
-    """Serialization of ``payload`` bytes in MTU frames plus the link's latency."""
-    per_frame = NIC.mtu_bytes - NIC.tcp_ip_header_bytes
-    frames = max(1, math.ceil(payload / per_frame))
-    bytes_per_us = NIC.line_rate_gbps * 1e9 / 8 / 1e6
-    return (payload + frames * NIC.frame_overhead_bytes) / bytes_per_us + NIC.wire_latency_us
-
-
-def copy_us(nbytes: int) -> float:
-    return nbytes / COPY_BYTES_PER_US
-
-
-def scenario(workload, pv: ParavirtualParams, **tables) -> Scenario:
-    return Scenario(duration_us=1e6, warmup_us=0.0, paravirtual=pv, guests=(
-        GuestSpec(name="g", approach="paravirtual", vcpus=1, workloads=(workload,)),),
-        **tables)
 
 
 def flip_us(pv: ParavirtualParams, pages: int, flush_vcpus: int) -> float:
@@ -52,7 +33,7 @@ def flip_us(pv: ParavirtualParams, pages: int, flush_vcpus: int) -> float:
 
 def guest_upcall_us(pv: ParavirtualParams) -> float:
     """Xen delivers an event to the blocked guest: the upcall, scheduling its vCPU, handler."""
-    return INJECT_US + pv.domain_switch_us + HOST.irq_us
+    return INJECT_US + HV.xen_domain_switch_us + HOST.irq_us
 
 
 def xen1_rr_latency_us(pv: ParavirtualParams) -> float:
@@ -73,7 +54,7 @@ def xen1_rr_latency_us(pv: ParavirtualParams) -> float:
 
 def xen3_rr_latency_us(pv: ParavirtualParams, flip: bool) -> float:
     """One TCP_RR transaction on Xen 3.x (driver domain, map mode), step by step."""
-    dom0_wake = pv.domain_switch_us + INJECT_US                      # schedule dom0, upcall
+    dom0_wake = HV.xen_domain_switch_us + INJECT_US                      # schedule dom0, upcall
     receive = (flip_us(pv, 1, pv.driver_domain_vcpus) + HYPERCALL_US if flip
                else HYPERCALL_US + pv.grant_op_us + copy_us(100))
     return (NIC.peer_stack_us / 2 + wire_us(100)
@@ -162,8 +143,43 @@ def test_xen1_beats_xen3_on_one_transaction_for_the_reasons_given():
 
 
 @pytest.mark.parametrize("field, value", [("xen_rx_mode", "copy"), ("xen_grant_mode", "copy"),
-                                          ("xen_persistent_grants", True)])
+                                          ("xen_persistent_grants", True),
+                                          ("xen_blk_max_indirect_segments", 32),
+                                          ("xen_blk_ring_page_order", 1)])
 def test_xen1_rejects_grant_table_settings(field, value):
     """Xen 1.x had no grant tables: a grant-table setting with it is an error, not ignored."""
     with pytest.raises(ConfigError, match=field):
         ParavirtualParams(backend="xen", xen_generation="1.x", **{field: value})
+
+
+REPLACED = ("virtlab: error: paravirtual.domain_switch_us: was replaced by "
+            "hypervisor.xen_domain_switch_us; set that instead")
+
+
+def test_the_removed_domain_switch_field_names_its_replacement(tmp_path, capsys):
+    """One domain-switch cost serves every Xen path: the old paravirtual field, in a scenario
+    file or in --set, is one line naming hypervisor.xen_domain_switch_us, status 2."""
+    from virtlab.cli import main
+
+    config = tmp_path / "old.toml"
+    config.write_text("[paravirtual]\nbackend = 'xen'\ndomain_switch_us = 5.0\n")
+    for argv in (["run", "--config", str(config)],
+                 ["compare", "--set", "paravirtual.domain_switch_us=5.0"]):
+        status = main(argv)
+        err = capsys.readouterr().err
+        assert status == 2
+        assert err.strip() == REPLACED
+
+
+def test_one_domain_switch_cost_for_the_paravirtual_and_hvm_paths():
+    """hypervisor.xen_domain_switch_us prices the driver domain's and the guest's scheduling on
+    the Xen paravirtual path: a one-transaction latency grows by exactly the switches made."""
+    pv = ParavirtualParams(backend="xen", xen_rx_mode="copy")
+    base = run(scenario(RequestResponse(), pv), 0, max_requests=1, records=True)
+    slower = run(scenario(RequestResponse(), pv, hypervisor=HypervisorParams(
+        xen_domain_switch_us=HV.xen_domain_switch_us + 10.0)), 0, max_requests=1, records=True)
+    # dom0 on receive, the guest's vCPU, dom0 again for the transmit (xen3_rr_latency_us).
+    assert slower.records[0].latency_us - base.records[0].latency_us == pytest.approx(
+        3 * 10.0, abs=1e-9)
+    assert base.records[0].latency_us == pytest.approx(xen3_rr_latency_us(pv, flip=False),
+                                                       abs=1e-9)

@@ -22,7 +22,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from virtlab.paths.xenring import RING_IDX_MASK, EventChannel, GrantTable, XenSharedRing
+from virtlab.paths.xenring import (
+    RING_IDX_MASK,
+    BlkfrontGrantPool,
+    EventChannel,
+    GrantTable,
+    PersistentGrantTree,
+    XenSharedRing,
+)
 
 M = RING_IDX_MASK
 
@@ -220,3 +227,102 @@ class XenRingMachine(RuleBasedStateMachine):
 XenRingMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
                                             deadline=None)
 TestXenRingStateful = XenRingMachine.TestCase
+
+
+# blkfront's persistent-grant pool and blkback's tree of kept grants (S140, S141) ---------------
+
+def test_blkback_keeps_at_most_its_limit():
+    """The tree keeps references until it holds ``limit``; later ones are refused (transient)."""
+    tree = PersistentGrantTree(2)
+    assert [tree.keep(ref) for ref in (7, 8, 9)] == [True, True, False]
+    assert (tree.lookup(7), tree.lookup(9)) == (True, False)
+    assert (len(tree), tree.hits, tree.misses) == (2, 1, 1)
+    with pytest.raises(KeyError):
+        tree.keep(7)
+
+
+def test_blkfront_reuses_kept_grants_first_and_revokes_the_others():
+    """A reference the backend still maps goes back to the head of the list; an unmapped one
+    is revoked and its empty entry goes to the tail (blkif_completion)."""
+    grants = GrantTable()
+    pool = BlkfrontGrantPool(grants)
+    kept, dropped = pool.get(), pool.get()
+    grants.map(kept)
+    grants.map(dropped)
+    grants.unmap(dropped)
+    assert pool.put(dropped) is False and dropped not in grants.granted
+    assert pool.put(kept) is True and kept in grants.granted
+    assert pool.get() == kept                     # the head: reused, no new grant
+    fresh = pool.get()                            # the empty entry: a newly granted reference
+    assert fresh != kept and fresh in grants.granted
+    assert (pool.reused, pool.granted) == (1, 3)
+
+
+class PersistentGrantMachine(RuleBasedStateMachine):
+    """blkfront and blkback with persistent grants over random I/O sizes and completion orders.
+
+    A model of the protocol: every outstanding request holds distinct granted references; the
+    backend maps a reference unless it keeps it, keeps it if there is room, and unmaps the
+    others at completion; the frontend then pools what is still mapped and revokes the rest.
+    Invariants: the backend never keeps more than its limit; everything kept stays mapped
+    exactly once; a pooled reference is granted and mapped; granted references are exactly the
+    pooled ones plus those of outstanding requests; and once every kept reference is pooled, a
+    request no larger than what is kept maps nothing new.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grants = GrantTable()
+        self.pool = BlkfrontGrantPool(self.grants)
+        self.tree = PersistentGrantTree(0)
+        self.outstanding: list[tuple[list[int], list[int]]] = []
+
+    @initialize(limit=st.integers(0, 40))
+    def start(self, limit: int) -> None:
+        self.tree = PersistentGrantTree(limit)
+
+    @rule(pages=st.integers(1, 24))
+    def submit(self, pages: int) -> None:
+        refs = [self.pool.get() for _ in range(pages)]
+        assert len(set(refs)) == pages
+        maps_before = self.grants.maps
+        kept_idle = self.pool.persistent
+        transient = []
+        for ref in refs:
+            if self.tree.lookup(ref):
+                continue
+            self.grants.map(ref)
+            if not self.tree.keep(ref):
+                transient.append(ref)
+        if pages <= kept_idle:   # all of them came from the head of the list: already kept
+            assert self.grants.maps == maps_before
+        self.outstanding.append((refs, transient))
+
+    @precondition(lambda self: self.outstanding)
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(self.outstanding) - 1))
+        refs, transient = self.outstanding.pop(index)
+        for ref in transient:
+            self.grants.unmap(ref)
+        for ref in refs:
+            assert self.pool.put(ref) is (ref in self.tree)
+
+    @invariant()
+    def consistent(self) -> None:
+        assert len(self.tree) <= self.tree.limit
+        self.pool.check()
+        for ref in self.tree._kept:
+            assert self.grants.map_count.get(ref) == 1
+        in_flight = {ref for refs, _t in self.outstanding for ref in refs}
+        pooled = {ref for ref in self.pool._entries if ref is not None}
+        assert not in_flight & pooled
+        assert self.grants.granted == in_flight | pooled
+        transient = {ref for _r, refs in self.outstanding for ref in refs}
+        mapped = set(self.grants.map_count)
+        assert mapped == set(self.tree._kept) | transient
+
+
+PersistentGrantMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40,
+                                                    deadline=None)
+TestPersistentGrantsStateful = PersistentGrantMachine.TestCase

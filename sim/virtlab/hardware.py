@@ -155,7 +155,7 @@ class HypervisorParams(Params):
     is a host thread: an idle vCPU exits on HLT, polls, then its thread sleeps
     (:meth:`virtlab.paths.vm.VmPath.vcpu_wake_steps`). They are not preset fields: halt polling
     is a property of the host kernel, not of the CPU. Xen schedules a blocked vCPU instead
-    (``paravirtual.domain_switch_us``).
+    (``xen_domain_switch_us``, on the Xen paravirtual path and under ``vmm = "xen-hvm"``).
     """
 
     section = "hypervisor"
@@ -212,10 +212,10 @@ class HypervisorParams(Params):
             "dom0 must be scheduled and qemu-dm woken, and it answers the same way. Xen also "
             "schedules a halted vCPU back instead of KVM's halt polling and thread wake-up.")
     xen_domain_switch_us: float = param(
-        2.0, unit="µs", lo=0.0, hi=1e4,
-        source="assumption (the value of paravirtual.domain_switch_us)",
-        doc="vmm = 'xen-hvm': Xen switches to a blocked domain's vCPU (dom0 for qemu-dm, the "
-            "HVM guest's vCPU back).")
+        2.0, unit="µs", lo=0.0, hi=1e4, source="assumption",
+        doc="Xen schedules a blocked domain's vCPU to deliver an event: the driver domain or "
+            "the guest on the Xen paravirtual path (paravirtual.backend = 'xen'); dom0 for "
+            "qemu-dm and the HVM guest's vCPU back under vmm = 'xen-hvm'.")
     # Idle vCPUs (KVM) ------------------------------------------------------------------------
     halt_poll_us: float = param(200.0, unit="µs", lo=0.0, hi=1e6,
                                 source="S44 (KVM_HALT_POLL_NS_DEFAULT 200,000 ns)",

@@ -102,6 +102,9 @@ class Params:
 
     __slots__ = ()
     section: ClassVar[str] = ""
+    #: Fields that were removed, each with the dotted name of the field that replaced it: a
+    #: table that still names one is refused with a message that names the replacement.
+    replaced: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         for fld in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -128,6 +131,10 @@ class Params:
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
+        for name in unknown:
+            if name in cls.replaced:
+                raise ConfigError(name, f"was replaced by {cls.replaced[name]}; set that "
+                                        f"instead")
         if unknown:
             import difflib
 

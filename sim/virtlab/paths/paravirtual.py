@@ -157,8 +157,11 @@ class ParavirtualParams(Params):
                                            "half the 16,384 grant references; at least a "
                                            "64 KiB packet's 17 slots)",
                                     doc="Slots of netfront's transmit and receive rings.")
-    xen_blk_ring_page_order: int = param(0, lo=0, hi=9, source="S11 (ring-page-order, 0)",
-                                         doc="blkif ring pages = 2**order; 32 requests each.")
+    xen_blk_ring_page_order: int = param(
+        0, lo=0, hi=9,
+        source="S11 (ring-page-order); S142 (multi-page rings: Linux 4.2); S141 (blkfront "
+               "max_ring_page_order, default 0: one page unless the guest's admin raises it)",
+        doc="blkif ring pages = 2**order; 32 requests each.")
     xen_blk_max_segments: int = param(11, lo=1, hi=4096,
                                       source="S11 (BLKIF_MAX_SEGMENTS_PER_REQUEST)",
                                       doc="4 KiB segments per block request.")
@@ -173,9 +176,29 @@ class ParavirtualParams(Params):
     xen_rx_copy_batch: int = param(64, lo=1, hi=4352, source="S16 (ops per GNTTABOP_copy)",
                                    doc="Grant-copy (or page-flip) operations per hypercall "
                                        "on receive.")
-    xen_persistent_grants: bool = param(False, source="S11 (feature-persistent)",
-                                        doc="Block: map each grant once and copy data through "
-                                            "it instead of map/unmap per request.")
+    xen_persistent_grants: bool = param(
+        None,
+        source="S11 (feature-persistent); S140, S141 (Linux 3.8 on, S142); unset: on for "
+               "xen_generation 3.x (a Linux >= 3.11 guest and dom0), off for 1.x",
+        doc="Block: blkfront copies data through a pool of pages it keeps granted and blkback "
+            "keeps them mapped (at most xen_blk_max_persistent_grants), instead of a grant map "
+            "and unmap (with its TLB flush) per segment and request.")
+    xen_blk_max_indirect_segments: int = param(
+        None, lo=0, hi=256,
+        source="S140 (blkback MAX_INDIRECT_SEGMENTS 256, the most it offers in "
+               "feature-max-indirect-segments), S141 (blkfront max_indirect_segments default "
+               "32), S142 (Linux 3.11 on); unset: 32 for xen_generation 3.x, 0 for 1.x",
+        doc="Segments one indirect request carries (the negotiated minimum of the two ends; 0: "
+            "no indirect requests). A request of more than xen_blk_max_segments pages is "
+            "written as BLKIF_OP_INDIRECT: its segment list is in granted indirect pages (512 "
+            "per page), so it takes one ring slot; blkback maps the indirect pages, reads them "
+            "and unmaps them before mapping the segments.")
+    xen_blk_max_persistent_grants: int = param(
+        1056, lo=0, hi=MAX_GRANTS,
+        source="S140 (blkback max_persistent_grants: 1056 = 32 requests x (32 segments + 1 "
+               "indirect page); 352 = 32 x 11 before indirect requests)",
+        doc="Grants blkback keeps mapped with persistent grants on; past it, new grants are "
+            "mapped and unmapped per request as without the feature.")
     grant_op_us: float = param(0.2, unit="µs", lo=0.0, hi=1e4,
                                source="assumption (no per-op figure published; S13, S35, S37)",
                                doc="Hypervisor work per grant map, unmap or copy operation.")
@@ -185,9 +208,21 @@ class ParavirtualParams(Params):
                                 doc="TLB shootdown per backend vCPU after a batch of unmaps.")
     driver_domain_vcpus: int = param(1, lo=1, hi=1024, source=_A,
                                      doc="vCPUs of the driver domain running the backends.")
-    domain_switch_us: float = param(2.0, unit="µs", lo=0.0, hi=1e4, source=_A,
-                                    doc="Xen schedules a blocked domain's vCPU to deliver an "
-                                        "event (driver domain or guest).")
+
+    #: Removed fields and what replaced them (naming one is an error that says so).
+    replaced: ClassVar[dict[str, str]] = {
+        "domain_switch_us": "hypervisor.xen_domain_switch_us"}
+
+    def __post_init__(self) -> None:
+        # Unset Xen block features take the generation's value before validation sees them:
+        # Xen 1.x has no grant tables; a 3.x driver domain and guest are taken to be Linux
+        # >= 3.11 (profiles of older eras set them off).
+        xen3 = self.xen_generation == "3.x"
+        if self.xen_persistent_grants is None:
+            object.__setattr__(self, "xen_persistent_grants", xen3)
+        if self.xen_blk_max_indirect_segments is None:
+            object.__setattr__(self, "xen_blk_max_indirect_segments", 32 if xen3 else 0)
+        Params.__post_init__(self)
 
     @property
     def xen_flips_rx(self) -> bool:
@@ -211,7 +246,11 @@ class ParavirtualParams(Params):
             for field, value, allowed in (("xen_rx_mode", self.xen_rx_mode, ("auto", "flip")),
                                           ("xen_grant_mode", self.xen_grant_mode, ("map",)),
                                           ("xen_persistent_grants",
-                                           self.xen_persistent_grants, (False,))):
+                                           self.xen_persistent_grants, (False,)),
+                                          ("xen_blk_max_indirect_segments",
+                                           self.xen_blk_max_indirect_segments, (0,)),
+                                          ("xen_blk_ring_page_order",   # ring-ref%u grants
+                                           self.xen_blk_ring_page_order, (0,))):
                 if value not in allowed:
                     raise ConfigError(field, f"Xen 1.x has no grant tables (payload pages are "
                                              f"pinned, receive flips pages): allowed "
@@ -224,6 +263,14 @@ class ParavirtualParams(Params):
                               f"{self.xen_blk_ring_page_order}) times the segments per request "
                               f"must fit the grant table's {MAX_GRANTS} references, so at most "
                               f"{MAX_GRANTS // requests} here; got {self.xen_blk_max_segments}")
+        indirect = self.xen_blk_max_indirect_segments
+        if indirect and requests * (indirect + 1) > MAX_GRANTS:   # + its indirect page
+            raise ConfigError("xen_blk_max_indirect_segments",
+                              f"a full blkif ring ({requests} requests at ring-page-order "
+                              f"{self.xen_blk_ring_page_order}) of indirect requests (segments "
+                              f"+ 1 indirect page each) must fit the grant table's {MAX_GRANTS} "
+                              f"references, so at most {MAX_GRANTS // requests - 1} here; got "
+                              f"{indirect}")
 
 
 class ParavirtualPath(VmPath):
@@ -239,7 +286,7 @@ class ParavirtualPath(VmPath):
     An interrupt that finds the guest's vCPUs halted wakes them as on every VM path
     (:meth:`~virtlab.paths.vm.VmPath.vcpu_wake_steps`: KVM's HLT exit and, past halt polling,
     the vCPU thread's wake-up); under the Xen backend the hypervisor schedules the blocked
-    vCPU instead (``domain_switch_us``).
+    vCPU instead (``hypervisor.xen_domain_switch_us``).
     """
 
     approach: ClassVar[str] = "paravirtual"
@@ -340,7 +387,7 @@ class ParavirtualPath(VmPath):
         if self.driver_ctx is not None:
             steps.insert(0, (EXIT, host.irq_inject_us, "xen: upcall to the driver domain"))
             if self.driver_ctx.in_use == 0:
-                steps.insert(0, (EXIT, self.params.domain_switch_us,
+                steps.insert(0, (EXIT, host.hypervisor.xen_domain_switch_us,
                                  "xen: schedule the driver domain's vCPU"))
         yield from host.cpu.run(self.softirq, item[1], steps)
 
@@ -371,7 +418,7 @@ class ParavirtualPath(VmPath):
 
     # Halted vCPUs: KVM as on every VM path, Xen schedules the blocked vCPU -----------------------
     def _halted_vcpu_delay_us(self, idle_us: float) -> float:
-        """KVM's wake latency; none under Xen (its scheduling is ``domain_switch_us``)."""
+        """KVM's wake latency; none under Xen (its scheduling is ``xen_domain_switch_us``)."""
         if self.params.backend == "xen":
             return 0.0
         return super()._halted_vcpu_delay_us(idle_us)
@@ -379,7 +426,8 @@ class ParavirtualPath(VmPath):
     def _halted_vcpu_steps(self, idle_us: float) -> tuple[list[PhasedStep], int]:
         """KVM's HLT exit and thread wake-up, or Xen scheduling the blocked vCPU (no exit)."""
         if self.params.backend == "xen":
-            return [(EXIT, self.params.domain_switch_us, "xen: schedule the guest's vCPU",
+            return [(EXIT, self.host.hypervisor.xen_domain_switch_us,
+                     "xen: schedule the guest's vCPU",
                      PH_VCPU_WAKEUP)], 0
         return super()._halted_vcpu_steps(idle_us)
 

@@ -8,9 +8,9 @@ mechanisms; the devices decide when to use them.
 The backends run in a *driver domain* (``ParavirtualPath.driver_ctx``, ``driver_domain_vcpus``
 vCPUs) that also owns the physical NIC. Notifications are event channels: the sender makes an
 ``EVTCHNOP_send`` hypercall; Xen delivers an upcall, scheduling the receiving domain's vCPU
-first if it was blocked (``domain_switch_us``). Whether to send is decided by the ring's
-``*_event`` hold-off (:class:`~virtlab.paths.xenring.XenSharedRing`); a consumer going idle runs
-the final check.
+first if it was blocked (``hypervisor.xen_domain_switch_us``). Whether to send is decided by
+the ring's ``*_event`` hold-off (:class:`~virtlab.paths.xenring.XenSharedRing`); a consumer
+going idle runs the final check.
 
 Data moves through grants (5b(g)-(i)):
 
@@ -19,8 +19,10 @@ Data moves through grants (5b(g)-(i)):
   vCPU; or grant-copies everything (``"copy"``);
 * receive: netback grant-copies into pages the frontend posted, ``xen_rx_copy_batch`` operations
   per hypercall;
-* block: blkback maps each segment and unmaps it after the I/O, or with persistent grants maps
-  each page once and the frontend copies data through it.
+* block: blkback maps each segment and unmaps it after the I/O, or with persistent grants keeps
+  up to ``xen_blk_max_persistent_grants`` pages mapped and the frontend copies data through
+  them; an indirect request's indirect pages are mapped (unless kept) and unmapped before its
+  segments are mapped (:mod:`virtlab.paths.xen_blk`).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class XenDevice(SplitDriver):
         self.backend_wakeups += 1
         steps: list[PhasedStep] = []
         if self.driver.in_use == 0:
-            steps.append((EXIT, self.params.domain_switch_us,
+            steps.append((EXIT, self.host.hypervisor.xen_domain_switch_us,
                           "xen: schedule the driver domain's vCPU", PH_WAKEUP))
         steps.append((EXIT, self.host.irq_inject_us, "xen: upcall to the driver domain",
                       PH_WAKEUP))

@@ -22,7 +22,8 @@ from typing import Any
 #: paravirtual parameters are checked against it so that the rings can never need more.
 MAX_GRANTS = 32 * 512
 
-__all__ = ["XenSharedRing", "EventChannel", "GrantTable", "RING_IDX_MASK"]
+__all__ = ["XenSharedRing", "EventChannel", "GrantTable", "PersistentGrantTree",
+           "BlkfrontGrantPool", "RING_IDX_MASK"]
 
 #: RING_IDX is an unsigned 32-bit integer.
 RING_IDX_MASK = 0xFFFFFFFF
@@ -290,3 +291,103 @@ class GrantTable:
     def in_use(self) -> int:
         """References currently granted."""
         return len(self.granted)
+
+
+class PersistentGrantTree:
+    """blkback's persistent grants: references it keeps mapped, at most ``limit`` (S140).
+
+    ``xen_blkbk_map`` looks each segment's reference up (``get_persistent_gnt``); a reference it
+    finds needs no map hypercall. It maps the others and keeps each one mapped
+    (``add_persistent_gnt``) while fewer than ``limit`` are kept (``max_persistent_grants``);
+    the rest are used once and unmapped after the I/O, as without the feature. Invariant:
+    ``len(self) <= limit``; a kept reference is never unmapped while the device is connected
+    (Linux's LRU purge of unused grants, when the tree is full, is not modelled).
+    """
+
+    __slots__ = ("limit", "_kept", "hits", "misses")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        self.limit = limit
+        self._kept: set[int] = set()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._kept
+
+    def lookup(self, ref: int) -> bool:
+        """``get_persistent_gnt``: True (a hit) if ``ref`` is kept mapped."""
+        if ref in self._kept:
+            self.hits += 1
+            return True
+        self.misses += 1
+        return False
+
+    def keep(self, ref: int) -> bool:
+        """After mapping ``ref``: keep it mapped if there is room; True if it was kept."""
+        if ref in self._kept:
+            raise KeyError(f"grant {ref} is already kept")
+        if len(self._kept) >= self.limit:
+            return False
+        self._kept.add(ref)
+        return True
+
+
+class BlkfrontGrantPool:
+    """blkfront's list of grants with persistent grants on (``rinfo->grants``, S141).
+
+    ``get_grant`` takes the entry at the head: an entry that still holds a reference is reused
+    as it is (the backend keeps it mapped: no new grant); an empty one claims and grants a new
+    reference. At completion each reference the backend still maps goes back to the head, so it
+    is used first again; the others are revoked (``gnttab_end_foreign_access``) and their entry
+    goes to the tail, empty. Entries are created on demand (Linux preallocates as many as a full
+    ring can use; the references are claimed lazily either way).
+
+    Invariants: every reference in the pool is granted and mapped by the backend (checked by
+    :meth:`check` against the :class:`GrantTable`); references in the pool are distinct.
+    """
+
+    __slots__ = ("grants", "_entries", "reused", "granted")
+
+    def __init__(self, grants: GrantTable) -> None:
+        self.grants = grants
+        self._entries: deque[int | None] = deque()
+        self.reused = self.granted = 0
+
+    def get(self) -> int:
+        """A reference for one page: the head entry's, or a newly granted one."""
+        ref = self._entries.popleft() if self._entries else None
+        if ref is not None:
+            self.reused += 1
+            return ref
+        ref = self.grants.grant()
+        assert ref is not None, "ring slots bound the grants in use"
+        self.granted += 1
+        return ref
+
+    def put(self, ref: int) -> bool:
+        """Return ``ref`` after its I/O; True if the backend still maps it (it stays granted)."""
+        if self.grants.map_count.get(ref, 0):
+            self._entries.appendleft(ref)
+            return True
+        self.grants.end_access(ref)
+        self._entries.append(None)
+        return False
+
+    @property
+    def persistent(self) -> int:
+        """References held for reuse (``persistent_gnts_c``)."""
+        return sum(ref is not None for ref in self._entries)
+
+    def check(self) -> None:
+        """Raise AssertionError if a pooled reference is duplicated, revoked or unmapped."""
+        refs = [ref for ref in self._entries if ref is not None]
+        if len(refs) != len(set(refs)):
+            raise AssertionError(f"a reference is pooled twice: {refs}")
+        for ref in refs:
+            if ref not in self.grants.granted or not self.grants.map_count.get(ref, 0):
+                raise AssertionError(f"pooled grant {ref} is not granted and mapped")
