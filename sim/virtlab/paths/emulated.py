@@ -105,12 +105,13 @@ class EmulatedPath(VmPath):
         # The devices' interrupt lines; a partial binds each device's delivery work.
         self.guest_nic = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.nic_model}.irq",
-            deliver=partial(self._deliver, work=self.nic_deliver),
+            deliver=partial(self._deliver, work=self.nic_deliver, nic=True),
             handle_batch=self._poll_nic, finish=self._finish_nic, batch_limit=hp.napi_budget,
-            min_interval_us=p.irq_min_interval_us, tracer=host.tracer)
+            min_interval_us=p.irq_min_interval_us, latch_causes=nic.irq_cause_latch,
+            tracer=host.tracer)
         self.guest_blk = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.disk_controller}.irq",
-            deliver=partial(self._deliver, work=self.blk_deliver),
+            deliver=partial(self._deliver, work=self.blk_deliver, nic=False),
             handle_batch=self._poll_blk, finish=self._finish_blk, batch_limit=hp.napi_budget,
             # No minimum interval: the disk controllers have no interrupt coalescing (QEMU's
             # AHCI does not offer CCC, S73); irq_min_interval_us is the NIC's mitigation.
@@ -294,14 +295,17 @@ class EmulatedPath(VmPath):
 
     # Interrupts --------------------------------------------------------------------------------
     def _deliver(self, pending: list[Any], held_from_us: float | None, *,
-                 work: OperationCost) -> ProcessGenerator:
+                 work: OperationCost, nic: bool) -> ProcessGenerator:
         """Deliver one interrupt for ``pending``; each critical item waited through it.
 
         Delivery wakes a halted vCPU first (wake latency, HLT exit, thread switch): part of
-        the interrupt's latency, its HLT exit counted on the first item's request.
+        the interrupt's latency, its HLT exit counted on the first item's request. An
+        interrupt raised by a latched cause alone (``pending`` empty: the poll already handled
+        its packet) is counted on the request whose cause raised it.
         """
         env = self.env
-        first = pending[0][1]
+        line = self.guest_nic if nic else self.guest_blk
+        first = (pending[0] if pending else line.last_cause)[1]
         first.interrupts += 1
         critical = [item[1] for item in pending if item[0] != TX_DONE]
         if held_from_us is not None:  # mitigation held the interrupt back: delivery latency
@@ -314,6 +318,7 @@ class EmulatedPath(VmPath):
         wait = self.vcpu.acquire(priority=True)
         if wait is not None:
             yield wait
+        line.read_causes()  # the handler's first access reads the cause register (ICR)
         steps = work.steps
         parts = work.parts
         if wake:
@@ -363,7 +368,8 @@ class EmulatedPath(VmPath):
 
     def _finish_nic(self, handled: list[Any]) -> ProcessGenerator:
         work = self.nic_finish
-        yield from self._run_irq(handled[-1][1], Plan(work.steps, (), work))
+        req = (handled[-1] if handled else self.guest_nic.last_cause)[1]
+        yield from self._run_irq(req, Plan(work.steps, (), work))
 
     def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:
         us = 0.5 * self.host.params.blk_io_us

@@ -80,6 +80,13 @@ class NicModel(Params):
                "of each poll for the rest)",
         doc="The receive poll refills buffers (the rx_refill accesses) after this many "
             "received frames, and once at its end for fewer.")
+    irq_cause_latch: bool = param(
+        False,
+        source="S100 (e1000: e1000_intr reads ICR once; QEMU mac_icr_read clears it, "
+               "set_ims re-evaluates it); pcnet32_interrupt loops until CSR0 shows no cause",
+        doc="The handler reads a read-to-clear cause register once, at entry: a cause the "
+            "device raises after that read stays latched while the device is masked and "
+            "raises the interrupt again at the unmask, even if the poll handled its packet.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
