@@ -108,7 +108,7 @@ class EmulatedPath(VmPath):
             deliver=partial(self._deliver, work=self.nic_deliver, nic=True),
             handle_batch=self._poll_nic, finish=self._finish_nic, batch_limit=hp.napi_budget,
             min_interval_us=p.irq_min_interval_us, latch_causes=nic.irq_cause_latch,
-            tracer=host.tracer)
+            weight=self._rx_frames if nic.napi else None, tracer=host.tracer)
         self.guest_blk = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.disk_controller}.irq",
             deliver=partial(self._deliver, work=self.blk_deliver, nic=False),
@@ -365,6 +365,10 @@ class EmulatedPath(VmPath):
             self._rx_unrefilled = 0
             if refill.steps:
                 yield from self._run_irq(last_rx, Plan(refill.steps, (), refill))
+
+    def _rx_frames(self, item: Any) -> int:
+        """A NAPI poll's work for ``item``: its received frames (transmit completions: none)."""
+        return self.host.nic.frames(item[2]) if item[0] == RX else 0
 
     def _finish_nic(self, handled: list[Any]) -> ProcessGenerator:
         work = self.nic_finish

@@ -80,6 +80,12 @@ class NicModel(Params):
                "of each poll for the rest)",
         doc="The receive poll refills buffers (the rx_refill accesses) after this many "
             "received frames, and once at its end for fewer.")
+    napi: bool = param(
+        False, source="S100 (e1000_clean: napi_complete_done only when work_done < budget); "
+                       "Linux 2.4 pcnet32_interrupt loops until no cause is left",
+        doc="The driver polls NAPI-style, counting received frames against the budget: a "
+            "poll that finds fewer completes and unmasks; without it the handler loops until "
+            "nothing is left.")
     irq_cause_latch: bool = param(
         False,
         source="S100 (e1000: e1000_intr reads ICR once; QEMU mac_icr_read clears it, "

@@ -50,7 +50,9 @@ class DeviceInterrupt:
       *running* never cost a second interrupt;
     * two deliveries are at least ``min_interval_us`` apart;
     * items are handled in the order they were raised, at most ``batch_limit`` per batch
-      (and, without ``poll_until_empty``, one batch per interrupt);
+      (and, without ``poll_until_empty``, one batch per interrupt); with ``weight``, a batch
+      takes items until their weight reaches ``batch_limit``, and the poll goes on only
+      while a batch reached it (NAPI: ``e1000_clean`` completes when ``work_done < budget``);
     * no item is left behind: the unmask re-raises the line if anything is queued (or, with
       ``latch_causes``, if a cause was raised after the handler's read).
 
@@ -77,6 +79,10 @@ class DeviceInterrupt:
         True for a NAPI-style driver that polls until nothing is left (e1000); False for a
         handler that completes what its status read found, at most ``batch_limit`` items
         (AHCI, IDE): later causes raise the next interrupt.
+    weight:
+        Work per item counted against ``batch_limit`` (e1000: received frames, the
+        descriptors ``e1000_clean_rx_irq`` counts in ``work_done``; a transmit completion
+        counts nothing). None: every item counts one and the poll runs until nothing is left.
     latch_causes:
         True for a device whose handler reads a read-to-clear cause register once at entry
         (e1000's ICR): a cause raised after :meth:`read_causes` and before the unmask raises
@@ -91,7 +97,8 @@ class DeviceInterrupt:
                  handle_batch: Callable[[list[Any]], ProcessGenerator],
                  finish: Callable[[list[Any]], ProcessGenerator], batch_limit: int,
                  min_interval_us: float = 0.0, poll_until_empty: bool = True,
-                 latch_causes: bool = False, tracer: Tracer | None = None) -> None:
+                 latch_causes: bool = False, weight: Callable[[Any], int] | None = None,
+                 tracer: Tracer | None = None) -> None:
         if batch_limit < 1:
             raise ValueError(f"{scope}: batch_limit must be >= 1, got {batch_limit}")
         self.env = env
@@ -103,6 +110,7 @@ class DeviceInterrupt:
         self.min_interval_us = min_interval_us
         self.poll_until_empty = poll_until_empty
         self.latch_causes = latch_causes
+        self.weight = weight
         self.tracer: Tracer = tracer if tracer is not None else NullTracer()
         self._items: deque[Any] = deque()
         self.state = IDLE
@@ -192,14 +200,22 @@ class DeviceInterrupt:
             # A NAPI driver polls until the device has nothing left; a plain handler completes
             # what its status read found and leaves the rest to the next interrupt.
             while items:
-                count = min(len(items), self.batch_limit)
-                batch = [items.popleft() for _ in range(count)]
+                if self.weight is None:
+                    count = min(len(items), self.batch_limit)
+                    batch = [items.popleft() for _ in range(count)]
+                    full = True
+                else:  # NAPI: up to the budget's worth of work per poll
+                    batch, work = [], 0
+                    while items and work < self.batch_limit:
+                        batch.append(items.popleft())
+                        work += self.weight(batch[-1])
+                    full = work >= self.batch_limit
                 self.batches += 1
-                self.items_handled += count
+                self.items_handled += len(batch)
                 yield from self._handle_batch(batch)
                 handled.extend(batch)
-                if not self.poll_until_empty:
-                    break
+                if not self.poll_until_empty or not full:
+                    break  # a poll under budget completes; what came meanwhile re-raises
             yield from self._finish(handled)
             self.state = IDLE
             self._doorbell = self.env.event()
