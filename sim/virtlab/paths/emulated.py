@@ -51,6 +51,7 @@ from virtlab.paths.emulation.plans import Plan, Planner
 from virtlab.paths.emulation.settings import EmulatedParams
 from virtlab.paths.vm import PH_VCPU_WAKEUP, VmPath
 from virtlab.records import BACKEND, EXIT, GUEST, HOST, Request
+from virtlab.units import cycles_to_us
 
 __all__ = ["EmulatedPath", "EmulatedParams"]
 
@@ -97,11 +98,29 @@ class EmulatedPath(VmPath):
         self.nic_refill = costs.operation(f"{p.nic_model} rx refill", nic.rx_refill)
         #: Received frames the poll has not refilled yet (a refill every rx_refill_frames).
         self._rx_unrefilled = 0
+        #: PIO data transfer (ide_transfer = "pio", S101): other issue and interrupt-entry
+        #: accesses, and per block the data-port exits the handler makes.
+        self.pio = p.ide_transfer == "pio"
+        mode = " pio" if self.pio else ""
         self.blk_deliver = combine("disk interrupt", injection,
-                                   costs.operation(f"{p.disk_controller} irq entry",
-                                                   disk.irq_entry), blk_eoi)
+                                   costs.operation(f"{p.disk_controller}{mode} irq entry",
+                                                   disk.pio_irq_entry if self.pio
+                                                   else disk.irq_entry), blk_eoi)
         self.blk_finish = costs.operation(f"{p.disk_controller} irq exit", disk.irq_exit)
-        self.blk_issue = costs.operation(f"{p.disk_controller} issue", disk.issue)
+        self.blk_issue = costs.operation(f"{p.disk_controller}{mode} issue",
+                                         disk.pio_issue if self.pio else disk.issue)
+        if self.pio:
+            self.pio_sector = costs.operation("ide pio data", disk.pio_sector)
+            self.pio_block_end = costs.operation("ide pio sync", disk.pio_block_end)
+            self.pio_last = costs.operation("ide pio status", disk.pio_last)
+            self.pio_element_us = cycles_to_us(p.pio_element_cycles, hp.cpu_ghz)
+            # KVM hands a rep ins up to QEMU in one exit, but a rep outs one element at a time
+            # (emulate.c em_out: count 1): the other elements of a sector each return to QEMU
+            # and back into KVM without a VM entry (a user-space round trip, not a VM exit).
+            # Xen HVM sends a string I/O as one ioreq with a count.
+            to_user = any(costs.price(a)[2] for a in disk.pio_sector)
+            self.pio_trip_us = (costs.user_exit_us - costs.kernel_exit_us
+                                if to_user and not costs.xen_hvm else 0.0)
         # The devices' interrupt lines; a partial binds each device's delivery work.
         self.guest_nic = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.nic_model}.irq",
@@ -377,16 +396,25 @@ class EmulatedPath(VmPath):
 
     def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:
         us = 0.5 * self.host.params.blk_io_us
-        for _kind, req, _nbytes, done in batch:
+        for item in batch:
+            req, done = item[1], item[3]
             wait = self.vcpu.acquire(priority=True)
             if wait is not None:
                 yield wait
+            if len(item) > 4:  # a PIO block: the handler's data transfer and what follows
+                steps, block_parts, finished = self._pio_handler(item)
+                yield from self.host.cpu.run(self.irq_ctx, req, steps)
+                charge(req, block_parts, self.env.now)
+                if not finished:
+                    self.vcpu.release()
+                    done.succeed(False)
+                    continue
             yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
                                                              "guest: block completion"),))
             self.vcpu.release()
             charge(req, ((P_GUEST, us),), self.env.now)
             self.tags.release()
-            done.succeed()
+            done.succeed(True)
 
     def _finish_blk(self, handled: list[Any]) -> ProcessGenerator:
         work = self.blk_finish
@@ -396,6 +424,9 @@ class EmulatedPath(VmPath):
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
         """Command slot -> issue exits -> device model submits -> disk -> interrupt."""
+        if self.pio:
+            yield from self._block_io_pio(req, nbytes, write, sequential)
+            return
         env = self.env
         enter(req, env.now)
         wait = self.tags.acquire()
@@ -420,3 +451,110 @@ class EmulatedPath(VmPath):
         yield from self.host.disk.serve(req, nbytes, write, sequential, self.disk_queue)
         charge(req, ((DEVICE, self.env.now - start),), self.env.now)
         self.iothread.push((BLK_DONE, req, nbytes, done))
+
+    # IDE PIO ----------------------------------------------------------------------------------
+    def _pio_transfer(self, sectors: int, write: bool) -> tuple[list[Any], list[Any]]:
+        """Steps and latency parts of moving one DRQ block of ``sectors`` through the data port.
+
+        Per sector (ata_pio_sector, S101): one string access (rep insl/outsl) that exits once;
+        the device model handles each of its elements (ide_data_readl/writel); KVM's emulator
+        copies the sector between its I/O page and guest memory; a rep outs also returns to
+        QEMU once per further element. Then ata_sff_sync (ALTSTATUS) closes the block.
+        """
+        elements = self.params.disk.pio_sector_elements
+        model_us = sectors * elements * self.pio_element_us
+        copy_us = sectors * self.host.copy_us(512)
+        trips_us = sectors * (elements - 1) * self.pio_trip_us if write else 0.0
+        sector, sync = self.pio_sector, self.pio_block_end
+        steps: list[Any] = [*(sector.steps * sectors)]
+        if trips_us > 0.0:
+            steps.append((HOST, trips_us, "kvm: rep outs returns to the device model per element"))
+        steps += [(BACKEND, model_us, "device model: data port, element by element"),
+                  (HOST, copy_us, "kvm: copy the sector between its I/O page and the guest"),
+                  *sync.steps]
+        block_parts = [*(sector.parts * sectors), (EXITS, trips_us), (DEVICE_MODEL, model_us),
+                       (COPIES, copy_us), *sync.parts]
+        return [st for st in steps if st[1] > 0.0], [pt for pt in block_parts if pt[1] > 0.0]
+
+    def _pio_submit(self) -> tuple[list[Any], list[Any]]:
+        """The device model starts a block's AIO (end_transfer_func, on the exiting vCPU)."""
+        host_us = self.host.params.syscall_us + 0.5 * self.host.params.blk_io_us
+        return [(HOST, host_us, "host: AIO submit of the next block")], [(HOST_KERNEL, host_us)]
+
+    def _pio_handler(self, item: Any) -> tuple[list[Any], list[Any], bool]:
+        """What the interrupt handler of one PIO block does; True if the command is done.
+
+        Read: it reads block ``index`` (its last element starts the next block's AIO), and
+        after the last block ata_wait_idle reads STATUS. Write: it writes block ``index + 1``
+        (whose last element starts that block's AIO); the last interrupt only completes.
+        """
+        req, blocks, index, write = item[1], item[4], item[5], item[6]
+        steps: list[Any] = []
+        block_parts: list[Any] = []
+        last = index == len(blocks) - 1
+        data = blocks[index + 1] if write and not last else (0 if write else blocks[index])
+        if data:
+            steps, block_parts = self._pio_transfer(data, write)
+            if not last:  # the next block's AIO starts in the data port's exit
+                more_steps, more_parts = self._pio_submit()
+                steps += more_steps
+                block_parts += more_parts
+        if last and not write:
+            steps += list(self.pio_last.steps)
+            block_parts += list(self.pio_last.parts)
+        for op in ((self.pio_sector,) * data + ((self.pio_block_end,) if data else ())
+                   + ((self.pio_last,) if last and not write else ())):
+            op.count(req)
+        return steps, block_parts, last
+
+    def _block_io_pio(self, req: Request, nbytes: int, write: bool, sequential: bool
+                      ) -> ProcessGenerator:
+        """IDE PIO (READ/WRITE MULTIPLE, S101): one interrupt per DRQ block.
+
+        The issue's COMMAND write runs QEMU's ide_exec_cmd in the vCPU's exit: a read starts
+        its first block's AIO there; a write's first block goes out from the guest's PIO task
+        after a STATUS poll, and its AIO starts at the block's last element. Each block's AIO
+        completes on the I/O thread and raises the interrupt; the handler moves the data.
+        """
+        env = self.env
+        hp = self.host.params
+        enter(req, env.now)
+        wait = self.tags.acquire()
+        if wait is not None:
+            yield wait
+        sectors = max(1, -(-nbytes // 512))
+        per = self.params.disk.pio_block_sectors
+        blocks = tuple(min(per, sectors - first) for first in range(0, sectors, per))
+        guest_us = hp.syscall_us + 0.5 * hp.blk_io_us
+        issue = self.blk_issue
+        steps: list[Any] = [(GUEST, guest_us, "guest: submit + block layer"), *issue.steps,
+                            (BACKEND, self.plans.command_us,
+                             "device model: ide_exec_cmd (READ/WRITE MULTIPLE)")]
+        block_parts: list[Any] = [(P_GUEST, guest_us), *issue.parts,
+                                  (DEVICE_MODEL, self.plans.command_us)]
+        issue.count(req)
+        if write:  # ata_sff_pio_task: ata_sff_busy_wait, then the first block
+            self.pio_last.count(req)
+            data_steps, data_parts = self._pio_transfer(blocks[0], True)
+            steps += [*self.pio_last.steps, *data_steps]
+            block_parts += [*self.pio_last.parts, *data_parts]
+            for op in (self.pio_sector,) * blocks[0] + (self.pio_block_end,):
+                op.count(req)
+        more_steps, more_parts = self._pio_submit()
+        steps += more_steps
+        block_parts += more_parts
+        yield from self.host.cpu.run(self.vcpu, req, tuple(s for s in steps if s[1] > 0.0))
+        charge(req, tuple(pt for pt in block_parts if pt[1] > 0.0), env.now)
+        for index, count in enumerate(blocks):
+            start = env.now
+            yield from self.host.disk.serve(req, count * 512, write, sequential,
+                                            self.disk_queue)
+            charge(req, ((DEVICE, env.now - start),), env.now)
+            done = env.event()
+            self.iothread.push((BLK_DONE, req, count * 512, done, blocks, index, write))
+            finished = yield done
+            if finished:
+                break
+        us = hp.ctx_switch_us
+        yield from self.host.cpu.run(self.vcpu, req, ((GUEST, us, "guest: wake application"),))
+        charge(req, ((P_GUEST, us),), env.now)

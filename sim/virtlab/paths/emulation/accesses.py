@@ -106,11 +106,34 @@ class DiskModel(Params):
     issue: tuple[Access, ...] = field(default=())
     irq_entry: tuple[Access, ...] = field(default=())
     irq_exit: tuple[Access, ...] = field(default=())
+    # PIO data transfer (emulated.ide_transfer = "pio"); empty for a controller without it.
+    pio_issue: tuple[Access, ...] = field(default=())
+    pio_irq_entry: tuple[Access, ...] = field(default=())
+    pio_sector: tuple[Access, ...] = field(default=())
+    pio_block_end: tuple[Access, ...] = field(default=())
+    pio_last: tuple[Access, ...] = field(default=())
+    pio_block_sectors: int = param(
+        16, lo=1, hi=256,
+        source="S101 (QEMU ide_reset: mult_sectors = MAX_MULT_SECTORS = 16; libata "
+               "ata_rwcmd_protocol uses READ/WRITE MULTIPLE with multi_count)",
+        doc="PIO: sectors per DRQ block, one interrupt per block.")
+    pio_sector_elements: int = param(
+        128, lo=1, hi=4096,
+        source="S101 (ata_piix inherits ata_bmdma32_port_ops: ata_sff_data_xfer32, 4 bytes "
+               "per element; 256 with 16-bit PIO)",
+        doc="PIO: data-port elements per 512-byte sector; the device model handles each one "
+            "(QEMU ide_data_readl/writel), all in one exit.")
+
+    @property
+    def has_pio(self) -> bool:
+        """The table describes a PIO data path (a data-port access per sector)."""
+        return bool(self.pio_sector)
 
 
 #: Operation tables of each device type (documented in devices.toml and docs/emulation.md).
 NIC_OPERATIONS = ("tx_doorbell", "irq_entry", "irq_exit", "rx_refill")
-DISK_OPERATIONS = ("issue", "irq_entry", "irq_exit")
+DISK_OPERATIONS = ("issue", "irq_entry", "irq_exit", "pio_issue", "pio_irq_entry",
+                   "pio_sector", "pio_block_end", "pio_last")
 
 
 @cache
