@@ -14,7 +14,9 @@ preset (:mod:`virtlab.paths.emulation.exits`). Per request (S8, S17-S20):
   into a guest buffer -> receive interrupt -> handler (trapping accesses, EOI) -> poll (guest
   stack) -> refill (e1000: RDT) -> unmask (trapping accesses) -> application;
 * **disk**: command slot (AHCI 32, IDE 1) -> issue accesses -> device model submits AIO ->
-  device -> completion on the I/O thread -> interrupt (handler accesses) -> application.
+  device -> completion on the I/O thread -> interrupt (handler accesses) -> application;
+  with IDE PIO (``ide_transfer = "pio"``, :mod:`virtlab.paths.emulation.pio`) the data moves
+  through the data port instead, an interrupt per 16-sector block and an exit per sector.
 
 An interrupt that finds the guest's vCPUs halted first wakes one, as on every VM path
 (:meth:`~virtlab.paths.vm.VmPath.vcpu_wake_steps`: the HLT exit and, past KVM's halt polling,
@@ -47,11 +49,11 @@ from virtlab.paths.emulation.phases import (
     enter,
 )
 from virtlab.paths.emulation.phases import GUEST as P_GUEST
+from virtlab.paths.emulation.pio import SECTOR_BYTES, PioCosts
 from virtlab.paths.emulation.plans import Plan, Planner
 from virtlab.paths.emulation.settings import EmulatedParams
 from virtlab.paths.vm import PH_VCPU_WAKEUP, VmPath
 from virtlab.records import BACKEND, EXIT, GUEST, HOST, Request
-from virtlab.units import cycles_to_us
 
 __all__ = ["EmulatedPath", "EmulatedParams"]
 
@@ -109,18 +111,7 @@ class EmulatedPath(VmPath):
         self.blk_finish = costs.operation(f"{p.disk_controller} irq exit", disk.irq_exit)
         self.blk_issue = costs.operation(f"{p.disk_controller}{mode} issue",
                                          disk.pio_issue if self.pio else disk.issue)
-        if self.pio:
-            self.pio_sector = costs.operation("ide pio data", disk.pio_sector)
-            self.pio_block_end = costs.operation("ide pio sync", disk.pio_block_end)
-            self.pio_last = costs.operation("ide pio status", disk.pio_last)
-            self.pio_element_us = cycles_to_us(p.pio_element_cycles, hp.cpu_ghz)
-            # KVM hands a rep ins up to QEMU in one exit, but a rep outs one element at a time
-            # (emulate.c em_out: count 1): the other elements of a sector each return to QEMU
-            # and back into KVM without a VM entry (a user-space round trip, not a VM exit).
-            # Xen HVM sends a string I/O as one ioreq with a count.
-            to_user = any(costs.price(a)[2] for a in disk.pio_sector)
-            self.pio_trip_us = (costs.user_exit_us - costs.kernel_exit_us
-                                if to_user and not costs.xen_hvm else 0.0)
+        self.pio_costs = PioCosts(host, p, costs) if self.pio else None
         # The devices' interrupt lines; a partial binds each device's delivery work.
         self.guest_nic = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.nic_model}.irq",
@@ -453,34 +444,6 @@ class EmulatedPath(VmPath):
         self.iothread.push((BLK_DONE, req, nbytes, done))
 
     # IDE PIO ----------------------------------------------------------------------------------
-    def _pio_transfer(self, sectors: int, write: bool) -> tuple[list[Any], list[Any]]:
-        """Steps and latency parts of moving one DRQ block of ``sectors`` through the data port.
-
-        Per sector (ata_pio_sector, S101): one string access (rep insl/outsl) that exits once;
-        the device model handles each of its elements (ide_data_readl/writel); KVM's emulator
-        copies the sector between its I/O page and guest memory; a rep outs also returns to
-        QEMU once per further element. Then ata_sff_sync (ALTSTATUS) closes the block.
-        """
-        elements = self.params.disk.pio_sector_elements
-        model_us = sectors * elements * self.pio_element_us
-        copy_us = sectors * self.host.copy_us(512)
-        trips_us = sectors * (elements - 1) * self.pio_trip_us if write else 0.0
-        sector, sync = self.pio_sector, self.pio_block_end
-        steps: list[Any] = [*(sector.steps * sectors)]
-        if trips_us > 0.0:
-            steps.append((HOST, trips_us, "kvm: rep outs returns to the device model per element"))
-        steps += [(BACKEND, model_us, "device model: data port, element by element"),
-                  (HOST, copy_us, "kvm: copy the sector between its I/O page and the guest"),
-                  *sync.steps]
-        block_parts = [*(sector.parts * sectors), (EXITS, trips_us), (DEVICE_MODEL, model_us),
-                       (COPIES, copy_us), *sync.parts]
-        return [st for st in steps if st[1] > 0.0], [pt for pt in block_parts if pt[1] > 0.0]
-
-    def _pio_submit(self) -> tuple[list[Any], list[Any]]:
-        """The device model starts a block's AIO (end_transfer_func, on the exiting vCPU)."""
-        host_us = self.host.params.syscall_us + 0.5 * self.host.params.blk_io_us
-        return [(HOST, host_us, "host: AIO submit of the next block")], [(HOST_KERNEL, host_us)]
-
     def _pio_handler(self, item: Any) -> tuple[list[Any], list[Any], bool]:
         """What the interrupt handler of one PIO block does; True if the command is done.
 
@@ -488,72 +451,70 @@ class EmulatedPath(VmPath):
         after the last block ata_wait_idle reads STATUS. Write: it writes block ``index + 1``
         (whose last element starts that block's AIO); the last interrupt only completes.
         """
+        pio = self.pio_costs
+        assert pio is not None
         req, blocks, index, write = item[1], item[4], item[5], item[6]
+        last = index == len(blocks) - 1
         steps: list[Any] = []
         block_parts: list[Any] = []
-        last = index == len(blocks) - 1
-        data = blocks[index + 1] if write and not last else (0 if write else blocks[index])
+        data = (blocks[index + 1] if not last else 0) if write else blocks[index]
         if data:
-            steps, block_parts = self._pio_transfer(data, write)
-            if not last:  # the next block's AIO starts in the data port's exit
-                more_steps, more_parts = self._pio_submit()
-                steps += more_steps
-                block_parts += more_parts
+            steps, block_parts = pio.transfer(req, data, write)
+            if not last:
+                more = pio.submit()
+                steps += more[0]
+                block_parts += more[1]
         if last and not write:
-            steps += list(self.pio_last.steps)
-            block_parts += list(self.pio_last.parts)
-        for op in ((self.pio_sector,) * data + ((self.pio_block_end,) if data else ())
-                   + ((self.pio_last,) if last and not write else ())):
-            op.count(req)
+            more = pio.status(req)
+            steps += more[0]
+            block_parts += more[1]
         return steps, block_parts, last
 
     def _block_io_pio(self, req: Request, nbytes: int, write: bool, sequential: bool
                       ) -> ProcessGenerator:
         """IDE PIO (READ/WRITE MULTIPLE, S101): one interrupt per DRQ block.
 
-        The issue's COMMAND write runs QEMU's ide_exec_cmd in the vCPU's exit: a read starts
-        its first block's AIO there; a write's first block goes out from the guest's PIO task
-        after a STATUS poll, and its AIO starts at the block's last element. Each block's AIO
-        completes on the I/O thread and raises the interrupt; the handler moves the data.
+        The issue's COMMAND write runs QEMU's ide_exec_cmd in the vCPU's exit (on the vCPU
+        thread whatever ``device_model_thread`` says): a read starts its first block's AIO
+        there; a write's first block goes out from the guest's PIO task after a STATUS poll,
+        and its AIO starts at the block's last element. Each block's AIO completes on the I/O
+        thread and raises the interrupt; the handler moves the data (:meth:`_pio_handler`).
         """
         env = self.env
         hp = self.host.params
+        pio = self.pio_costs
+        assert pio is not None
         enter(req, env.now)
         wait = self.tags.acquire()
         if wait is not None:
             yield wait
-        sectors = max(1, -(-nbytes // 512))
-        per = self.params.disk.pio_block_sectors
-        blocks = tuple(min(per, sectors - first) for first in range(0, sectors, per))
+        blocks = pio.blocks(nbytes)
         guest_us = hp.syscall_us + 0.5 * hp.blk_io_us
         issue = self.blk_issue
+        issue.count(req)
         steps: list[Any] = [(GUEST, guest_us, "guest: submit + block layer"), *issue.steps,
                             (BACKEND, self.plans.command_us,
                              "device model: ide_exec_cmd (READ/WRITE MULTIPLE)")]
         block_parts: list[Any] = [(P_GUEST, guest_us), *issue.parts,
                                   (DEVICE_MODEL, self.plans.command_us)]
-        issue.count(req)
         if write:  # ata_sff_pio_task: ata_sff_busy_wait, then the first block
-            self.pio_last.count(req)
-            data_steps, data_parts = self._pio_transfer(blocks[0], True)
-            steps += [*self.pio_last.steps, *data_steps]
-            block_parts += [*self.pio_last.parts, *data_parts]
-            for op in (self.pio_sector,) * blocks[0] + (self.pio_block_end,):
-                op.count(req)
-        more_steps, more_parts = self._pio_submit()
-        steps += more_steps
-        block_parts += more_parts
+            for more in (pio.status(req), pio.transfer(req, blocks[0], True)):
+                steps += more[0]
+                block_parts += more[1]
+        more = pio.submit()
+        steps += more[0]
+        block_parts += more[1]
         yield from self.host.cpu.run(self.vcpu, req, tuple(s for s in steps if s[1] > 0.0))
         charge(req, tuple(pt for pt in block_parts if pt[1] > 0.0), env.now)
         for index, count in enumerate(blocks):
             start = env.now
-            yield from self.host.disk.serve(req, count * 512, write, sequential,
+            yield from self.host.disk.serve(req, count * SECTOR_BYTES, write, sequential,
                                             self.disk_queue)
             charge(req, ((DEVICE, env.now - start),), env.now)
             done = env.event()
-            self.iothread.push((BLK_DONE, req, count * 512, done, blocks, index, write))
-            finished = yield done
-            if finished:
+            self.iothread.push((BLK_DONE, req, count * SECTOR_BYTES, done, blocks, index,
+                                write))
+            if (yield done):
                 break
         us = hp.ctx_switch_us
         yield from self.host.cpu.run(self.vcpu, req, ((GUEST, us, "guest: wake application"),))
