@@ -14,7 +14,9 @@ preset (:mod:`virtlab.paths.emulation.exits`). Per request (S8, S17-S20):
   into a guest buffer -> receive interrupt -> handler (trapping accesses, EOI) -> poll (guest
   stack) -> refill (e1000: RDT) -> unmask (trapping accesses) -> application;
 * **disk**: command slot (AHCI 32, IDE 1) -> issue accesses -> device model submits AIO ->
-  device -> completion on the I/O thread -> interrupt (handler accesses) -> application.
+  device -> completion on the I/O thread -> interrupt (handler accesses) -> application;
+  with IDE PIO (``ide_transfer = "pio"``, :mod:`virtlab.paths.emulation.pio`) the data moves
+  through the data port instead, an interrupt per 16-sector block and an exit per sector.
 
 An interrupt that finds the guest's vCPUs halted first wakes one, as on every VM path
 (:meth:`~virtlab.paths.vm.VmPath.vcpu_wake_steps`: the HLT exit and, past KVM's halt polling,
@@ -47,6 +49,7 @@ from virtlab.paths.emulation.phases import (
     enter,
 )
 from virtlab.paths.emulation.phases import GUEST as P_GUEST
+from virtlab.paths.emulation.pio import SECTOR_BYTES, PioCosts
 from virtlab.paths.emulation.plans import Plan, Planner
 from virtlab.paths.emulation.settings import EmulatedParams
 from virtlab.paths.vm import PH_VCPU_WAKEUP, VmPath
@@ -97,20 +100,28 @@ class EmulatedPath(VmPath):
         self.nic_refill = costs.operation(f"{p.nic_model} rx refill", nic.rx_refill)
         #: Received frames the poll has not refilled yet (a refill every rx_refill_frames).
         self._rx_unrefilled = 0
+        #: PIO data transfer (ide_transfer = "pio", S101): other issue and interrupt-entry
+        #: accesses, and per block the data-port exits the handler makes.
+        self.pio = p.ide_transfer == "pio"
+        mode = " pio" if self.pio else ""
         self.blk_deliver = combine("disk interrupt", injection,
-                                   costs.operation(f"{p.disk_controller} irq entry",
-                                                   disk.irq_entry), blk_eoi)
+                                   costs.operation(f"{p.disk_controller}{mode} irq entry",
+                                                   disk.pio_irq_entry if self.pio
+                                                   else disk.irq_entry), blk_eoi)
         self.blk_finish = costs.operation(f"{p.disk_controller} irq exit", disk.irq_exit)
-        self.blk_issue = costs.operation(f"{p.disk_controller} issue", disk.issue)
+        self.blk_issue = costs.operation(f"{p.disk_controller}{mode} issue",
+                                         disk.pio_issue if self.pio else disk.issue)
+        self.pio_costs = PioCosts(host, p, costs) if self.pio else None
         # The devices' interrupt lines; a partial binds each device's delivery work.
         self.guest_nic = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.nic_model}.irq",
-            deliver=partial(self._deliver, work=self.nic_deliver),
+            deliver=partial(self._deliver, work=self.nic_deliver, nic=True),
             handle_batch=self._poll_nic, finish=self._finish_nic, batch_limit=hp.napi_budget,
-            min_interval_us=p.irq_min_interval_us, tracer=host.tracer)
+            min_interval_us=p.irq_min_interval_us, latch_causes=nic.irq_cause_latch,
+            weight=self._rx_frames if nic.napi else None, tracer=host.tracer)
         self.guest_blk = DeviceInterrupt(  # type: ignore[assignment]
             env, f"{name}.{p.disk_controller}.irq",
-            deliver=partial(self._deliver, work=self.blk_deliver),
+            deliver=partial(self._deliver, work=self.blk_deliver, nic=False),
             handle_batch=self._poll_blk, finish=self._finish_blk, batch_limit=hp.napi_budget,
             # No minimum interval: the disk controllers have no interrupt coalescing (QEMU's
             # AHCI does not offer CCC, S73); irq_min_interval_us is the NIC's mitigation.
@@ -294,14 +305,17 @@ class EmulatedPath(VmPath):
 
     # Interrupts --------------------------------------------------------------------------------
     def _deliver(self, pending: list[Any], held_from_us: float | None, *,
-                 work: OperationCost) -> ProcessGenerator:
+                 work: OperationCost, nic: bool) -> ProcessGenerator:
         """Deliver one interrupt for ``pending``; each critical item waited through it.
 
         Delivery wakes a halted vCPU first (wake latency, HLT exit, thread switch): part of
-        the interrupt's latency, its HLT exit counted on the first item's request.
+        the interrupt's latency, its HLT exit counted on the first item's request. An
+        interrupt raised by a latched cause alone (``pending`` empty: the poll already handled
+        its packet) is counted on the request whose cause raised it.
         """
         env = self.env
-        first = pending[0][1]
+        line = self.guest_nic if nic else self.guest_blk
+        first = (pending[0] if pending else line.last_cause)[1]
         first.interrupts += 1
         critical = [item[1] for item in pending if item[0] != TX_DONE]
         if held_from_us is not None:  # mitigation held the interrupt back: delivery latency
@@ -314,6 +328,7 @@ class EmulatedPath(VmPath):
         wait = self.vcpu.acquire(priority=True)
         if wait is not None:
             yield wait
+        line.read_causes()  # the handler's first access reads the cause register (ICR)
         steps = work.steps
         parts = work.parts
         if wake:
@@ -361,22 +376,36 @@ class EmulatedPath(VmPath):
             if refill.steps:
                 yield from self._run_irq(last_rx, Plan(refill.steps, (), refill))
 
+    def _rx_frames(self, item: Any) -> int:
+        """A NAPI poll's work for ``item``: its received frames (transmit completions: none)."""
+        return self.host.nic.frames(item[2]) if item[0] == RX else 0
+
     def _finish_nic(self, handled: list[Any]) -> ProcessGenerator:
         work = self.nic_finish
-        yield from self._run_irq(handled[-1][1], Plan(work.steps, (), work))
+        req = (handled[-1] if handled else self.guest_nic.last_cause)[1]
+        yield from self._run_irq(req, Plan(work.steps, (), work))
 
     def _poll_blk(self, batch: list[Any]) -> ProcessGenerator:
         us = 0.5 * self.host.params.blk_io_us
-        for _kind, req, _nbytes, done in batch:
+        for item in batch:
+            req, done = item[1], item[3]
             wait = self.vcpu.acquire(priority=True)
             if wait is not None:
                 yield wait
+            if len(item) > 4:  # a PIO block: the handler's data transfer and what follows
+                steps, block_parts, finished = self._pio_handler(item)
+                yield from self.host.cpu.run(self.irq_ctx, req, steps)
+                charge(req, block_parts, self.env.now)
+                if not finished:
+                    self.vcpu.release()
+                    done.succeed(False)
+                    continue
             yield from self.host.cpu.run(self.irq_ctx, req, ((GUEST, us,
                                                              "guest: block completion"),))
             self.vcpu.release()
             charge(req, ((P_GUEST, us),), self.env.now)
             self.tags.release()
-            done.succeed()
+            done.succeed(True)
 
     def _finish_blk(self, handled: list[Any]) -> ProcessGenerator:
         work = self.blk_finish
@@ -386,6 +415,9 @@ class EmulatedPath(VmPath):
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
         """Command slot -> issue exits -> device model submits -> disk -> interrupt."""
+        if self.pio:
+            yield from self._block_io_pio(req, nbytes, write, sequential)
+            return
         env = self.env
         enter(req, env.now)
         wait = self.tags.acquire()
@@ -410,3 +442,80 @@ class EmulatedPath(VmPath):
         yield from self.host.disk.serve(req, nbytes, write, sequential, self.disk_queue)
         charge(req, ((DEVICE, self.env.now - start),), self.env.now)
         self.iothread.push((BLK_DONE, req, nbytes, done))
+
+    # IDE PIO ----------------------------------------------------------------------------------
+    def _pio_handler(self, item: Any) -> tuple[list[Any], list[Any], bool]:
+        """What the interrupt handler of one PIO block does; True if the command is done.
+
+        Read: it reads block ``index`` (its last element starts the next block's AIO), and
+        after the last block ata_wait_idle reads STATUS. Write: it writes block ``index + 1``
+        (whose last element starts that block's AIO); the last interrupt only completes.
+        """
+        pio = self.pio_costs
+        assert pio is not None
+        req, blocks, index, write = item[1], item[4], item[5], item[6]
+        last = index == len(blocks) - 1
+        steps: list[Any] = []
+        block_parts: list[Any] = []
+        data = (blocks[index + 1] if not last else 0) if write else blocks[index]
+        if data:
+            steps, block_parts = pio.transfer(req, data, write)
+            if not last:
+                more = pio.submit()
+                steps += more[0]
+                block_parts += more[1]
+        if last and not write:
+            more = pio.status(req)
+            steps += more[0]
+            block_parts += more[1]
+        return steps, block_parts, last
+
+    def _block_io_pio(self, req: Request, nbytes: int, write: bool, sequential: bool
+                      ) -> ProcessGenerator:
+        """IDE PIO (READ/WRITE MULTIPLE, S101): one interrupt per DRQ block.
+
+        The issue's COMMAND write runs QEMU's ide_exec_cmd in the vCPU's exit (on the vCPU
+        thread whatever ``device_model_thread`` says): a read starts its first block's AIO
+        there; a write's first block goes out from the guest's PIO task after a STATUS poll,
+        and its AIO starts at the block's last element. Each block's AIO completes on the I/O
+        thread and raises the interrupt; the handler moves the data (:meth:`_pio_handler`).
+        """
+        env = self.env
+        hp = self.host.params
+        pio = self.pio_costs
+        assert pio is not None
+        enter(req, env.now)
+        wait = self.tags.acquire()
+        if wait is not None:
+            yield wait
+        blocks = pio.blocks(nbytes)
+        guest_us = hp.syscall_us + 0.5 * hp.blk_io_us
+        issue = self.blk_issue
+        issue.count(req)
+        steps: list[Any] = [(GUEST, guest_us, "guest: submit + block layer"), *issue.steps,
+                            (BACKEND, self.plans.command_us,
+                             "device model: ide_exec_cmd (READ/WRITE MULTIPLE)")]
+        block_parts: list[Any] = [(P_GUEST, guest_us), *issue.parts,
+                                  (DEVICE_MODEL, self.plans.command_us)]
+        if write:  # ata_sff_pio_task: ata_sff_busy_wait, then the first block
+            for more in (pio.status(req), pio.transfer(req, blocks[0], True)):
+                steps += more[0]
+                block_parts += more[1]
+        more = pio.submit()
+        steps += more[0]
+        block_parts += more[1]
+        yield from self.host.cpu.run(self.vcpu, req, tuple(s for s in steps if s[1] > 0.0))
+        charge(req, tuple(pt for pt in block_parts if pt[1] > 0.0), env.now)
+        for index, count in enumerate(blocks):
+            start = env.now
+            yield from self.host.disk.serve(req, count * SECTOR_BYTES, write, sequential,
+                                            self.disk_queue)
+            charge(req, ((DEVICE, env.now - start),), env.now)
+            done = env.event()
+            self.iothread.push((BLK_DONE, req, count * SECTOR_BYTES, done, blocks, index,
+                                write))
+            if (yield done):
+                break
+        us = hp.ctx_switch_us
+        yield from self.host.cpu.run(self.vcpu, req, ((GUEST, us, "guest: wake application"),))
+        charge(req, ((P_GUEST, us),), env.now)

@@ -4,7 +4,9 @@
   makes (data, in ``devices.toml``);
 * :mod:`~virtlab.paths.emulation.exits`: what an access or an interrupt costs under a CPU
   support preset (:mod:`virtlab.cpusupport`);
-* :mod:`~virtlab.paths.emulation.interrupts`: a device's interrupt line, with mitigation;
+* :mod:`~virtlab.paths.emulation.interrupts`: a device's interrupt line, with mitigation,
+  latched causes and NAPI's budget rule;
+* :mod:`~virtlab.paths.emulation.pio`: what IDE PIO's data-port transfers cost;
 * :mod:`~virtlab.paths.emulation.phases`: splitting a request's latency into phases.
 
 The path itself is :class:`virtlab.paths.emulated.EmulatedPath`.

@@ -80,6 +80,19 @@ class NicModel(Params):
                "of each poll for the rest)",
         doc="The receive poll refills buffers (the rx_refill accesses) after this many "
             "received frames, and once at its end for fewer.")
+    napi: bool = param(
+        False, source="S100 (e1000_clean: napi_complete_done only when work_done < budget); "
+                       "Linux 2.4 pcnet32_interrupt loops until no cause is left",
+        doc="The driver polls NAPI-style, counting received frames against the budget: a "
+            "poll that finds fewer completes and unmasks; without it the handler loops until "
+            "nothing is left.")
+    irq_cause_latch: bool = param(
+        False,
+        source="S100 (e1000: e1000_intr reads ICR once; QEMU mac_icr_read clears it, "
+               "set_ims re-evaluates it); pcnet32_interrupt loops until CSR0 shows no cause",
+        doc="The handler reads a read-to-clear cause register once, at entry: a cause the "
+            "device raises after that read stays latched while the device is masked and "
+            "raises the interrupt again at the unmask, even if the poll handled its packet.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,11 +106,34 @@ class DiskModel(Params):
     issue: tuple[Access, ...] = field(default=())
     irq_entry: tuple[Access, ...] = field(default=())
     irq_exit: tuple[Access, ...] = field(default=())
+    # PIO data transfer (emulated.ide_transfer = "pio"); empty for a controller without it.
+    pio_issue: tuple[Access, ...] = field(default=())
+    pio_irq_entry: tuple[Access, ...] = field(default=())
+    pio_sector: tuple[Access, ...] = field(default=())
+    pio_block_end: tuple[Access, ...] = field(default=())
+    pio_last: tuple[Access, ...] = field(default=())
+    pio_block_sectors: int = param(
+        16, lo=1, hi=256,
+        source="S101 (QEMU ide_reset: mult_sectors = MAX_MULT_SECTORS = 16; libata "
+               "ata_rwcmd_protocol uses READ/WRITE MULTIPLE with multi_count)",
+        doc="PIO: sectors per DRQ block, one interrupt per block.")
+    pio_sector_elements: int = param(
+        128, lo=1, hi=4096,
+        source="S101 (ata_piix inherits ata_bmdma32_port_ops: ata_sff_data_xfer32, 4 bytes "
+               "per element; 256 with 16-bit PIO)",
+        doc="PIO: data-port elements per 512-byte sector; the device model handles each one "
+            "(QEMU ide_data_readl/writel), all in one exit.")
+
+    @property
+    def has_pio(self) -> bool:
+        """The table describes a PIO data path (a data-port access per sector)."""
+        return bool(self.pio_sector)
 
 
 #: Operation tables of each device type (documented in devices.toml and docs/emulation.md).
 NIC_OPERATIONS = ("tx_doorbell", "irq_entry", "irq_exit", "rx_refill")
-DISK_OPERATIONS = ("issue", "irq_entry", "irq_exit")
+DISK_OPERATIONS = ("issue", "irq_entry", "irq_exit", "pio_issue", "pio_irq_entry",
+                   "pio_sector", "pio_block_end", "pio_last")
 
 
 @cache

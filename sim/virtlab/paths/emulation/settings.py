@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtlab.errors import ConfigError
 from virtlab.params import Params, param
 from virtlab.paths.emulation.accesses import (
     DISK_CONTROLLERS,
@@ -83,12 +84,39 @@ class EmulatedParams(Params):
         64, lo=1, hi=65536, source="S17 (xmit_more defers the TDT write to the end of a burst)",
         doc="Packets per transmit doorbell (1 = one doorbell per packet).")
     irq_min_interval_us: float = param(
-        0.0, unit="µs", lo=0.0, hi=1e6,
-        source="off by default; S18: 128 µs floor when the guest programs ITR; the disk "
-               "controllers have none (S73)",
-        doc="The NIC's interrupt mitigation: minimum time between two of its interrupts "
-            "(0 = off). The disk's interrupts are never held (QEMU's AHCI and IDE do not "
-            "coalesce).")
+        128.0, unit="µs", lo=0.0, hi=1e6,
+        source="S100: QEMU e1000 `mitigation` (on since QEMU 1.7; off for pc-1.6 and older): "
+               "the timer's 500 x 256 ns floor, which binds for a Linux guest's ITR (20000/s: "
+               "195 units) and TADV (32 x 4); the disk controllers have none (S73)",
+        doc="The NIC's interrupt mitigation (QEMU's e1000 `mitigation` property; 0 = off): an "
+            "interrupt raised with no mitigation timer running is delivered at once and arms "
+            "the timer for this long; causes raised while it runs wait for its expiry and "
+            "share one interrupt. The guest's own larger ITR (Linux programs 4000/s, 250 µs, "
+            "for bulk traffic) is not modelled. The disk's interrupts are never held (QEMU's "
+            "AHCI and IDE do not coalesce).")
+
+    ide_transfer: str = param(
+        "dma", choices=("dma", "pio"),
+        source="S19 (bus-master DMA), S101 (PIO: libata-sff, QEMU hw/ide/core.c, KVM string I/O)",
+        doc="How the IDE controller moves data: bus-master DMA (one completion interrupt per "
+            "command) or PIO (READ/WRITE MULTIPLE: an interrupt per block of "
+            "disk.pio_block_sectors, one data-port exit per 512-byte sector whose elements "
+            "the device model handles one by one). PIO needs a disk table with PIO accesses "
+            "(disk_controller = \"ide\").")
+    pio_element_cycles: float = param(
+        150.0, unit="cycles", lo=0.0, hi=1e7,
+        source="assumption (QEMU's per-element loop of a string I/O exit: "
+               "address_space_rw dispatch to ide_data_readl/writel, a few hundred cycles)",
+        doc="Device-model work per data-port element of a PIO transfer (128 per sector with "
+            "32-bit PIO).")
+
+    def check(self) -> None:
+        """PIO needs a controller whose table has a PIO data path."""
+        if self.ide_transfer == "pio" and isinstance(self.disk, DiskModel) \
+                and not self.disk.has_pio:
+            raise ConfigError("ide_transfer", f"'pio' needs a disk table with PIO accesses "
+                                              f"(disk_controller = 'ide'), got disk_controller "
+                                              f"= {self.disk_controller!r}; use 'dma'")
 
     def __post_init__(self) -> None:
         # Unset access tables are the built-in ones named by nic_model / disk_controller.
