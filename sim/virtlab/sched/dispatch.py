@@ -125,12 +125,7 @@ class Dispatcher(CoreStints):
 
     def finish(self, core: Core) -> None:
         """The short work holding ``core`` is done."""
-        now = self.env.now
-        leaf = core.leaf
-        assert leaf is not None
-        self._stop(core, now)
-        self._deactivate(leaf, now)
-        self._dispatch(core, now)
+        self._end_stint(core, self.env.now)
 
     def compute(self, leaf: Leaf, work_us: float) -> Event:
         """CPU-bound work of ``leaf``; the returned event fires when ``work_us`` has run."""

@@ -149,10 +149,15 @@ class CoreStints:
     def _grace_end(self, core: Core, token: int) -> None:
         if core.token != token or not core.grace:
             return
-        now = self.env.now
         leaf = core.leaf
         assert leaf is not None
         self._set_grace(leaf, None)
+        self._end_stint(core, self.env.now)
+
+    def _end_stint(self, core: Core, now: float) -> None:
+        """The work holding ``core`` is done and its leaf does not continue: free the core."""
+        leaf = core.leaf
+        assert leaf is not None
         self._stop(core, now)
         self._deactivate(leaf, now)
         self._dispatch(core, now)
