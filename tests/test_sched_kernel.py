@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.test_cpu_sched import Bench  # the dispatcher bench of the mechanism tests
 from virtlab.config import GuestSpec, Scenario, scenario_from_dict
 from virtlab.hardware import HostParams
 from virtlab.model import run
@@ -18,8 +19,6 @@ from virtlab.sched.cfs import CfsPolicy
 from virtlab.sched.eevdf import EevdfPolicy
 from virtlab.sched.params import GuestSchedParams, SchedulerParams
 from virtlab.workload import CpuHog
-
-from tests.test_cpu_sched import Bench  # the dispatcher bench of the mechanism tests
 
 FAIR = ["cfs", "eevdf"]
 POLICY = {"cfs": CfsPolicy, "eevdf": EevdfPolicy}

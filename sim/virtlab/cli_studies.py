@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from virtlab.cli import (
     _add_run_options,
@@ -31,6 +31,8 @@ from virtlab.cli import (
 from virtlab.errors import ConfigError
 
 __all__ = ["add_commands", "run_compare", "write_outputs"]
+
+_T = TypeVar("_T")
 
 #: ``capacity --max-guests`` at most this many (a host has at most 1024 cores).
 MAX_GUESTS = 1024
@@ -54,8 +56,6 @@ def _parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def _check_study(args: argparse.Namespace, scenario: Any, factors: dict[str, list[Any]]) -> None:
     """Before any point runs: every --vary key names a field, and the grid fits the budget."""
-    import math
-
     for key in factors:
         check_field_path(scenario, key, "--vary")
     approaches = approach_list(args.approaches)
@@ -157,6 +157,27 @@ class _Interrupted(Exception):
     """A study stopped by a signal (exit status 130)."""
 
 
+def _run_study(args: argparse.Namespace, desc: str, total: int | None,
+               work: Callable[[Any, Any], _T]) -> _T | None:
+    """Run ``work(store, progress)`` with a progress bar, the results store and signals handled.
+
+    Returns what ``work`` returns, or None if SIGINT/SIGTERM stopped it (the message printed
+    says what the store keeps; the caller exits with status 130). The progress bar is closed
+    either way; the store's summary is printed only after a study that ran to its end.
+    """
+    progress = _progress(args, desc, total)
+    try:
+        store = _store(args, progress)
+        with _interruptible(store):
+            result = work(store, progress)
+    except _Interrupted:
+        return None
+    finally:
+        progress.close()
+    _store_summary(store, args)
+    return result
+
+
 def run_compare(scenario: Any, approaches: Sequence[str] | None, args: argparse.Namespace) -> Any:
     """``compare``/``run``: the comparison on the chosen engine, with progress and data files."""
     from virtlab.experiment import compare
@@ -237,18 +258,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     _check_study(args, scenario, factors)
     runs = grid_size(factors) * (len(approaches) if approaches else 1) * args.replications
-    progress = _progress(args, "sweep", runs)
-    store = _store(args, progress)
-    try:
-        with _interruptible(store):
-            points = sweep(scenario, factors, approaches, seed=args.seed,
-                           replications=args.replications, jobs=args.jobs,
-                           scheduler=args.scheduler, store=store, progress=progress)
-    except _Interrupted:
+    points = _run_study(args, "sweep", runs, lambda store, progress: sweep(
+        scenario, factors, approaches, seed=args.seed, replications=args.replications,
+        jobs=args.jobs, scheduler=args.scheduler, store=store, progress=progress))
+    if points is None:
         return 130
-    finally:
-        progress.close()
-    _store_summary(store, args)
     write_outputs(points.to_frame(), args, "sweep")
     if args.json:
         print(dumps_json(points.to_json_dict()))
@@ -306,27 +320,24 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
                                                 f"{args.max_replications}")
     scenario = build_scenario(args.config, args.profile, args.set, args.duration, args.warmup)
     approaches = approach_list(args.approaches) or list(APPROACHES)
-    progress = _progress(args, "capacity")
-    store = _store(args, progress)
     from virtlab.sweep import with_guest_copies
 
-    # The search visits about 2 log2(N) + 1 guest counts per approach (galloping, then
-    # bisection), none larger than N; replications are budgeted at their starting number
-    # (the estimate is an upper bound already; only points near the limit get more).
-    visits = 2 * math.ceil(math.log2(args.max_guests + 1)) + 1
-    check_budget([with_guest_copies(scenario, args.max_guests)], args.replications,
-                 args.jobs, args.force, points=len(approaches) * visits)
-    try:
-        with _interruptible(store):
-            result = capacity_search(scenario, limit, args.max_guests, approaches,
-                                     seed=args.seed, replications=args.replications,
-                                     max_replications=args.max_replications, jobs=args.jobs,
-                                     scheduler=args.scheduler, store=store, progress=progress)
-    except _Interrupted:
+    def search(store: Any, progress: Any) -> Any:
+        # The budget is checked once the store is usable (a bad --store is reported first).
+        # The search visits about 2 log2(N) + 1 guest counts per approach (galloping, then
+        # bisection), none larger than N; replications are budgeted at their starting number
+        # (the estimate is an upper bound already; only points near the limit get more).
+        visits = 2 * math.ceil(math.log2(args.max_guests + 1)) + 1
+        check_budget([with_guest_copies(scenario, args.max_guests)], args.replications,
+                     args.jobs, args.force, points=len(approaches) * visits)
+        return capacity_search(scenario, limit, args.max_guests, approaches, seed=args.seed,
+                               replications=args.replications,
+                               max_replications=args.max_replications, jobs=args.jobs,
+                               scheduler=args.scheduler, store=store, progress=progress)
+
+    result = _run_study(args, "capacity", None, search)
+    if result is None:
         return 130
-    finally:
-        progress.close()
-    _store_summary(store, args)
     write_outputs(result.to_frame(), args, "capacity")
     for row in result.uncertain:
         print(f"virtlab: warning: {row.approach} with {row.guests} guests: the limit is inside "

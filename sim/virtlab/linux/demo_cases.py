@@ -27,8 +27,16 @@ from dataclasses import dataclass, field
 
 from virtlab.linux import cgroups, procs
 from virtlab.linux import libc as _c
-from virtlab.linux.cases import (CASES, Case, Expect, GroupSpec, Row, find_case, side_by_side,
-                                 simulate)
+from virtlab.linux.cases import (
+    CASES,
+    Case,
+    Expect,
+    GroupSpec,
+    Row,
+    find_case,
+    side_by_side,
+    simulate,
+)
 from virtlab.linux.channel import LineReader, error_message, raise_remote, write_line
 from virtlab.linux.demo_cgroups import cpu_time_ns
 from virtlab.linux.kernel import KernelInfo, kernel_info
@@ -77,8 +85,11 @@ class Measured:
     throttled_s: dict[str, float] = field(default_factory=dict)
 
     def waiting_s(self, group: str, tasks: int) -> float:
-        """Seconds ``tasks`` always-runnable tasks of a quota group neither ran nor were
-        throttled: runnable, waiting for a CPU that other processes had."""
+        """Seconds ``tasks`` always-runnable tasks of a quota group spent waiting for a CPU.
+
+        That is, neither running nor throttled: runnable, waiting for a CPU that other
+        processes had.
+        """
         return max(0.0, tasks * self.window_s - self.ran_s[group] - self.throttled_s[group])
 
 

@@ -28,7 +28,9 @@ if the guest's NAPI instance sleeps -> interrupt delivery (above) -> guest TCP/I
 TCP/IP + the tail write [vCPU] -> the VF's link (shared with the host's port) -> peer; the
 transmit completion interrupts the guest if its NAPI instance sleeps. Block I/O: syscall +
 block layer + submission-queue doorbell [vCPU] -> device -> completion MSI-X (delivery as
-above) -> block-layer completion -> the application is woken.
+above) -> block-layer completion -> the application is woken. That flow is the native one,
+:class:`~virtlab.paths.kernelstack.KernelStack`, run by the guest kernel; this module adds only
+how the device's interrupts reach the guest.
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ from typing import Any, ClassVar
 from simpy.events import ProcessGenerator
 
 from virtlab.cpu import ExecContext, Step
-from virtlab.drain import DrainLoop
-from virtlab.host import BLK_DONE, RX, Host
+from virtlab.host import Host
 from virtlab.params import Params
+from virtlab.paths.kernelstack import KernelStack, StackIO, StackLabels
 from virtlab.paths.pvcommon import EXIT_EOI, EXIT_INJECT, count_exits
 from virtlab.paths.vm import VmPath
-from virtlab.records import EXIT, GUEST, HOST, Request
+from virtlab.records import EXIT, GUEST, HOST
 
 __all__ = ["PassthroughPath", "PassthroughParams"]
 
@@ -60,14 +62,15 @@ class PassthroughParams(Params):
     section = "passthrough"
 
 
-class PassthroughPath(VmPath):
+class PassthroughPath(StackIO, VmPath):
     """A guest driving an assigned device (SR-IOV VF or VFIO) with its own kernel's driver.
 
     Components: ``vcpu`` (the guest's vCPUs, which run the driver, the stack and the
-    application), the guest's NAPI instances ``guest_nic`` and ``guest_blk`` (one interrupt
-    wakes each; completions arriving while it polls are taken without another), and the host
-    context ``softirq`` that runs VFIO's MSI handler when interrupts are not posted. The host's
-    own NIC queue and bridge (``host_nic`` of :class:`~virtlab.paths.vm.VmPath`) are not used.
+    application), ``stack`` (the guest kernel's stack and block layer, run on the vCPUs) with
+    its NAPI instances ``guest_nic`` and ``guest_blk`` (one interrupt wakes each; completions
+    arriving while it polls are taken without another), and the host context ``softirq`` that
+    runs VFIO's MSI handler when interrupts are not posted. The host's own NIC queue and bridge
+    (``host_nic`` of :class:`~virtlab.paths.vm.VmPath`) are not used.
 
     Invariants: no step of the data path is an exit; every delivered device interrupt costs
     exactly ``inject_exits + eoi_exits`` counted exits on a running vCPU and ``1 + eoi_exits``
@@ -76,13 +79,20 @@ class PassthroughPath(VmPath):
     """
 
     approach: ClassVar[str] = "passthrough"
+    #: What the guest kernel's steps are called (the doorbells are writes to mapped BARs).
+    labels: ClassVar[StackLabels] = StackLabels(
+        wake="guest: wake application", recv="guest: recv syscall + copy",
+        send="guest: send syscall + copy",
+        stack_tx="guest: stack tx + VF tail write (mapped BAR, no exit)",
+        stack_rx="guest: stack rx",
+        submit="guest: submit I/O + nvme SQ doorbell (mapped BAR, no exit)",
+        blk_done="guest: block completion")
 
     def __init__(self, host: Host, name: str, vcpu: ExecContext,
                  params: Params | None = None) -> None:
         super().__init__(host, name, vcpu)
         self.params = params if params is not None else PassthroughParams()
         hp = host.params
-        self.segment_bytes = host.nic_params.tso_bytes
         self.posted = bool(host.hypervisor.posted_interrupts)
         inject_us = host.irq_inject_us  # 0 with posted interrupts (virtlab.host)
         # The assigned device's interrupts are MSI/MSI-X: with PV EOI the EOI does not exit.
@@ -106,75 +116,14 @@ class PassthroughPath(VmPath):
             [(EXIT, self.inject_work_us, "KVM: inject the MSI at the wake-up's VM entry")]
             if self.inject_work_us > 0.0 else [])
         self._irq_halted: tuple[Step, ...] = (*inject_work, *handler)
-        self._blk_submit_steps: tuple[Step, ...] = (
-            (GUEST, hp.syscall_us + 0.5 * hp.blk_io_us,
-             "guest: submit I/O + nvme SQ doorbell (mapped BAR, no exit)"),)
-        self._blk_done_steps: tuple[Step, ...] = (
-            (GUEST, 0.5 * hp.blk_io_us, "guest: block completion"),)
-        self._wake_steps: tuple[Step, ...] = ((GUEST, hp.ctx_switch_us,
-                                               "guest: wake application"),)
-        # The guest's blk-mq maps its vCPUs onto the assigned device's queues, as natively.
-        self.blk_queues = host.claim_disk_queues(vcpu.capacity)
-        self._next_blk_queue = 0
-        self.guest_nic = DrainLoop(host.env, f"{name}.vf-napi", self._guest_nic_batch,
-                                   batch_limit=hp.napi_budget, on_wake=self._guest_irq,
-                                   tracer=host.tracer)
-        self.guest_blk = DrainLoop(host.env, f"{name}.nvme-irq", self._guest_blk_batch,
-                                   batch_limit=hp.napi_budget, on_wake=self._guest_irq,
-                                   tracer=host.tracer)
-
-    # IOPath ------------------------------------------------------------------------------------
-    def loops(self) -> list[DrainLoop]:
-        """The guest's NAPI instances (the host's NIC queue and bridge are not on the path)."""
-        return [self.guest_nic, self.guest_blk]
-
-    def ring_stats(self) -> dict[str, tuple[int, int]]:
-        """The device's rings are the hardware's own, not modelled as bounded queues."""
-        return {}
-
-    def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """VF DMA -> MSI-X (delivery) -> guest stack -> wake the application -> ``recv``."""
-        host = self.host
-        hp = host.params
-        done = self.env.event()
-        if self.guest_nic.push((RX, req, nbytes, done)):
-            req.interrupts += 1
-        yield done
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.ctx_switch_us, "guest: wake application"),
-            (GUEST, hp.syscall_us + host.copy_us(nbytes), "guest: recv syscall + copy"),
-        ))
-
-    def send(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """``send`` syscall + copy + guest TCP/IP + tail write -> the VF's link -> peer.
-
-        ``nbytes == 0`` is a pure ACK, without syscall or copy.
-        """
-        host = self.host
-        hp = host.params
-        segments = host.segments(nbytes, self.segment_bytes)
-        yield from host.cpu.run(self.vcpu, req, (
-            (GUEST, hp.syscall_us + host.copy_us(nbytes) if nbytes else 0.0,
-             "guest: send syscall + copy"),
-            (GUEST, segments * hp.stack_pkt_us,
-             "guest: stack tx + VF tail write (mapped BAR, no exit)"),
-        ))
-        yield from host.transmit(req, nbytes, self.guest_nic)
-
-    def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
-                 ) -> ProcessGenerator:
-        """Syscall + block layer + doorbell -> device -> MSI-X -> completion -> wake."""
-        host = self.host
-        cpu = host.cpu
-        yield from cpu.run(self.vcpu, req, self._blk_submit_steps)
-        turn = self._next_blk_queue
-        self._next_blk_queue = (turn + 1) % len(self.blk_queues)
-        yield from host.disk.serve(req, nbytes, write, sequential, self.blk_queues[turn])
-        done = self.env.event()
-        if self.guest_blk.push((BLK_DONE, req, nbytes, done)):
-            req.interrupts += 1
-        yield done
-        yield from cpu.run(self.vcpu, req, self._wake_steps)
+        # The guest kernel runs the native flow on its vCPUs; its blk-mq maps them onto the
+        # assigned device's queues, as natively.
+        self.stack = KernelStack(
+            host, vcpu, vcpu, GUEST, self.labels, nic_scope=f"{name}.vf-napi",
+            blk_scope=f"{name}.nvme-irq", on_nic_irq=self._guest_irq,
+            on_blk_irq=self._guest_irq, syscall_us=hp.syscall_us)
+        self.guest_nic = self.stack.nic
+        self.guest_blk = self.stack.blk
 
     # Interrupt delivery --------------------------------------------------------------------------
     def _guest_irq(self, item: Any) -> ProcessGenerator:
@@ -201,24 +150,3 @@ class PassthroughPath(VmPath):
         if self.eoi_us > 0.0:
             count_exits(req, EXIT_EOI, self.eoi_exits, self.eoi_us)
         yield from cpu.run(self.vcpu, req, steps)
-
-    def _guest_nic_batch(self, batch: list[Any]) -> ProcessGenerator:
-        """The guest's NAPI poll: its stack per received segment.
-
-        Transmit completions are reaped within the poll at no modelled extra cost (as natively).
-        """
-        host = self.host
-        stack_pkt_us = host.params.stack_pkt_us
-        for kind, req, nbytes, done in batch:
-            if kind == RX:
-                segments = host.segments(nbytes, self.segment_bytes)
-                yield from host.cpu.run(self.vcpu, req, (
-                    (GUEST, segments * stack_pkt_us, "guest: stack rx"),))
-                done.succeed()
-
-    def _guest_blk_batch(self, batch: list[Any]) -> ProcessGenerator:
-        cpu = self.host.cpu
-        steps = self._blk_done_steps
-        for _kind, req, _nbytes, done in batch:
-            yield from cpu.run(self.vcpu, req, steps)
-            done.succeed()

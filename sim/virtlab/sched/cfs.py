@@ -17,9 +17,9 @@ use goes back to the pool when it ends (the kernel keeps up to 1 ms per CPU; we 
 Runtime is accounted in ``update_curr``, which a busy loop reaches at the timer tick: without
 ``hrtick`` an exhausted slice is noticed at the next tick boundary (``hz``), so the group
 overruns its quota by up to a tick and repays the debt from the next period. When the pool is
-empty the group is **throttled**: it cannot start until the period timer refills the pool. Statistics as in
-``cpu.stat``: ``nr_periods`` (periods in which the group was active), ``nr_throttled`` (periods
-in which it was throttled) and ``throttled_us``.
+empty the group is **throttled**: it cannot start until the period timer refills the pool.
+Statistics as in ``cpu.stat``: ``nr_periods`` (periods in which the group was active),
+``nr_throttled`` (periods in which it was throttled) and ``throttled_us``.
 
 States of a group: *asleep*, *runnable*, *running*, *throttled* (runnable, pool empty).
 Invariants: vruntime never decreases; per period a group runs at most its quota plus the

@@ -176,8 +176,11 @@ class CreditPolicy(Policy):
         return (node.priority, head_seq)  # type: ignore[attr-defined]
 
     def quantum_us(self, node: Node, core: int, now: float) -> float:
-        """A whole timeslice (csched_schedule); the 10 ms tick only accounts, it does not
-        reschedule. A capped domain stops when its budget is used."""
+        """A whole timeslice (csched_schedule), or what is left of a capped domain's budget.
+
+        The 10 ms tick only accounts, it does not reschedule; a capped domain stops when its
+        budget is used.
+        """
         assert isinstance(node, Domain)
         quantum = self.tslice_us
         if node.cap_pct:

@@ -12,8 +12,10 @@ policy decides among its own nodes. Two kinds of job:
 
 Time-slicing only CPU-bound work keeps proportional sharing exact over long windows while the
 number of events stays small: a 3 ms quantum costs one event per core every 3 ms. Waiting work
-and the policies' choice among it live in :mod:`virtlab.sched.runqueue`; this module owns the
-cores and *when* each decision is taken.
+and the policies' choice among it live in :mod:`virtlab.sched.runqueue`, a stint on a core (its
+quanta, grace and accounting) in :mod:`virtlab.sched.stints`, and the per-CPU run queues'
+placement choices in :mod:`virtlab.sched.placement`; this module decides *when* a free core is
+given away and to whom, and when woken work preempts.
 
 States of a core: *idle*; *busy* with a stint of one leaf, running short work or a quantum of
 CPU-bound work; *grace*: CPU-bound work just finished and its leaf may continue the stint at
@@ -27,15 +29,14 @@ runs on more than ``limit`` cores.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import simpy
 from simpy.events import Event
 
 from virtlab.sched.base import INF, Node, Policy
-from virtlab.sched.runqueue import RunQueue, preempt_delay_us
-from virtlab.sched.work import MIN_QUANTUM_US, Core, Job, Leaf, SchedRecorder
+from virtlab.sched.placement import pull_candidate, route, take_idle
+from virtlab.sched.runqueue import preempt_delay_us
+from virtlab.sched.stints import CoreStints
+from virtlab.sched.work import Core, Job, Leaf, SchedRecorder
 from virtlab.trace import NullTracer, Tracer
 
 __all__ = ["Dispatcher", "Leaf", "Core", "Job", "SchedRecorder"]
@@ -43,10 +44,9 @@ __all__ = ["Dispatcher", "Leaf", "Core", "Job", "SchedRecorder"]
 #: Shortest timer delay: below it a decision is due now (a float ``now + 1e-13`` would be
 #: ``now`` again late in a run, and a timer loop at one instant would never end).
 _MIN_DELAY_US = 1e-6
-_EPS = 1e-9
 
 
-class Dispatcher:
+class Dispatcher(CoreStints):
     """The host's cores under a hierarchy of policies (one per level).
 
     Parameters
@@ -61,24 +61,19 @@ class Dispatcher:
     """
 
     def __init__(self, env: simpy.Environment, cores: int, tracer: Tracer | None = None) -> None:
-        self.env = env
-        self.cores = [Core(i) for i in range(cores)]
+        super().__init__(env, cores)
         self._idle = list(reversed(self.cores))  # pop() hands out core 0 first
         self._limbo: list[Core] = []  # free cores waiting for the end of the instant
         self._settling = False
-        self.runqueue = RunQueue()
         self._release_armed = INF
         self._recheck_armed = INF
         self.policies: list[Policy] = []
         self.nodes: list[Node] = []
         self.tracer: Tracer = tracer if tracer is not None else NullTracer()
-        self.recorder: SchedRecorder | None = None
         self.preemptions = 0
         self.started = False
         #: Per-CPU run queues: leaves may have an ``affinity``; routers send jobs to a core.
         self.per_cpu = False
-        #: Called with a router and the time when its per-core activity changes.
-        self.on_activity: Callable[[Leaf, float], None] | None = None
 
     # Wiring ------------------------------------------------------------------------------------
     def add_policy(self, policy: Policy) -> Policy:
@@ -112,14 +107,14 @@ class Dispatcher:
         """
         now = self.env.now
         if leaf.homes is not None:
-            leaf = self._route(leaf, now)
+            leaf = route(leaf, self.cores, self.runqueue)
         self._activate(leaf, now)
         core = leaf.grace_core
         if core is not None:
             self._reclaim(core, leaf, None, now)
             return core
         if self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
-            core = self._take_idle(leaf)
+            core = take_idle(self._idle, leaf)
             if core is not None:
                 self._begin(core, leaf, None, now)
                 return core
@@ -130,18 +125,13 @@ class Dispatcher:
 
     def finish(self, core: Core) -> None:
         """The short work holding ``core`` is done."""
-        now = self.env.now
-        leaf = core.leaf
-        assert leaf is not None
-        self._stop(core, now)
-        self._deactivate(leaf, now)
-        self._dispatch(core, now)
+        self._end_stint(core, self.env.now)
 
     def compute(self, leaf: Leaf, work_us: float) -> Event:
         """CPU-bound work of ``leaf``; the returned event fires when ``work_us`` has run."""
         now = self.env.now
         if leaf.homes is not None:
-            leaf = self._route(leaf, now)
+            leaf = route(leaf, self.cores, self.runqueue)
         self._activate(leaf, now)
         job = Job(leaf, work_us, self.env.event(), True)
         core = leaf.grace_core
@@ -149,7 +139,7 @@ class Dispatcher:
             self._reclaim(core, leaf, job, now)
             return job.event
         if self._idle and not leaf.queue and self.runqueue.startable(leaf, now):
-            core = self._take_idle(leaf)
+            core = take_idle(self._idle, leaf)
             if core is not None:
                 self._begin(core, leaf, job, now)
                 return job.event
@@ -162,14 +152,6 @@ class Dispatcher:
         self._reschedule(self.env.now)
 
     # Accounting --------------------------------------------------------------------------------
-    def usage_us(self, node: Node, now: float) -> float:
-        """Core time of ``node`` up to ``now``, including stints still running."""
-        total = node.cpu_us
-        for core in self.cores:
-            if core.leaf is not None and node in core.leaf.chain:
-                total += now - core.stint_start_us
-        return total
-
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Every node's core time and policy counters at this instant."""
         now = self.env.now
@@ -181,82 +163,10 @@ class Dispatcher:
             out[node.name] = row
         return out
 
-    # Internals: activity along the chain -------------------------------------------------------
-    def _activate(self, leaf: Leaf, now: float) -> None:
-        for node in leaf.chain:
-            if node.active == 0 and node.policy is not None:
-                node.policy.on_wake(node, now)
-            node.active += 1
-            if node.active > node.peak_active:
-                node.peak_active = node.active
-        if leaf.router is not None and self.on_activity is not None:
-            self.on_activity(leaf.router, now)
-
-    def _deactivate(self, leaf: Leaf, now: float) -> None:
-        for node in leaf.chain:
-            node.active -= 1
-            if node.active == 0 and node.policy is not None:
-                node.policy.on_sleep(node, now)
-        if leaf.router is not None and self.on_activity is not None:
-            self.on_activity(leaf.router, now)
-
-    # Internals: per-CPU run queues -------------------------------------------------------------
-    def _take_idle(self, leaf: Leaf) -> Core | None:
-        """An idle core ``leaf`` may run on, taken out of the idle list (None: not idle)."""
-        if leaf.affinity is None:
-            return self._idle.pop()
-        for core in self._idle:
-            if core.index == leaf.affinity:
-                self._idle.remove(core)
-                return core
-        return None
-
-    def _route(self, router: Leaf, now: float) -> Leaf:
-        """The per-core leaf a new job of ``router`` joins (wake-up placement).
-
-        A busy loop's next chunk stays where it ran (its grace core); other work goes to the
-        core with the fewest jobs running or queued on it, the lowest-numbered on a tie (a
-        simplification of ``select_task_rq_fair``'s idle-sibling and wake-affine choice).
-        """
-        assert router.homes is not None
-        core = router.grace_core
-        if core is not None:
-            return router.homes[core.index]
-        loads = [0 if core.leaf is None else 1 for core in self.cores]
-        for leaf in self.runqueue.leaves:
-            if leaf.affinity is not None:
-                loads[leaf.affinity] += len(leaf.queue)
-        best = min(range(len(loads)), key=lambda index: (loads[index], index))
-        return router.homes[best]
-
-    def _pull_candidate(self, core: Core, now: float) -> Leaf | None:
-        """A waiting per-core leaf elsewhere whose work could start on ``core`` (idle balance).
-
-        The kernel's ``newidle_balance`` pulls from the busiest CPU: here the leaf on the core
-        with the most queued jobs, the earliest waiting on a tie.
-        """
-        best, best_load = None, 0
-        loads: dict[int, int] = {}
-        for leaf in self.runqueue.leaves:
-            if leaf.affinity is not None:
-                loads[leaf.affinity] = loads.get(leaf.affinity, 0) + len(leaf.queue)
-        for leaf in self.runqueue.leaves:
-            router = leaf.router
-            if router is None or router.homes is None or leaf.affinity == core.index:
-                continue
-            target = router.homes[core.index]
-            if target.queue or not self.runqueue.startable(target, now):
-                continue
-            if not self.runqueue.startable(leaf, now):
-                continue  # throttled or held where it is: not runnable, not pulled
-            load = loads[leaf.affinity]  # type: ignore[index]
-            if best is None or load > best_load:
-                best, best_load = leaf, load
-        return best
-
+    # Internals: per-CPU run queues (the choices are :mod:`virtlab.sched.placement`'s) ---------
     def _pull(self, core: Core, now: float) -> Leaf | None:
         """Move the oldest job of the best pull candidate to ``core``'s leaf of its group."""
-        source = self._pull_candidate(core, now)
+        source = pull_candidate(core, self.runqueue, now)
         if source is None:
             return None
         assert source.router is not None and source.router.homes is not None
@@ -287,116 +197,6 @@ class Dispatcher:
                 self._idle.remove(core)
                 self._begin(core, leaf, self.runqueue.pop(leaf), now)
                 progress = True
-
-    def _set_grace(self, leaf: Leaf, core: Core | None) -> None:
-        """Mark (or, with None, clear) the core ``leaf`` may continue its stint on."""
-        old = leaf.grace_core
-        leaf.grace_core = core
-        router = leaf.router
-        if router is not None and (core is not None or router.grace_core is old):
-            router.grace_core = core
-
-    # Internals: cores --------------------------------------------------------------------------
-    def _begin(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
-        core.leaf = leaf
-        core.grace = False
-        core.stint_start_us = now
-        for node in leaf.chain:
-            node.running += 1
-            if node.policy is not None:
-                node.policy.start(node, core.index, now)
-        if job is not None and self.recorder is not None and job.enqueued_us < now:
-            self.recorder.waits.append((leaf.name, job.enqueued_us, now))
-        if job is None or not job.preemptible:
-            core.job = None
-            if job is not None:
-                job.event.succeed(core)
-            return
-        core.job = job
-        core.job_start_us = now
-        quantum = INF
-        for node in leaf.chain:
-            if node.policy is not None:
-                quantum = min(quantum, node.policy.quantum_us(node, core.index, now))
-        core.quantum_end_us = now + max(quantum, MIN_QUANTUM_US)
-        self._arm_slice(core, now)
-
-    def _arm_slice(self, core: Core, now: float) -> None:
-        job = core.job
-        assert job is not None
-        end = min(core.quantum_end_us, now + job.remaining_us)
-        core.token += 1
-        self._after(end - now, self._slice_end, core, core.token)
-
-    def _after(self, delay_us: float, callback: Callable[..., None], *args: Any) -> None:
-        event = self.env.timeout(max(delay_us, 0.0))
-        event.callbacks.append(lambda _event: callback(*args))
-
-    def _slice_end(self, core: Core, token: int) -> None:
-        if core.token != token:
-            return  # preempted meanwhile
-        now = self.env.now
-        job = core.job
-        assert job is not None
-        job.remaining_us -= now - core.job_start_us
-        core.job_start_us = now
-        leaf = job.leaf
-        if job.remaining_us <= _EPS:
-            # Done: keep the stint for one instant in case the leaf continues (next chunk).
-            core.job = None
-            core.grace = True
-            self._set_grace(leaf, core)
-            core.token += 1
-            # The job's event first: its process resumes (and may reclaim the core) before
-            # the grace end, scheduled after it at the same instant, is processed.
-            job.event.succeed()
-            self._after(0.0, self._grace_end, core, core.token)
-            return
-        self._stop(core, now)
-        self.runqueue.push(leaf, job, now, front=True)  # a new sequence number: back of the round
-        self._dispatch(core, now)
-
-    def _grace_end(self, core: Core, token: int) -> None:
-        if core.token != token or not core.grace:
-            return
-        now = self.env.now
-        leaf = core.leaf
-        assert leaf is not None
-        self._set_grace(leaf, None)
-        self._stop(core, now)
-        self._deactivate(leaf, now)
-        self._dispatch(core, now)
-
-    def _reclaim(self, core: Core, leaf: Leaf, job: Job | None, now: float) -> None:
-        """``leaf`` continues its stint on its grace core with new work."""
-        self._set_grace(leaf, None)
-        core.grace = False
-        core.token += 1  # cancels the pending grace end
-        for node in leaf.chain:
-            node.active -= 1  # the finished job; the new one keeps the node active
-        if leaf.router is not None and self.on_activity is not None:
-            self.on_activity(leaf.router, now)
-        core.job = job
-        if job is not None:
-            core.job_start_us = now
-            self._arm_slice(core, now)
-
-    def _stop(self, core: Core, now: float) -> None:
-        leaf = core.leaf
-        assert leaf is not None
-        start = core.stint_start_us
-        ran = now - start
-        for node in leaf.chain:
-            node.running -= 1
-            node.cpu_us += ran
-            if node.policy is not None:
-                node.policy.stop(node, core.index, ran, start, now)
-        if self.recorder is not None and ran > 0.0:
-            self.recorder.runs.append((leaf.name, core.index, start, now))
-        core.leaf = None
-        core.job = None
-        core.grace = False
-        core.token += 1
 
     def _dispatch(self, core: Core, now: float) -> None:
         """A core became free: decide who gets it once this instant's work has arrived.
@@ -525,7 +325,7 @@ class Dispatcher:
             if self.per_cpu:
                 for core in self._idle:
                     assert self.runqueue.pick(now, core.index) is None, core.index
-                    assert self._pull_candidate(core, now) is None, core.index
+                    assert pull_candidate(core, self.runqueue, now) is None, core.index
             else:
                 assert not any(self.runqueue.startable(leaf, now)
                                for leaf in self.runqueue.leaves)

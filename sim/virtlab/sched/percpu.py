@@ -1,5 +1,6 @@
-"""Per-CPU run queues (``[scheduler] runqueues = "per-cpu"``): Linux's fair scheduler (S50)
-and Linux-VServer 2.2's per-CPU token buckets (S41).
+"""Per-CPU run queues (``[scheduler] runqueues = "per-cpu"``) of Linux and Linux-VServer.
+
+Modelled on Linux's fair scheduler (S50) and on Linux-VServer 2.2's per-CPU token buckets (S41).
 
 The kernel keeps one ``cfs_rq`` per CPU and, for every task group, one group entity per CPU.
 A group's weight (``cpu.shares`` / ``cpu.weight``) is split among its per-CPU entities by the
