@@ -103,8 +103,8 @@ class ParavirtualParams(Params):
                                       doc="The guest refills receive buffers when this "
                                           "fraction of the ring is free.")
     napi_tx: bool = param(
-        False, source="S75 (Linux virtio_net.c: napi_tx, default true since 5.3; start_xmit, "
-                      "virtnet_poll_tx); off here until the claims it moves are re-checked",
+        True, source="S75 (Linux virtio_net.c: napi_tx, default true since 5.3; start_xmit, "
+                     "virtnet_poll_tx); profiles of older kernels set it off",
         doc="virtio-net transmit completions by NAPI: each kicked transmit re-enables "
             "callbacks (enable_cb_delayed) and the device's used buffers raise TX "
             "interrupts, whose poll reclaims them. Off (Linux before 5.3): chains are "

@@ -84,13 +84,18 @@ class VirtioNetBackend(VirtioDevice):
             # Each handler disables its queue's notifications while it works and runs the
             # final check (re-enable, look again) before it returns with nothing left; a
             # handler that used up its weight requeues itself instead of sleeping.
+            # A work item queued again while its handler runs (a kick during the handler's
+            # last signal) stays queued, as vhost_poll_queue re-adds a running work item:
+            # the handler's own "weight used up" result must not overwrite it.
             while self._tx_work or self._rx_work:
                 if self._tx_work:
                     self._tx_work = False
-                    self._tx_work = yield from self._handle_tx()
+                    again = yield from self._handle_tx()
+                    self._tx_work = self._tx_work or again
                 if self._rx_work:
                     self._rx_work = False
-                    self._rx_work = yield from self._handle_rx()
+                    again = yield from self._handle_rx()
+                    self._rx_work = self._rx_work or again
 
     def _handle_tx(self) -> ProcessGenerator:
         host = self.host
