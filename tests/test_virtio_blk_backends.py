@@ -24,9 +24,9 @@ from tests.test_exact_paravirtual import (
 from virtlab import BlockIO, run
 from virtlab.errors import ConfigError
 from virtlab.hardware import DiskParams, HypervisorParams
+from virtlab.model import build
 from virtlab.paths.paravirtual import BLK_BACKENDS, ParavirtualParams
 from virtlab.paths.virtio_blk_backend import POLL_START_US
-from virtlab.model import build
 from virtlab.records import PHASES
 from virtlab.rng import Streams
 

@@ -166,8 +166,10 @@ class VirtioBlkBackend(VirtioDevice):
 
     # Submission ----------------------------------------------------------------------------------
     def _submit(self) -> ProcessGenerator:
-        """Pop every queued request (``virtio_blk_handle_vq``), then submit them as one batch
-        (``blk_io_unplug``)."""
+        """Pop every queued request, then submit them as one batch.
+
+        ``virtio_blk_handle_vq`` pops between ``blk_io_plug`` and ``blk_io_unplug``.
+        """
         p = self.params
         vq = self.vq
         scope = f"{self.scope}.vq"
