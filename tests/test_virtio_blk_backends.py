@@ -8,6 +8,8 @@ polling trades host CPU for fewer wake-ups and lower latency at low load.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import simpy
 
@@ -26,7 +28,7 @@ from virtlab.errors import ConfigError
 from virtlab.hardware import DiskParams, HypervisorParams
 from virtlab.model import build
 from virtlab.paths.paravirtual import BLK_BACKENDS, ParavirtualParams
-from virtlab.paths.virtio_blk_backend import POLL_START_US
+from virtlab.paths.virtio_blk_backend import POLL_START_US, REACTOR_SLICE_US
 from virtlab.records import PHASES
 from virtlab.rng import Streams
 
@@ -215,3 +217,18 @@ def test_block_backend_settings_are_validated():
         ParavirtualParams(backend="xen", blk_backend="qemu-aio")
     with pytest.raises(ConfigError, match="blk_iothread_poll_us"):
         ParavirtualParams(blk_iothread_poll_us=-1.0)
+
+
+def test_a_polling_reactor_competes_with_the_guest_for_host_cores():
+    """vhost-user-blk in poll mode holds a host core whenever it has nothing to do: on a
+    one-core host the guest's vCPU waits for it (a slice at a time) to submit each request,
+    while in interrupt mode the reactor sleeps and the vCPU runs."""
+    latency = {}
+    for poll_us in (0.0, 1.0):
+        pv = ParavirtualParams(blk_backend="vhost-user-blk", blk_iothread_poll_us=poll_us)
+        result = run(scenario(BlockIO(iodepth=1), pv, disk=DISK,
+                              host=dataclasses.replace(HOST, cores=1)), 0, max_requests=20,
+                     records=True)
+        latency[poll_us] = sum(r.latency_us for r in result.records) / len(result.records)
+    assert latency[0.0] < 2 * DEVICE_US
+    assert latency[1.0] > REACTOR_SLICE_US        # the vCPU waited out a polling slice

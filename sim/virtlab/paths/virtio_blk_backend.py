@@ -76,7 +76,8 @@ class VirtioBlkBackend(VirtioDevice):
     """virtio-blk's request queue and the back-end thread serving it.
 
     Chains finished by the disk wait in ``_completed`` until the thread puts them on the used
-    ring; a completion rings ``kick_bell`` (the thread's eventfd) and pokes a polling thread.
+    ring; a completion pokes a polling thread and rings ``kick_bell`` (the thread's eventfd)
+    as the back-end's completion path would (:meth:`_finished`).
     Invariants: ``0 <= poll_window_us <= blk_iothread_poll_us``; a reactor in poll mode never
     re-enables the guest's kicks.
     """
