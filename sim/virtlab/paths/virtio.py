@@ -85,7 +85,7 @@ class VirtioDevice(SplitDriver):
         if kind == "blk" and p.blk_backend == "vhost-user-blk":
             # Its own process, woken (in interrupt mode) through the kick eventfd directly.
             self.backend_name = "vhost"
-            self.worker_label = "vhost-user-blk"
+            self.worker_label = "vhost-user"   # the thread is "<guest>.vhost-user-blk"
         self.worker = ExecContext(self.env, f"{path.name}.{self.worker_label}-{kind}", 1)
         self.kick_bell = Doorbell(self.env, f"{self.worker.name}.kick")
         self.kicks = self.suppressed_kicks = self.interrupts = self.suppressed_interrupts = 0
@@ -159,12 +159,14 @@ class VirtioDevice(SplitDriver):
         """Whether a polling thread would find work now (subclasses that poll)."""
         return False
 
-    def _poll_on_core(self, limit_us: float, label: str) -> ProcessGenerator:
+    def _poll_on_core(self, limit_us: float, label: str, trace_idle: bool = True
+                      ) -> ProcessGenerator:
         """Busy-poll in the worker on a host core until work is poked or ``limit_us`` passes.
 
         Unlike :meth:`_busy_poll` the thread holds its context and a core while it polls, and
         the time is charged as backend CPU time (``label``) to no request: polling competes
-        for the host's cores. Returns True if work appeared.
+        for the host's cores. Returns True if work appeared. ``trace_idle=False`` leaves a
+        poll that found nothing out of the trace (a reactor's idle slices, all run long).
         """
         cpu = self.host.cpu
         env = self.env
@@ -201,7 +203,7 @@ class VirtioDevice(SplitDriver):
             cpu.label_us[label] += spent
             self.path.nobody.cpu_us[BACKEND] += spent
             self.busy_poll_us += spent
-            if self.host.tracer.enabled:
+            if self.host.tracer.enabled and (found or trace_idle):
                 self.host.tracer.emit(start, ctx.name, "cpu", -1,
                                       f"{label}: {spent:.3f} µs (backend)")
         return found

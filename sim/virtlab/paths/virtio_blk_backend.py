@@ -148,7 +148,8 @@ class VirtioBlkBackend(VirtioDevice):
         while True:
             did = yield from self._submit()
             did = (yield from self._complete()) or did
-            if not did and (yield from self._poll_on_core(REACTOR_SLICE_US, self._poll_label)):
+            if not did and (yield from self._poll_on_core(REACTOR_SLICE_US, self._poll_label,
+                                                          trace_idle=False)):
                 self.polls_found += 1
 
     def _adjust_poll(self, block_us: float) -> None:
