@@ -177,13 +177,17 @@ def test_polling_lowers_latency_at_low_load_and_costs_host_cpu():
         out[poll_us] = (sum(r.latency_us for r in records) / len(records),
                         sum(r.notifications for r in records) / len(records),
                         result.cpu_busy_us["backend"] / len(records),
-                        result.path_stats["g"]["counters"]["g.virtio-blk.backend_wakeups"])
-    (lat0, kicks0, cpu0, wakes0), (lat1, kicks1, cpu1, wakes1) = out[0.0], out[32.768]
+                        result.path_stats["g"]["counters"]["g.virtio-blk.backend_wakeups"],
+                        result.summaries[0].cpu_backend_us)
+    (lat0, kicks0, cpu0, wakes0, req_cpu0), (lat1, kicks1, cpu1, wakes1, req_cpu1) = (
+        out[0.0], out[32.768])
     assert kicks0 == pytest.approx(1.0)                # every request kicks a sleeping thread
     assert kicks1 < 0.1 * kicks0                       # the polling thread needs no kicks
     assert wakes1 < 0.1 * wakes0
     assert lat1 < lat0 - HOST.ctx_switch_us            # at least one wake-up saved
     assert cpu1 > cpu0 + POLL_START_US                 # backend CPU per request: the polling
+    # ... owed by the requests it waited for, so the per-request CPU shows it too.
+    assert req_cpu1 == pytest.approx(cpu1, rel=0.05) and req_cpu0 == pytest.approx(cpu0)
 
 
 def test_polling_stops_when_the_device_is_slower_than_the_window():

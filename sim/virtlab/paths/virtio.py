@@ -91,6 +91,8 @@ class VirtioDevice(SplitDriver):
         self.kicks = self.suppressed_kicks = self.interrupts = self.suppressed_interrupts = 0
         self.worker_wakeups = 0
         self.busy_poll_us = 0.0
+        #: Polling time on a core not yet charged to a request (:meth:`_settle_poll`).
+        self._poll_debt_us = 0.0
         self._poll_waiter: Event | None = None
         # The worker's wake cost is charged to the first request it serves after waking.
         self._wake_due = False
@@ -164,9 +166,10 @@ class VirtioDevice(SplitDriver):
         """Busy-poll in the worker on a host core until work is poked or ``limit_us`` passes.
 
         Unlike :meth:`_busy_poll` the thread holds its context and a core while it polls, and
-        the time is charged as backend CPU time (``label``) to no request: polling competes
-        for the host's cores. Returns True if work appeared. ``trace_idle=False`` leaves a
-        poll that found nothing out of the trace (a reactor's idle slices, all run long).
+        the time is host CPU time (backend, ``label``): polling competes for the host's cores.
+        It is owed by the next request the thread serves (:meth:`_settle_poll`): the price of
+        waiting for it. Returns True if work appeared. ``trace_idle=False`` leaves a poll that
+        found nothing out of the trace (a reactor's idle slices, all run long).
         """
         cpu = self.host.cpu
         env = self.env
@@ -201,12 +204,19 @@ class VirtioDevice(SplitDriver):
         if spent > 0.0:
             cpu.busy_us[BACKEND] += spent
             cpu.label_us[label] += spent
-            self.path.nobody.cpu_us[BACKEND] += spent
+            self._poll_debt_us += spent
             self.busy_poll_us += spent
             if self.host.tracer.enabled and (found or trace_idle):
                 self.host.tracer.emit(start, ctx.name, "cpu", -1,
                                       f"{label}: {spent:.3f} µs (backend)")
         return found
+
+    def _settle_poll(self, req: Request) -> None:
+        """Charge the polling done since the last request served to ``req``'s CPU time (the
+        host's busy time already has it)."""
+        if self._poll_debt_us:
+            req.cpu_us[BACKEND] += self._poll_debt_us
+            self._poll_debt_us = 0.0
 
     def _sleep(self) -> ProcessGenerator:
         """Sleep on the kick eventfd; on waking, pay the wake-up (QEMU: notify latency)."""

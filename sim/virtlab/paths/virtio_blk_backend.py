@@ -190,6 +190,7 @@ class VirtioBlkBackend(VirtioDevice):
                     continue
                 break
             token = vq.token_of(chain.head)
+            self._settle_poll(token[0])
             event = ((scope, "pop", f"head={chain.head} ({len(chain.elements)} elements) "
                                     f"{vq.indexes()}") if self.host.tracer.enabled else None)
             yield from self._run_backend(token[0], [
@@ -289,6 +290,7 @@ class VirtioBlkBackend(VirtioDevice):
         while self._completed:
             head, token = self._completed.popleft()
             req = token[0]
+            self._settle_poll(req)
             steps: list[PhasedStep] = []
             if count == 0 and kind in ("qemu-threads", "qemu-aio"):
                 # event_notifier_test_and_clear: one read of the eventfd per batch.
