@@ -74,45 +74,22 @@ def test_one_rr_transaction_costs_the_sum_of_its_steps(case):
     result = run(scenario(RequestResponse(), pv, hypervisor=hv), 0, max_requests=1, records=True)
     (record,) = result.records
     assert record.latency_us == pytest.approx(rr_latency_us(pv, hv), abs=1e-9)
-    assert (record.notifications, record.interrupts) == (1, 1)
-    # Kick (MMIO notify), injection, EOI and the HLT of the idle vCPU.
+    # With napi_tx (Linux 5.3 on, the default) the reply's used chain raises a TX interrupt
+    # too, after the reply left (no latency; its poll runs for nobody): one more injection and
+    # one more wake-up of the halted vCPU.
+    tx_irq = int(pv.napi_tx)
+    assert (record.notifications, record.interrupts) == (1, 1 + tx_irq)
+    # Kick (MMIO notify), injection(s), EOI and the HLT of the idle vCPU.
     assert (record.exits_mmio, record.exits_inject, record.exits_eoi, record.exits_other) == (
-        1, 1, 1, 1)
-    assert result.path_stats["g"]["counters"]["vcpu_wakeups"] == 1
+        1, 1 + tx_irq, 1, 1)
+    assert result.path_stats["g"]["counters"]["vcpu_wakeups"] == 1 + tx_irq
     phases = [getattr(record, f"lat_{p}_us") for p in PHASES]
     assert sum(phases) == pytest.approx(record.latency_us, abs=1e-9)
     assert record.lat_exits_us == pytest.approx(EXIT_US, abs=1e-9)          # the kick
     assert record.lat_device_us == pytest.approx(wire_us(200), abs=1e-9)   # the reply's wire
 
 
-@pytest.mark.parametrize("case", list(WAKE_CASES))
-def test_one_block_read_costs_the_sum_of_its_steps(case):
-    """A 4 KiB read: chain, kick, AIO, device, used entry, interrupt, completion."""
-    pv, hv = wake_params(case)
-    disk = DiskParams(service_cv=0.0)
-    result = run(scenario(BlockIO(iodepth=1), pv, disk=disk, hypervisor=hv), 0, max_requests=1,
-                 records=True)
-    (record,) = result.records
-    wake = HOST.ctx_switch_us + pv.vhost_wake_latency_us                   # vhost worker wakes
-    device = disk.read_access_us + 4096 / disk.interface_mbytes_per_s
-    # The vCPU is idle from its kick until the completion interrupt reaches it.
-    idle_us = (wake + pv.backend_pkt_us + HOST.syscall_us + 0.5 * HOST.blk_io_us + device
-               + wake + 0.5 * HOST.blk_io_us + pv.backend_pkt_us + INJECT_US)
-    expected = (HOST.syscall_us + 0.5 * HOST.blk_io_us + pv.ring_op_us     # guest submits
-                + EXIT_US                                                  # kick
-                + wake + pv.backend_pkt_us                                 # vhost wakes, pops
-                + HOST.syscall_us + 0.5 * HOST.blk_io_us                   # AIO submit
-                + device                                                   # the device
-                + wake                                                     # worker slept: wakes
-                + 0.5 * HOST.blk_io_us + pv.backend_pkt_us                 # completion, used
-                + INJECT_US + vcpu_wake_us(idle_us, hv)                    # irq, halted vCPU
-                + HOST.irq_us + EXIT_US                                    # handler, EOI
-                + 0.5 * HOST.blk_io_us + pv.ring_op_us                     # guest completion
-                + HOST.ctx_switch_us)                                      # fio wakes
-    assert record.latency_us == pytest.approx(expected, abs=1e-9)
-    assert record.exits_other == 1                                         # the HLT
-    assert sum(getattr(record, f"lat_{p}_us") for p in PHASES) == pytest.approx(
-        record.latency_us, abs=1e-9)
+# One block read's steps, for every virtio-blk back-end: tests/test_virtio_blk_backends.py.
 
 
 def kicks_in_burst(n: int, event_idx: bool, ctx_switch_us: float) -> int:
@@ -154,12 +131,18 @@ def test_burst_to_a_busy_backend_costs_what_the_rule_says(event_idx, ctx_switch_
         assert kicks == 1
 
 
+@pytest.mark.parametrize("kind", ["qemu-threads", "qemu-aio", "qemu-io-uring",
+                                  "vhost-user-blk"])
 @pytest.mark.parametrize("n", [1, 8, 32, 64])
-def test_completions_published_in_one_flush_cost_one_interrupt(n):
-    """The backend finishes all N completions before it publishes used.idx: one interrupt."""
+def test_completions_published_in_one_flush_cost_one_interrupt(n, kind):
+    """The backend finishes all N completions before it publishes used.idx: one interrupt.
+
+    The back-end thread wakes 200 µs after the kick, so the whole burst is queued when it
+    pops (one submission batch) and the instant disk finishes all of it at once."""
     disk = DiskParams(read_access_us=0.0, service_cv=0.0, interface_mbytes_per_s=1e6)
-    result = run(scenario(BlockIO(iodepth=n), ParavirtualParams(), disk=disk), 0,
-                 max_requests=n, records=True)
+    pv = ParavirtualParams(blk_backend=kind, blk_iothread_poll_us=0.0,
+                           vhost_wake_latency_us=200.0)
+    result = run(scenario(BlockIO(iodepth=n), pv, disk=disk), 0, max_requests=n, records=True)
     assert len(result.records) == n
     assert sum(r.interrupts for r in result.records) == 1
     ring = result.path_stats["g"]["rings"]["g.virtio-blk.vq"]

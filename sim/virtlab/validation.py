@@ -78,6 +78,8 @@ _TX = {"kind": "stream", "direction": "transmit", "message_bytes": 8192}
 _RX = {"kind": "stream", "direction": "receive", "message_bytes": 8192}
 _SEQREAD = {"kind": "block", "pattern": "sequential", "read_fraction": 1.0,
             "block_bytes": 1 << 20, "iodepth": 2}
+# 400 ms: a 1 MiB write holds the interface ~1.3 ms, so a 100 ms window counts ~71 of them and
+# one completion more or less (the start-up phase) is 1.4 %, the size of the published effect.
 _SEQWRITE = {"kind": "block", "pattern": "sequential", "read_fraction": 0.0,
              "block_bytes": 1 << 20, "iodepth": 16}
 # SPECweb99-like: one process per connection (Apache 1.3 prefork), ~15 KiB files from the
@@ -112,10 +114,10 @@ COMPARISONS: tuple[Comparison, ...] = (
                "paravirtual", "throughput", _f14(_SEQREAD, 60_000.0), 30_000.0),
     Comparison("F14-fio-seqwrite-kvm", _F14, "[data]", "fio sequential write 1 MiB, 16 "
                "outstanding, KVM", "751.0 MB/s native, 740.2 MB/s KVM", 740.2 / 751.0,
-               "paravirtual", "throughput", _f14(_SEQWRITE, 100_000.0), 50_000.0),
+               "paravirtual", "throughput", _f14(_SEQWRITE, 400_000.0), 50_000.0),
     Comparison("F14-fio-seqwrite-docker", _F14, "[data]", "fio sequential write 1 MiB, 16 "
                "outstanding, Docker", "751.0 MB/s native, 752.3 MB/s Docker", 752.3 / 751.0,
-               "container", "throughput", _f14(_SEQWRITE, 100_000.0), 50_000.0),
+               "container", "throughput", _f14(_SEQWRITE, 400_000.0), 50_000.0),
     Comparison("B03-ttcp-xen", _B03, "[summary]", "ttcp TCP transmit, MTU 1500, XenoLinux",
                "897 Mb/s native, 897 Mb/s Xen", 1.0, "paravirtual", "throughput",
                _B03_TTCP, 30_000.0),

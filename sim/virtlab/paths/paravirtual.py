@@ -57,6 +57,9 @@ DeviceClass = Callable[["ParavirtualPath"], Any]
 
 _A = "assumption"
 
+#: virtio-blk back-ends (``blk_backend``): QEMU's three host AIO modes and vhost-user-blk.
+BLK_BACKENDS = ("qemu-threads", "qemu-aio", "qemu-io-uring", "vhost-user-blk")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParavirtualParams(Params):
@@ -100,8 +103,8 @@ class ParavirtualParams(Params):
                                       doc="The guest refills receive buffers when this "
                                           "fraction of the ring is free.")
     napi_tx: bool = param(
-        False, source="S75 (Linux virtio_net.c: napi_tx, default true since 5.3; start_xmit, "
-                      "virtnet_poll_tx); off here until the claims it moves are re-checked",
+        True, source="S75 (Linux virtio_net.c: napi_tx, default true since 5.3; start_xmit, "
+                     "virtnet_poll_tx); profiles of older kernels set it off",
         doc="virtio-net transmit completions by NAPI: each kicked transmit re-enables "
             "callbacks (enable_cb_delayed) and the device's used buffers raise TX "
             "interrupts, whose poll reclaims them. Off (Linux before 5.3): chains are "
@@ -133,6 +136,45 @@ class ParavirtualParams(Params):
     qemu_notify_latency_us: float = param(
         20.0, unit="µs", lo=0.0, hi=1e6, source="S29 (guest -> QEMU iothread notify)",
         doc="Latency of waking QEMU's I/O thread (backend = 'qemu' only).")
+    # virtio-blk back-ends -----------------------------------------------------------------------
+    blk_backend: str = param(
+        "qemu-threads", choices=BLK_BACKENDS,
+        source="S120 (QEMU block/file-posix.c raw_open_common: aio=threads unless aio=native "
+               "or io_uring is asked for); S121 (linux-aio), S122 (io_uring, QEMU 5.0 on, "
+               "opt-in), S123 (thread pool), S125 (SPDK vhost-blk)",
+        doc="Who serves virtio-blk (backend vhost or qemu): a QEMU I/O thread submitting "
+            "through its thread pool (preadv/pwritev in worker threads, QEMU's default "
+            "aio=threads), Linux AIO (aio=native: io_submit per batch) or io_uring "
+            "(aio=io_uring: one io_uring_enter per batch); or vhost-user-blk, an SPDK-style "
+            "user-space back-end process with its own reactor thread and a user-space NVMe "
+            "driver (no syscalls, no host block layer).")
+    blk_iothread_poll_us: float = param(
+        32.768, unit="µs", lo=0.0, hi=1e6,
+        source="S124 (QEMU include/sysemu/iothread.h IOTHREAD_POLL_MAX_NS_DEFAULT 32768 ns, "
+               "QEMU 2.9 on; util/aio-posix.c adjust_polling_time: start 4 µs, grow x2, "
+               "shrink to 0)",
+        doc="The virtio-blk I/O thread's poll-max-ns: before it sleeps it busy-polls the ring "
+            "and its completions (guest kicks stay off) for an adaptive window of at most "
+            "this long, on a host core. 0: no polling. vhost-user-blk: 0 is SPDK's "
+            "interrupt mode, any positive value its poll mode (the reactor never sleeps).")
+    blk_thread_pool_size: int = param(64, lo=1, hi=4096,
+                                      source="S123 (util/thread-pool.c max_threads 64)",
+                                      doc="QEMU's thread pool (qemu-threads): worker threads, "
+                                          "each doing one blocking preadv/pwritev at a time.")
+    blk_aio_per_io_us: float = param(
+        0.5, unit="µs", lo=0.0, hi=1e4,
+        source="assumption (io_submit's per-iocb copy and lookup, aio_complete's event and "
+               "eventfd signal; S126 measures libaio well below io_uring per core)",
+        doc="Host kernel work per request of Linux AIO's interface, on top of the block layer.")
+    blk_uring_per_io_us: float = param(
+        0.2, unit="µs", lo=0.0, hi=1e4,
+        source="assumption (SQE read from shared memory, CQE posted to it; S126)",
+        doc="Host kernel work per request of io_uring's interface, on top of the block layer.")
+    blk_spdk_per_io_us: float = param(
+        0.575, unit="µs", lo=0.0, hi=1e4,
+        source="S126 (SPDK 1,739K 4 KiB IOPS per core at QD 128: 1 / 1.739 M)",
+        doc="vhost-user-blk: the user-space NVMe driver's submission and polled completion "
+            "per request, in place of the syscall and the host block layer.")
     # Xen ---------------------------------------------------------------------------------------
     xen_generation: str = param(
         "3.x", choices=("1.x", "3.x"),
@@ -242,6 +284,10 @@ class ParavirtualParams(Params):
             raise ConfigError("xen_net_ring_slots",
                               f"must exceed tx_stop_free ({self.tx_stop_free}), or netfront "
                               f"could never transmit; got {self.xen_net_ring_slots}")
+        if self.backend == "xen" and self.blk_backend != "qemu-threads":
+            raise ConfigError("blk_backend", f"selects virtio-blk's back-end; with backend = "
+                                             f"'xen' blkback serves the disk: leave it at "
+                                             f"'qemu-threads', got {self.blk_backend!r}")
         if self.xen_generation == "1.x":
             for field, value, allowed in (("xen_rx_mode", self.xen_rx_mode, ("auto", "flip")),
                                           ("xen_grant_mode", self.xen_grant_mode, ("map",)),

@@ -51,7 +51,7 @@ from virtlab.paths.pvcommon import (
 )
 from virtlab.paths.splitdriver import SplitDriver
 from virtlab.paths.virtqueue import SplitVirtqueue
-from virtlab.records import BACKEND, EXIT, Request
+from virtlab.records import BACKEND, EXIT, HOST, Request
 
 if TYPE_CHECKING:
     from virtlab.paths.paravirtual import ParavirtualPath
@@ -82,11 +82,17 @@ class VirtioDevice(SplitDriver):
         # costs what a vhost worker's wake-up costs. ``backend_name`` keeps the cost rules.
         self.worker_label = ("qemu-iothread" if kind == "blk" and p.backend == "vhost"
                              else self.backend_name)
+        if kind == "blk" and p.blk_backend == "vhost-user-blk":
+            # Its own process, woken (in interrupt mode) through the kick eventfd directly.
+            self.backend_name = "vhost"
+            self.worker_label = "vhost-user"   # the thread is "<guest>.vhost-user-blk"
         self.worker = ExecContext(self.env, f"{path.name}.{self.worker_label}-{kind}", 1)
         self.kick_bell = Doorbell(self.env, f"{self.worker.name}.kick")
         self.kicks = self.suppressed_kicks = self.interrupts = self.suppressed_interrupts = 0
         self.worker_wakeups = 0
         self.busy_poll_us = 0.0
+        #: Polling time on a core not yet charged to a request (:meth:`_settle_poll`).
+        self._poll_debt_us = 0.0
         self._poll_waiter: Event | None = None
         # The worker's wake cost is charged to the first request it serves after waking.
         self._wake_due = False
@@ -124,6 +130,7 @@ class VirtioDevice(SplitDriver):
             (EXIT, self.host.exit_kernel_us, "kick: ioeventfd exit", PH_EXITS),), PH_GUEST)
         self._queue_work(vq)
         self.kick_bell.ring()
+        self.poke()   # a polling thread sees the new chain whether or not the kick came
 
     def _queue_work(self, vq: SplitVirtqueue) -> None:
         """A kick on ``vq`` queues the handler of that queue (subclasses with several)."""
@@ -149,6 +156,67 @@ class VirtioDevice(SplitDriver):
         self._poll_waiter = None
         self.busy_poll_us += self.env.now - start
         return found
+
+    def _has_work(self) -> bool:
+        """Whether a polling thread would find work now (subclasses that poll)."""
+        return False
+
+    def _poll_on_core(self, limit_us: float, label: str, trace_idle: bool = True
+                      ) -> ProcessGenerator:
+        """Busy-poll in the worker on a host core until work is poked or ``limit_us`` passes.
+
+        Unlike :meth:`_busy_poll` the thread holds its context and a core while it polls, and
+        the time is host CPU time (backend, ``label``): polling competes for the host's cores.
+        It is owed by the next request the thread serves (:meth:`_settle_poll`): the price of
+        waiting for it. Returns True if work appeared. ``trace_idle=False`` leaves a poll that
+        found nothing out of the trace (a reactor's idle slices, all run long).
+        """
+        cpu = self.host.cpu
+        env = self.env
+        ctx = self.worker
+        wait = ctx.acquire()
+        if wait is not None:
+            yield wait
+        scheduler = cpu.scheduler
+        core = None
+        if scheduler is None:
+            wait = cpu.cores.acquire()
+            if wait is not None:
+                yield wait
+        else:
+            got = scheduler.acquire(scheduler.leaf_of(ctx))
+            core = (yield got) if isinstance(got, Event) else got
+        start = env.now
+        found = False
+        if self._poll_waiter is None and not self._has_work():
+            self._poll_waiter = env.event()
+            yield self._poll_waiter | env.timeout(limit_us)
+            found = self._poll_waiter is None
+            self._poll_waiter = None
+        else:
+            found = True
+        if scheduler is None:
+            cpu.cores.release()
+        else:
+            scheduler.finish(core)
+        ctx.release()
+        spent = env.now - start
+        if spent > 0.0:
+            cpu.busy_us[BACKEND] += spent
+            cpu.label_us[label] += spent
+            self._poll_debt_us += spent
+            self.busy_poll_us += spent
+            if self.host.tracer.enabled and (found or trace_idle):
+                self.host.tracer.emit(start, ctx.name, "cpu", -1,
+                                      f"{label}: {spent:.3f} µs (backend)")
+        return found
+
+    def _settle_poll(self, req: Request) -> None:
+        """Charge the polling done since the last request served to ``req``'s CPU time (the
+        host's busy time already has it)."""
+        if self._poll_debt_us:
+            req.cpu_us[BACKEND] += self._poll_debt_us
+            self._poll_debt_us = 0.0
 
     def _sleep(self) -> ProcessGenerator:
         """Sleep on the kick eventfd; on waking, pay the wake-up (QEMU: notify latency)."""
@@ -199,8 +267,12 @@ class VirtioDevice(SplitDriver):
             self.host.tracer.emit(self.env.now - work_us, event[0], event[1], req.id, event[2])
 
     def _signal(self, vq: SplitVirtqueue, scope: str, req: Request, irq: Doorbell,
-                account: bool) -> ProcessGenerator:
-        """Publish the used index; interrupt the guest (irqfd injection) if the ring says so."""
+                account: bool, user_space: bool = False) -> ProcessGenerator:
+        """Publish the used index; interrupt the guest (irqfd injection) if the ring says so.
+
+        ``user_space``: the back-end is a user-space thread, which signals the irqfd with a
+        ``write`` (``event_notifier_set``) before KVM injects.
+        """
         vq.flush_used()
         need = vq.need_interrupt()
         if self.host.tracer.enabled:
@@ -220,11 +292,16 @@ class VirtioDevice(SplitDriver):
         self.interrupts += 1
         req.interrupts += 1
         inject = self.host.irq_inject_us
+        steps: list[PhasedStep] = []
+        if user_space:
+            steps.append((HOST, self.host.params.syscall_us, "irqfd: eventfd write",
+                          PH_INTERRUPT))
         if inject > 0.0:
             count_exits(req, EXIT_INJECT, 1, inject)
-            yield from run_phased(self.host.cpu, self.worker, req, (
-                (EXIT, inject, "irqfd: inject interrupt", PH_INTERRUPT),), PH_QUEUEING,
-                account=account)
+            steps.append((EXIT, inject, "irqfd: inject interrupt", PH_INTERRUPT))
+        if steps:
+            yield from run_phased(self.host.cpu, self.worker, req, steps, PH_QUEUEING,
+                                  account=account)
         irq.ring()
 
     def counters(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The host side of virtio-net and virtio-blk: what the backend worker does with the rings.
+"""The host side of virtio-net: what the backend worker does with the rings.
 
 One worker per device (vhost's kernel thread, or QEMU's I/O thread with ``backend = "qemu"``)
 runs these handlers; its sleep, wake-up, busy polling and interrupts belong to the transport,
@@ -12,9 +12,8 @@ runs these handlers; its sleep, wake-up, busy polling and interrupts belong to t
   buffers). Each handler keeps its queue's notifications off while it works, runs the final
   check before it returns, and gives way after its weight (``vhost_pkt_weight``,
   ``vhost_byte_weight_bytes``; QEMU: ``qemu_tx_burst``).
-* virtio-blk: requests are popped and submitted to the host's disk as AIO; AIO completions put
-  the chains on the used ring and signal every ``vhost_signal_batch`` entries or when none is
-  left.
+* virtio-blk's back-ends (a QEMU I/O thread with its AIO modes, vhost-user-blk) are in
+  :mod:`virtlab.paths.virtio_blk_backend`.
 """
 
 from __future__ import annotations
@@ -40,11 +39,7 @@ from virtlab.records import BACKEND, HOST
 if TYPE_CHECKING:
     from virtlab.paths.paravirtual import ParavirtualPath
 
-__all__ = ["VirtioNetBackend", "VirtioBlkBackend", "BLK_HDR_BYTES", "BLK_STATUS_BYTES"]
-
-#: virtio-blk request header (type, reserved, sector) and status byte (S1 "Device Operation").
-BLK_HDR_BYTES = 16
-BLK_STATUS_BYTES = 1
+__all__ = ["VirtioNetBackend"]
 
 
 class VirtioNetBackend(VirtioDevice):
@@ -89,13 +84,18 @@ class VirtioNetBackend(VirtioDevice):
             # Each handler disables its queue's notifications while it works and runs the
             # final check (re-enable, look again) before it returns with nothing left; a
             # handler that used up its weight requeues itself instead of sleeping.
+            # A work item queued again while its handler runs (a kick during the handler's
+            # last signal) stays queued, as vhost_poll_queue re-adds a running work item:
+            # the handler's own "weight used up" result must not overwrite it.
             while self._tx_work or self._rx_work:
                 if self._tx_work:
                     self._tx_work = False
-                    self._tx_work = yield from self._handle_tx()
+                    again = yield from self._handle_tx()
+                    self._tx_work = self._tx_work or again
                 if self._rx_work:
                     self._rx_work = False
-                    self._rx_work = yield from self._handle_rx()
+                    again = yield from self._handle_rx()
+                    self._rx_work = self._rx_work or again
 
     def _handle_tx(self) -> ProcessGenerator:
         host = self.host
@@ -212,91 +212,3 @@ class VirtioNetBackend(VirtioDevice):
             yield from self._signal(rxq, scope, req, self.rx_irq, account=True)
             self.rx_monitor.update(rxq.used_backlog)
         return packets >= weight
-
-
-class VirtioBlkBackend(VirtioDevice):
-    """virtio-blk's request queue and the backend's work on it: AIO to the host's disk.
-
-    Chains finished by the disk wait in ``_completed`` until the worker puts them on the used
-    ring; the AIO completion wakes the worker like a kick (host-internal, no exit).
-    """
-
-    def __init__(self, path: ParavirtualPath) -> None:
-        super().__init__(path, "blk")
-        self.vq, self.monitor = self._queue("vq")
-        self.irq = Doorbell(self.env, f"{self.scope}.irq")
-        self._completed: deque[Any] = deque()
-
-    def _worker_loop(self) -> ProcessGenerator:
-        while True:
-            yield from self._sleep()
-            while True:
-                # _submit ends with the final check on the ring; completions that arrive
-                # after the last pass ring the bell, which is then pending.
-                did = yield from self._submit()
-                did = (yield from self._complete()) or did
-                if not did:
-                    break
-
-    def _submit(self) -> ProcessGenerator:
-        host = self.host
-        hp = host.params
-        p = self.params
-        vq = self.vq
-        scope = f"{self.scope}.vq"
-        count = 0
-        weight = p.qemu_tx_burst if self.backend_name == "qemu" else p.vhost_pkt_weight
-        vq.disable_notify()
-        while count < weight:
-            chain = vq.pop()
-            if chain is None:
-                if vq.enable_notify():
-                    vq.disable_notify()
-                    continue
-                break
-            token = vq.token_of(chain.head)
-            req = token[0]
-            count += 1
-            event = ((scope, "pop", f"head={chain.head} ({len(chain.elements)} elements) "
-                                    f"{vq.indexes()}") if host.tracer.enabled else None)
-            yield from self._run_backend(req, [
-                (BACKEND, p.backend_pkt_us, f"{self.worker_label}-blk: pop request",
-                 PH_BACKEND),
-                (HOST, hp.syscall_us + 0.5 * hp.blk_io_us, "host: AIO submit", PH_HOST)],
-                event)
-            self.env.process(self._serve(chain.head, token))
-        if count:
-            self.monitor.batch(count)
-        return count > 0
-
-    def _serve(self, head: int, token: Any) -> ProcessGenerator:
-        req, size, _state, write, sequential = token
-        yield from self._serve_disk(req, size, write, sequential)
-        self._completed.append((head, token))
-        self.poke()
-        self.kick_bell.ring()   # the AIO completion wakes the worker (host-internal)
-
-    def _complete(self) -> ProcessGenerator:
-        host = self.host
-        p = self.params
-        vq = self.vq
-        scope = f"{self.scope}.vq"
-        pending = 0
-        req = None
-        count = 0
-        while self._completed:
-            head, token = self._completed.popleft()
-            req = token[0]
-            count += 1
-            yield from self._run_backend(req, [
-                (HOST, 0.5 * host.params.blk_io_us, "host: AIO completion", PH_HOST),
-                (BACKEND, p.backend_pkt_us, f"{self.worker_label}-blk: push used", PH_BACKEND)])
-            vq.add_used(head, token[1] + BLK_STATUS_BYTES)
-            if host.tracer.enabled:
-                self._trace(scope, "used", req, f"head={head} {vq.indexes()}")
-            pending += 1
-            if pending >= p.vhost_signal_batch or not self._completed:
-                yield from self._signal(vq, scope, req, self.irq, account=True)
-                self.monitor.update(vq.outstanding)
-                pending = 0
-        return count > 0

@@ -1,7 +1,7 @@
 """virtio-blk's guest side: Linux's driver, one request queue of header + data + status chains.
 
 The rules it follows, and the kick it sends, are the transport's (:mod:`virtlab.paths.virtio`);
-the backend that serves its queue is :class:`~virtlab.paths.virtio_backends.VirtioBlkBackend`.
+the backend that serves its queue is :class:`~virtlab.paths.virtio_blk_backend.VirtioBlkBackend`.
 docs/paravirtual.md has the walk-through.
 """
 
@@ -20,7 +20,7 @@ from virtlab.paths.pvcommon import (
     WaitList,
     run_phased,
 )
-from virtlab.paths.virtio_backends import BLK_HDR_BYTES, BLK_STATUS_BYTES, VirtioBlkBackend
+from virtlab.paths.virtio_blk_backend import BLK_HDR_BYTES, BLK_STATUS_BYTES, VirtioBlkBackend
 from virtlab.records import GUEST, Request
 
 if TYPE_CHECKING:
