@@ -107,13 +107,18 @@ class NativePath:
         return {}
 
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """NIC -> softirq stack -> wake the application -> ``recv`` copy."""
+        """NIC -> softirq stack -> wake the application -> ``recv`` copy.
+
+        ``nbytes == 0`` is a pure ACK: the stack takes it; no application is woken.
+        """
         host = self.host
         hp = host.params
         done = self.env.event()
         if self.nic_napi.push((RX, req, nbytes, done)):
             req.interrupts += 1
         yield done
+        if not nbytes:
+            return
         yield from host.cpu.run(self.app, req, (
             (HOST, hp.ctx_switch_us, "wake application"),
             (HOST, self.syscall_us + host.copy_us(nbytes), "recv syscall + copy"),

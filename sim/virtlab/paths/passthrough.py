@@ -133,13 +133,18 @@ class PassthroughPath(VmPath):
         return {}
 
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """VF DMA -> MSI-X (delivery) -> guest stack -> wake the application -> ``recv``."""
+        """VF DMA -> MSI-X (delivery) -> guest stack -> wake the application -> ``recv``.
+
+        ``nbytes == 0`` is a pure ACK: the guest's stack takes it; no application is woken.
+        """
         host = self.host
         hp = host.params
         done = self.env.event()
         if self.guest_nic.push((RX, req, nbytes, done)):
             req.interrupts += 1
         yield done
+        if not nbytes:
+            return
         yield from host.cpu.run(self.vcpu, req, (
             (GUEST, hp.ctx_switch_us, "guest: wake application"),
             (GUEST, hp.syscall_us + host.copy_us(nbytes), "guest: recv syscall + copy"),
