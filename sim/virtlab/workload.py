@@ -70,7 +70,8 @@ class BulkStream(Params):
     window_bytes: int = param(262144, unit="bytes", lo=1, hi=1 << 34,
                               source="assumption (TCP window)", doc="Bytes in flight.")
     acks: bool = param(
-        True, source="S65 (delayed ACK), S181 (GRO does not merge pure ACKs)",
+        True, source="S65 (delayed ACK), S180 (a stack pass per ACK), S181 (GRO does not merge "
+                     "pure ACKs)",
         doc="TCP as a conversation: the receiver sends pure ACKs through its path (as any "
             "transmit) and the sender takes them through its path (as any receive); false: "
             "a one-way stream without ACKs.")
