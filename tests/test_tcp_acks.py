@@ -294,3 +294,31 @@ def test_acks_false_is_a_one_way_stream_in_a_scenario_file(tmp_path, capsys):
     assert main(["trace", "--config", str(config), "--requests", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("virtlab: error:") and "acks" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("direction", ["transmit", "receive"])
+@pytest.mark.parametrize("approach", ["native", "paravirtual", "emulated"])
+def test_every_completed_burst_was_acknowledged_exactly(direction, approach):
+    """Conservation at both ends: ACKs taken (sender) or sent (receiver) = ACKs per burst x
+    completed bursts + those of bursts still in flight, never more."""
+    import simpy
+
+    from virtlab.model import build
+    from virtlab.rng import Streams
+
+    nic = NicParams(tso_bytes=1448)   # three ACKs per 8 KiB burst
+    s = Scenario(duration_us=2_000.0, warmup_us=0.0, nic=nic, guests=(GuestSpec(
+        name="g", approach=approach, vcpus=1, workloads=(
+            BulkStream(direction=direction, window_bytes=4 * 8192),)),))
+    env = simpy.Environment()
+    model = build(env, s, Streams(0, 0), keep_requests=True)
+    model.start()
+    env.run(until=s.duration_us)
+    (runner,) = model.runners
+    acks = runner.acks
+    assert acks is not None and acks.per_burst == 3
+    done = len(runner.completed)
+    assert done > 10
+    counted = acks.taken if direction == "transmit" else acks.sent
+    assert (acks.sent if direction == "transmit" else acks.taken) == 0
+    assert 3 * done <= counted <= 3 * (done + len(runner.in_flight))

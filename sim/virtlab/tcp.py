@@ -40,8 +40,11 @@ __all__ = ["pure_acks", "ConversationAcks"]
 
 
 def pure_acks(nbytes: int, segment_bytes: int, ack_every_segments: int) -> int:
-    """Pure ACKs a receiver sends for a burst of ``nbytes`` that arrives as packets of up to
-    ``segment_bytes``: one per ``ack_every_segments`` packets, and one for a remainder."""
+    """Pure ACKs a receiver sends for a burst of ``nbytes``.
+
+    The burst arrives as packets of up to ``segment_bytes``; the receiver acknowledges every
+    ``ack_every_segments`` packets, and a remainder once (at the end of the burst).
+    """
     packets = max(1, -(-nbytes // segment_bytes))
     return -(-packets // ack_every_segments)
 
