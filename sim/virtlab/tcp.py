@@ -84,30 +84,47 @@ class ConversationAcks:
     def take_acks(self, req: Request) -> ProcessGenerator:
         """The sender takes the peer's ACKs of one burst that has just reached the peer.
 
-        Each ACK crosses the receive link and the path's receive machinery in its own process
-        (they overlap as real ACKs do); returns when the last has been taken.
+        The ACKs cross the receive link at their own times (a separate process sends them);
+        the sender's path takes them in order, one at a time, as its stack processes one
+        flow's packets (Linux: under the socket lock). An ACK that arrives while the previous
+        one is still being taken waits for it and then raises its own interrupt if the
+        receive machinery went back to sleep (a simplification: real NAPI would often take
+        it in the same poll). Returns when the last ACK has been taken.
         """
         env = self.env
         if self.per_burst == 1:
-            yield from self._take_one(req, 0, 0.0)
+            yield from self._take(req, self._offer(req, 0))
             return
-        takers = [env.process(self._take_one(req, k, k * self.spacing_us))
-                  for k in range(self.per_burst)]
-        yield env.all_of(takers)
+        arrivals = [env.event() for _ in range(self.per_burst)]
+        env.process(self._peer_sends(req, arrivals))
+        for arrived in arrivals:
+            arrive_us = yield arrived
+            yield from self._take(req, arrive_us)
 
-    def _take_one(self, req: Request, index: int, delay_us: float) -> ProcessGenerator:
+    def _take(self, req: Request, arrive_us: float) -> ProcessGenerator:
+        """Wait for the ACK to reach the host's NIC (if it has not yet), then take it."""
         env = self.env
+        if arrive_us > env.now:
+            yield env.timeout(arrive_us - env.now)
+        if self.host.tracer.enabled:
+            self.host.trace(self.scope, "ack", req.id, "sender receives a pure ACK")
+        yield from self.path.receive(req, 0)
+        self.taken += 1
+
+    def _peer_sends(self, req: Request, arrivals: list[simpy.Event]) -> ProcessGenerator:
+        """The peer sends the burst's ACKs ``spacing_us`` apart; each event gets its arrival."""
+        for index, arrived in enumerate(arrivals):
+            if index:
+                yield self.env.timeout(self.spacing_us)
+            arrived.succeed(self._offer(req, index))
+
+    def _offer(self, req: Request, index: int) -> float:
+        """Put one ACK on the receive link now; return when it reaches the host's NIC."""
         host = self.host
-        if delay_us > 0.0:
-            yield env.timeout(delay_us)
         nic = host.nic
-        arrive_us = nic.rx.offer(env.now, nic.wire_bytes(0))
+        arrive_us = nic.rx.offer(self.env.now, nic.wire_bytes(0))
         if host.tracer.enabled:
             host.trace("nic.rx", "wire", req.id, f"peer sends pure ACK {index + 1} of "
                                                  f"{self.per_burst}, at host NIC "
                                                  f"{arrive_us:.3f} µs")
-        yield env.timeout(arrive_us - env.now)
-        if host.tracer.enabled:
-            host.trace(self.scope, "ack", req.id, "sender receives a pure ACK")
-        yield from self.path.receive(req, 0)
-        self.taken += 1
+        return arrive_us

@@ -122,7 +122,7 @@ COMPARISONS: tuple[Comparison, ...] = (
                "897 Mb/s native, 897 Mb/s Xen", 1.0, "paravirtual", "throughput",
                _B03_TTCP, 30_000.0,
                "with the peer's ACKs taken (one per two MTU segments: 3 per 8 KiB write), the "
-               "testbed-2003 native stack already uses about 91 % of the one CPU at line rate "
+               "testbed-2003 native stack already uses about 94 % of the one CPU at line rate "
                "(its per-packet costs, stack_pkt_us 6 µs and irq_us 2 µs, are assumptions), "
                "and Xen 1.x pays about twice native's cost per ACK (Xen's NIC interrupt and "
                "demultiplexing, a page flip and TLB flush for a header-only packet, the upcall "
