@@ -32,6 +32,7 @@ from virtlab.records import GUEST, Request
 from virtlab.rng import Streams
 from virtlab.servers import OP_CPU, OP_RECV, OP_SEND, compile_plan
 from virtlab.tally import Tally
+from virtlab.tcp import ConversationAcks
 from virtlab.units import per_us_from_per_s
 from virtlab.workload import (
     BlockIO,
@@ -87,15 +88,16 @@ class WorkloadRunner:
         # The generator that serves one request of this kind, chosen once: the runner's
         # processes delegate to it directly (one generator level less on every resume).
         self._serve: Callable[[Request], ProcessGenerator]
+        #: A bulk stream's pure ACKs (None: not a stream, or ``acks = false``).
+        self.acks: ConversationAcks | None = None
         if isinstance(workload, BulkStream):
             self._serve = self._stream_segment
             tso = host.nic_params.tso_bytes
             self.unit_bytes = min(max(workload.message_bytes, tso), workload.window_bytes)
             self.outstanding = max(1, workload.window_bytes // self.unit_bytes)
-            # TCP: a receiving guest sends one pure ACK per ack_every_segments packets its
-            # stack sees; a GRO'd burst is one packet.
-            self.acks_per_unit = -(-host.segments(self.unit_bytes, tso)
-                                   // host.nic_params.ack_every_segments)
+            # TCP: pure ACKs one way for the data the other (virtlab.tcp).
+            self.acks = (ConversationAcks(env, host, path, self.scope, self.unit_bytes)
+                         if workload.acks else None)
         elif isinstance(workload, BlockIO):
             self._serve = self._block_io
             self.unit_bytes = workload.block_bytes
@@ -251,18 +253,18 @@ class WorkloadRunner:
                     (self.path.kernel_category, extra_writes * self.host.params.syscall_us,
                      "application: further write syscalls"),))
             yield from self.path.send(req, self.unit_bytes)
-            # The peer's ACKs are not received yet (docs/architecture.md: with them, the 2003
-            # Xen transmit no longer matches native, because the model's Xen is the 3.0 design).
+            # The peer acknowledges the burst; the window slides when the sender's stack has
+            # taken the ACKs through its path's receive machinery.
+            if self.acks is not None:
+                yield from self.acks.take_acks(req)
         else:
             yield from self._peer_sends(self.unit_bytes, req.id)
             yield from self.path.receive(req, self.unit_bytes)
             # TCP: the receiver acknowledges the burst (delayed ACK: one per two full-sized
             # segments, and a GRO'd burst is one; __tcp_ack_snd_check) with pure ACKs that
             # cost what any transmit costs on the path; the window slides when they arrive.
-            for _ in range(self.acks_per_unit):
-                if self.host.tracer.enabled:
-                    self.host.trace(self.scope, "ack", req.id, "receiver transmits a pure ACK")
-                yield from self.path.send(req, 0)
+            if self.acks is not None:
+                yield from self.acks.send_acks(req)
             extra_reads = max(0, -(-self.unit_bytes // workload.message_bytes) - 1)
             if extra_reads:
                 yield from self.host.cpu.run(self.app, req, (

@@ -31,8 +31,10 @@ __all__ = ["Comparison", "Outcome", "COMPARISONS", "RECORDED_PASSES", "TOLERANCE
 TOLERANCE = 0.25
 #: Ratios this close to 1.0 are "at 1.0" for the side test (published runs' noise).
 AT_ONE = 0.005
-#: Passes of ``validate(fast=True)`` when last recorded (the test suite's floor).
-RECORDED_PASSES = 12
+#: Passes of ``validate(fast=True)`` when last recorded (the test suite's floor). 11 since the
+#: transmitting guest takes its peer's ACKs (issue 10): B03-ttcp-xen moved from 1.00 to a miss
+#: (its miss_mechanism says why); every other comparison kept its verdict.
+RECORDED_PASSES = 11
 
 _F14 = ("Felter, Ferreira, Rajamony, Rubio, 'An Updated Performance Comparison of Virtual "
         "Machines and Linux Containers', IBM RC25482 (2014), ISPASS 2015")
@@ -120,7 +122,15 @@ COMPARISONS: tuple[Comparison, ...] = (
                "container", "throughput", _f14(_SEQWRITE, 400_000.0), 50_000.0),
     Comparison("B03-ttcp-xen", _B03, "[summary]", "ttcp TCP transmit, MTU 1500, XenoLinux",
                "897 Mb/s native, 897 Mb/s Xen", 1.0, "paravirtual", "throughput",
-               _B03_TTCP, 30_000.0),
+               _B03_TTCP, 30_000.0,
+               "with the peer's ACKs taken (one per two MTU segments: 3 per 8 KiB write), the "
+               "testbed-2003 native stack already uses about 94 % of the one CPU at line rate "
+               "(its per-packet costs, stack_pkt_us 6 µs and irq_us 2 µs, are assumptions), "
+               "and Xen 1.x pays about twice native's cost per ACK (Xen's NIC interrupt and "
+               "demultiplexing, a page flip and TLB flush for a header-only packet, the upcall "
+               "into the guest), so the Xen column turns CPU-bound. Parity in 2003 means "
+               "native had CPU to spare: the 2003 per-packet costs are suspected too high, and "
+               "the Tigon 3's interrupt coalescing is not modelled"),
     Comparison("B03-ttcp-vmware", _B03, "[summary]", "ttcp TCP transmit, VMware Workstation "
                "3.2 (emulated pcnet32)", "897 Mb/s native, 291 Mb/s VMware", 291 / 897,
                "emulated", "throughput", _B03_TTCP, 30_000.0,

@@ -69,6 +69,12 @@ class BulkStream(Params):
                                doc="Size of one application write.")
     window_bytes: int = param(262144, unit="bytes", lo=1, hi=1 << 34,
                               source="assumption (TCP window)", doc="Bytes in flight.")
+    acks: bool = param(
+        True, source="S65 (delayed ACK), S180 (a stack pass per ACK), S181 (GRO does not merge "
+                     "pure ACKs)",
+        doc="TCP as a conversation: the receiver sends pure ACKs through its path (as any "
+            "transmit) and the sender takes them through its path (as any receive); false: "
+            "a one-way stream without ACKs.")
     loop: str = _loop_param()
     rate_per_s: float = param(1000.0, unit="1/s", lo=0.0, hi=1e9, lo_open=True,
                               source="assumption", doc="Segments per second in open loop.")

@@ -46,7 +46,10 @@ class IOPath(Protocol):
         """Start the path's processes (after all components are wired)."""
 
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """Take ``nbytes`` that just arrived at the host NIC up to the application."""
+        """Take ``nbytes`` that just arrived at the host NIC up to the application.
+
+        ``nbytes == 0`` is a pure ACK: the kernel takes it, no application is woken.
+        """
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
         """Send ``nbytes`` from the application; return when the last byte reaches the peer."""

@@ -208,13 +208,18 @@ class EmulatedPath(VmPath):
 
     # Receive -----------------------------------------------------------------------------------
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """Host NIC -> bridge -> I/O thread -> interrupt -> guest stack -> application."""
+        """Host NIC -> bridge -> I/O thread -> interrupt -> guest stack -> application.
+
+        ``nbytes == 0`` is a pure ACK: the guest's stack takes it; no application is woken.
+        """
         env = self.env
         hp = self.host.params
         enter(req, env.now)
         done = env.event()
         self.host_nic.push((RX, req, nbytes, done))
         yield done
+        if not nbytes:
+            return
         app_us = hp.ctx_switch_us + hp.syscall_us + self.host.copy_us(nbytes)
         yield from self.host.cpu.run(self.vcpu, req, (
             (GUEST, hp.ctx_switch_us, "guest: wake application"),

@@ -105,12 +105,17 @@ class KernelStack:
         return [self.nic, self.blk]
 
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """Device -> interrupt -> NAPI poll (stack) -> wake the application -> ``recv`` copy."""
+        """Device -> interrupt -> NAPI poll (stack) -> wake the application -> ``recv`` copy.
+
+        ``nbytes == 0`` is a pure ACK: the stack takes it; no application is woken.
+        """
         host = self.host
         done = self.env.event()
         if self.nic.push((RX, req, nbytes, done)):
             req.interrupts += 1
         yield done
+        if not nbytes:
+            return
         category = self.category
         yield from host.cpu.run(self.app, req, (
             (category, host.params.ctx_switch_us, self.labels.wake),

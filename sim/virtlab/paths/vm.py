@@ -85,12 +85,17 @@ class VmPath:
 
     # Receive: identical up to the device ------------------------------------------------------
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
-        """Host NIC -> bridge -> device -> guest interrupt -> guest stack -> application."""
+        """Host NIC -> bridge -> device -> guest interrupt -> guest stack -> application.
+
+        ``nbytes == 0`` is a pure ACK: the guest's stack takes it; no application is woken.
+        """
         host = self.host
         hp = host.params
         done = self.env.event()
         self.host_nic.push((RX, req, nbytes, done))
         yield done
+        if not nbytes:
+            return
         yield from host.cpu.run(self.vcpu, req, (
             (GUEST, hp.ctx_switch_us, "guest: wake application"),
             (GUEST, hp.syscall_us + host.copy_us(nbytes), "guest: recv syscall + copy"),
