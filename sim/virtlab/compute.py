@@ -43,8 +43,10 @@ VMM write-protects the guest's page tables, so a guest PTE write traps and is em
 further ("hidden") fault (``FNAME(page_fault)`` in ``arch/x86/kvm/mmu/paging_tmpl.h``); the
 same structure is described for VMware's VMM by Adams & Agesen [AA06]. The shadow work per
 exit and the cost of one page-walk reference are assumptions (docs/sources.md,
-"Compute-side costs"). Known simplification: the path's own ``recv``/``send`` system calls
-(:mod:`virtlab.paths`) are priced by the path and pay no binary-translation surcharge.
+"Compute-side costs"). The I/O path's own ``recv``, ``send`` and block ``read``/``write``
+system calls are priced natively by the path; :mod:`virtlab.guestcalls` adds this module's
+syscall surcharge to each of them, so every guest system call pays it exactly once. Every
+surcharge is reported in the ``virt_compute`` latency phase (:data:`virtlab.records.PHASES`).
 """
 
 from __future__ import annotations

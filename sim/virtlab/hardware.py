@@ -239,3 +239,9 @@ class HypervisorParams(Params):
         if self.vmm == "xen-hvm" and self.kind == "hosted":
             raise ConfigError("kind", "Xen is a bare-metal hypervisor: vmm = 'xen-hvm' needs "
                                       "kind = 'bare-metal', got 'hosted'")
+        if self.vmm == "xen-hvm" and self.cpu_support == "binary-translation":
+            # Xen runs an unmodified (HVM) guest only on VT-x or AMD-V; binary translation is
+            # VMware's software technique, not Xen's.
+            raise ConfigError("cpu_support", "Xen HVM needs hardware virtualization (VT-x or "
+                                             "AMD-V): vmm = 'xen-hvm' needs a hardware preset, "
+                                             "got 'binary-translation'")

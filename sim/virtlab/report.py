@@ -236,7 +236,8 @@ def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
     from virtlab.records import PHASES
     from virtlab.stats import REPORTED_EXIT_REASONS
 
-    short = {"guest": "guest", "exits": "exits", "device_model": "dev.model",
+    short = {"guest": "guest", "exits": "exits", "virt_compute": "virt.cpu",
+             "device_model": "dev.model",
              "copies": "copies", "host_kernel": "host", "device": "device",
              "interrupt": "irq", "queueing": "queue", "outside": "outside"}
 
@@ -254,8 +255,10 @@ def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
     for e in comparison.entries:
         groups.setdefault((e.guest, e.workload), []).append(e)
     intro = ("Where did the time go? Latency split into phases (µs per request, they add up to "
-             "the mean), and VM exits per request by reason ('user': reached a user-space "
-             "device model; 'µs': their CPU time per request).")
+             "the mean; 'exits': the I/O path's VM exits; 'virt.cpu': what virtualization adds "
+             "to the application's own CPU work and system calls), and VM exits per request by "
+             "reason ('user': reached a user-space device model; 'µs': their CPU time per "
+             "request).")
     out = textwrap.wrap(intro, width or 100)
     hidden: set[str] = set()
     for (guest, workload), rows in groups.items():
