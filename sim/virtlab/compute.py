@@ -95,6 +95,8 @@ class ComputeCosts:
     native_us: tuple[float, ...]
     extra_us: tuple[float, ...]
     extra_exits: tuple[int, ...]
+    #: Per event, what the surcharge is, for traces ("" when there is none).
+    why: tuple[str, ...] = ("",) * 5
 
     def cost_us(self, event: int) -> float:
         """Total cost of one ``event`` (native plus surcharge)."""
@@ -124,35 +126,44 @@ def compute_costs(approach: str, host: HostParams, hypervisor: HypervisorParams,
     ghz = host.cpu_ghz
     if xen_pv and mode.paging == "shadow":
         cycles, counts = xen_pv_costs_cycles(hypervisor)
+        why = ("", "Xen PV: the fault via Xen + an mmu_update hypercall",
+               "Xen PV: CR3 load by hypercall", "", "Xen PV: event upcall")
         return ComputeCosts(approach, "xen-pv direct", native,
-                            tuple(cycles_to_us(c, ghz) for c in cycles), counts)
+                            tuple(cycles_to_us(c, ghz) for c in cycles), counts, why)
     exit_cycles = hypervisor.exit_kernel_cycles
     posted = hypervisor.posted_interrupts
     extra = [0.0] * 5
     exits = [0] * 5
+    why = [""] * 5
     if mode.binary_translation:
         extra[SYSCALL] = 2 * exit_cycles
         exits[SYSCALL] = 2
+        why[SYSCALL] = "binary translation: 2 VMM callouts"
     if mode.paging == "shadow":
         extra[PAGE_FAULT] = SHADOW_FAULT_EXITS * (exit_cycles + SHADOW_WORK_CYCLES)
         exits[PAGE_FAULT] = SHADOW_FAULT_EXITS
+        why[PAGE_FAULT] = f"shadow paging: {SHADOW_FAULT_EXITS} traps"
         extra[CONTEXT_SWITCH] = exit_cycles + SHADOW_WORK_CYCLES
         exits[CONTEXT_SWITCH] = 1
+        why[CONTEXT_SWITCH] = "shadow paging: the CR3 load traps"
     else:
         extra[TLB_MISS] = (mode.nested_walk_refs - NATIVE_WALK_REFS) * WALK_REF_CYCLES
+        why[TLB_MISS] = f"nested paging: {mode.nested_walk_refs}-reference 2-D walk"
     if posted:
         # Arming the deadline (or sending the IPI) still traps; delivery is posted, the EOI
         # virtualized.
         extra[TIMER] = exit_cycles
         exits[TIMER] = 1
+        why[TIMER] = "posted interrupt: 1 exit to arm it"
     else:
         # The injection figure already includes the exit that forces it (cpusupport); the
         # guest's EOI traps unless PV-EOI or APICv.
         eoi = bool(hypervisor.eoi_exit)
         extra[TIMER] = hypervisor.irq_inject_cycles + (exit_cycles if eoi else 0.0)
         exits[TIMER] = 1 + (1 if eoi else 0)
+        why[TIMER] = "virtual interrupt: injection" + (" + EOI exit" if eoi else "")
     return ComputeCosts(approach, mode.paging, native,
-                        tuple(cycles_to_us(c, ghz) for c in extra), tuple(exits))
+                        tuple(cycles_to_us(c, ghz) for c in extra), tuple(exits), tuple(why))
 
 
 def cost_table_markdown(host: HostParams | None = None) -> str:

@@ -37,25 +37,26 @@ _PH_VIRT = PHASES.index("virt_compute")
 class SyscallSurcharge:
     """The per-call surcharge of one guest's system calls (zero outside binary translation)."""
 
-    __slots__ = ("cpu", "app", "us", "exits", "label")
+    __slots__ = ("cpu", "app", "us", "exits", "why")
 
     def __init__(self, cpu: Cpu, app: ExecContext, costs: ComputeCosts) -> None:
         self.cpu = cpu
         self.app = app
         self.us = costs.extra_us[SYSCALL]
         self.exits = costs.extra_exits[SYSCALL]
-        self.label = f"virt: syscall ({costs.paging})"
+        self.why = costs.why[SYSCALL] or costs.paging
 
     def wrap(self, path: Any) -> Any:
         """``path`` itself if the surcharge is zero, else a :class:`SurchargedPath` around it."""
         return path if self.us <= 0.0 else SurchargedPath(path, self)
 
-    def pay(self, req: Request, calls: int | float) -> ProcessGenerator:
-        """Run the surcharge of ``calls`` system calls for ``req`` (nothing if zero)."""
+    def pay(self, req: Request, calls: int | float, name: str = "syscall"
+            ) -> ProcessGenerator:
+        """Run the surcharge of ``calls`` system calls (``name``) for ``req`` (none if zero)."""
         us = calls * self.us
         if us <= 0.0:
             return
-        yield from self.cpu.run(self.app, req, ((EXIT, us, self.label),))
+        yield from self.cpu.run(self.app, req, ((EXIT, us, f"virt: {name} ({self.why})"),))
         req.exits += round(calls * self.exits)
         charge(req, ((_PH_VIRT, us),), self.cpu.env.now)
 
@@ -76,16 +77,16 @@ class SurchargedPath:
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
         """The path's receive, then the ``recv`` call's surcharge."""
         yield from self._path.receive(req, nbytes)
-        yield from self._surcharge.pay(req, 1)
+        yield from self._surcharge.pay(req, 1, "recv")
 
     def send(self, req: Request, nbytes: int) -> ProcessGenerator:
         """The ``send`` call's surcharge (none for a pure ACK), then the path's send."""
         if nbytes:
-            yield from self._surcharge.pay(req, 1)
+            yield from self._surcharge.pay(req, 1, "send")
         yield from self._path.send(req, nbytes)
 
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
         """The ``read``/``write`` call's surcharge, then the path's block I/O."""
-        yield from self._surcharge.pay(req, 1)
+        yield from self._surcharge.pay(req, 1, "write" if write else "read")
         yield from self._path.block_io(req, nbytes, write, sequential)

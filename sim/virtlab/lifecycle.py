@@ -253,7 +253,7 @@ class WorkloadRunner:
                 yield from self.host.cpu.run(self.app, req, (
                     (self.path.kernel_category, extra_writes * self.host.params.syscall_us,
                      "application: further write syscalls"),))
-                yield from self.syscall_surcharge.pay(req, extra_writes)
+                yield from self.syscall_surcharge.pay(req, extra_writes, "further writes")
             yield from self.path.send(req, self.unit_bytes)
             # The peer's ACKs are not received yet (docs/architecture.md: with them, the 2003
             # Xen transmit no longer matches native, because the model's Xen is the 3.0 design).
@@ -272,7 +272,7 @@ class WorkloadRunner:
                 yield from self.host.cpu.run(self.app, req, (
                     (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
                      "application: further read syscalls"),))
-                yield from self.syscall_surcharge.pay(req, extra_reads)
+                yield from self.syscall_surcharge.pay(req, extra_reads, "further reads")
 
     def _server_request(self, req: Request) -> ProcessGenerator:
         """Run one request's plan: compute blocks on a thread, messages, disk I/O."""

@@ -438,7 +438,7 @@ def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_cate
             block.append((category, count * costs.native_us[event], f"app: {name}"))
             if costs.extra_us[event] > 0.0:
                 block.append((EXIT, count * costs.extra_us[event],
-                              f"virt: {EVENTS[event]} ({costs.paging})"))
+                              f"virt: {name} ({costs.why[event] or costs.paging})"))
                 exits += count * costs.extra_exits[event]
         else:
             close_block()
