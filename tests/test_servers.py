@@ -161,7 +161,11 @@ def test_presets_are_ordered_as_the_micro_benchmarks_order_them():
     # Page faults: shadow paging is far costlier than nested paging, and first-generation VT-x
     # costlier than binary translation (Adams & Agesen 2006: the hardware VMM lost on pgfault).
     assert _extra("vtx-first-gen", "page_fault") > _extra("binary-translation", "page_fault")
-    assert _extra("binary-translation", "page_fault") > _extra("vtx-core2", "page_fault") > 0.0
+    assert _extra("vtx-first-gen", "page_fault") > _extra("vtx-core2", "page_fault") > 0.0
+    # Core 2's lower round trip brings its shadow faults level with binary translation's
+    # (within 25 % either way), no longer far above them as on the Pentium 4.
+    ratio = _extra("vtx-core2", "page_fault") / _extra("binary-translation", "page_fault")
+    assert 0.8 < ratio < 1.25
     assert _extra("vtx-nehalem", "page_fault") == _extra("modern", "page_fault") == 0.0
     # System calls: only binary translation intercepts them; hardware VT runs them natively.
     assert _extra("binary-translation", "syscall") > 0.0

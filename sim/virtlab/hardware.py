@@ -1,6 +1,7 @@
 """Parameters of the physical host: CPU, NIC and disk, and the hypervisor's CPU support.
 
-Sources (keys as in ``docs/parameters.md``): S23 (VM exit cost), S24 (hypercall), S25 (IPI /
+Sources (keys as in ``docs/parameters.md``): S161 (one basis for exit costs: a hardware round
+trip plus the hypervisor's handling), S23 (VM exit cost), S24 (hypercall), S25 (IPI /
 injection), S26 (user-space exit ratio), S30/S30b (EOI exits, APICv), S32 (syscall), S33
 (context switch), S34 (memcpy bandwidth), S44 (KVM halt polling), F14 (Felter et al. 2014
 testbed).
@@ -10,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from virtlab.cpusupport import DEFAULT_PRESET, PRESET_FIELDS, PRESET_NAMES, cpu_support
+from virtlab.cpusupport import (
+    DEFAULT_PRESET,
+    DERIVED_FIELDS,
+    PRESET_FIELDS,
+    PRESET_NAMES,
+    cpu_support,
+)
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
 
@@ -164,19 +171,43 @@ class HypervisorParams(Params):
                              source="virtlab.cpusupport (each preset cites its sources)",
                              doc="CPU virtualization support preset; fills the unset costs "
                                  "below.")
+    exit_roundtrip_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161 (AA06, S28: hardware round trips; modern: derived S23 - "
+               "exit_handling_cycles)",
+        doc="The hardware's VM exit + VM entry (binary translation: the VMM callout), without "
+            "the hypervisor's handling; every exit cost below is this plus a handling term.")
+    exit_handling_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161, assumption (KVM's handling of a CPUID exit, 400)",
+        doc="The hypervisor's handling of a simple exit it handles itself (dispatch, emulate "
+            "CPUID or an ioeventfd write, prepare the entry).")
+    hypercall_handling_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161 (derived S24 - the modern round trip)",
+        doc="The hypervisor's handling of a hypercall.")
+    inject_handling_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161 (derived S25 - the modern round trip)",
+        doc="The hypervisor's work to deliver a virtual interrupt, beyond the round trip of "
+            "the exit that forces it.")
     exit_kernel_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
-                                      source="preset; modern: S23 (1,018-1,110 cycles)",
-                                      doc="VM exit and re-entry handled in the hypervisor kernel.")
+                                      source="derived: exit_roundtrip_cycles + "
+                                             "exit_handling_cycles (modern: S23)",
+                                      doc="VM exit and re-entry handled in the hypervisor kernel "
+                                          "(unset: round trip + handling).")
     user_exit_factor: float = param(None, source="preset; modern: S26 (nested ratio), assumption",
                                     lo=1.0, hi=100.0, doc="A user-space (QEMU) exit costs this "
                                                           "many kernel exits.")
     hypercall_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
-                                    source="preset; modern: S24 (1,529-1,559 cycles)",
-                                    doc="Hypercall round trip.")
+                                    source="derived: exit_roundtrip_cycles + "
+                                           "hypercall_handling_cycles (modern: S24)",
+                                    doc="Hypercall round trip (unset: round trip + handling).")
     irq_inject_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
-                                     source="preset; modern: S25 (3,203-4,238 cycles)",
-                                     doc="Delivering one virtual interrupt (with the exit that "
-                                         "forces it).")
+                                     source="derived: exit_roundtrip_cycles + "
+                                            "inject_handling_cycles (modern: S25)",
+                                     doc="Delivering one virtual interrupt, with the exit that "
+                                         "forces it (unset: round trip + handling).")
     eoi_exit: bool = param(None, source="preset; S30",
                            doc="The guest's EOI write traps (no PV-EOI).")
     posted_interrupts: bool = param(
@@ -235,13 +266,21 @@ class HypervisorParams(Params):
             for name in PRESET_FIELDS:
                 if getattr(self, name) is None:
                     object.__setattr__(self, name, getattr(preset, name))
+            # One basis (virtlab.cpusupport): each exit cost is the round trip plus its
+            # handling, from the effective terms (a --set round trip moves all three).
+            roundtrip = self.exit_roundtrip_cycles
+            for name, handling in DERIVED_FIELDS.items():
+                part = getattr(self, handling)
+                if (getattr(self, name) is None and isinstance(roundtrip, (int, float))
+                        and isinstance(part, (int, float))):
+                    object.__setattr__(self, name, float(roundtrip) + float(part))
         Params.__post_init__(self)
         if self.vmm == "xen-hvm" and self.kind == "hosted":
             raise ConfigError("kind", "Xen is a bare-metal hypervisor: vmm = 'xen-hvm' needs "
                                       "kind = 'bare-metal', got 'hosted'")
         if self.vmm == "xen-hvm" and self.cpu_support == "binary-translation":
-            # Xen runs an unmodified (HVM) guest only on VT-x or AMD-V; binary translation is
-            # VMware's software technique, not Xen's.
+            # Xen runs an unmodified (HVM) guest only on VT-x or AMD-V (S160: hvm_enable);
+            # binary translation is VMware's software technique, not Xen's.
             raise ConfigError("cpu_support", "Xen HVM needs hardware virtualization (VT-x or "
                                              "AMD-V): vmm = 'xen-hvm' needs a hardware preset, "
                                              "got 'binary-translation'")
