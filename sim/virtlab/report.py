@@ -283,7 +283,8 @@ def request_breakdown(record: Any) -> list[str]:
     lines = []
     phases = [(p, getattr(record, f"lat_{p}_us")) for p in PHASES]
     if not any(math.isnan(v) for _, v in phases):
-        parts = ", ".join(f"{p} {v:.3f}" for p, v in phases if v != 0.0)
+        # Phases that round to 0.000 µs (rounding residue of the split) are left out.
+        parts = ", ".join(f"{p} {v:.3f}" for p, v in phases if abs(v) >= 5e-4)
         lines.append(f"  where the {record.latency_us:.3f} µs went: {parts} µs")
     exits = ", ".join(f"{r} {getattr(record, f'exits_{r}')} ({getattr(record, f'exit_{r}_us'):.3f}"
                       f" µs)" for r in REPORTED_EXIT_REASONS if getattr(record, f"exits_{r}"))
