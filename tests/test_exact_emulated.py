@@ -65,7 +65,6 @@ class Costs:
         # leaves through two VMM callouts, each an exit handled in the VMM (AA06).
         bt = hv.cpu_support == "binary-translation"
         self.syscall_virt = 2 * self.kernel if bt else 0.0
-        self.syscall_virt_exits = 2 if bt else 0
 
     def vcpu_wake(self, idle_us: float) -> float:
         """An interrupt reaching vCPUs halted for ``idle_us``: HLT exit, then (once halt
@@ -142,8 +141,7 @@ def _rr_exits(s: Scenario) -> dict[str, int]:
     accesses = 2 * per_irq + nic.rx_refill + nic.tx_doorbell
     return {"mmio": sum(a.space == "mmio" for a in accesses),
             "pio": sum(a.space == "pio" for a in accesses),
-            "inject": 2 * c.inject_exits, "eoi": 2 * c.eoi_exits,
-            "other": 1 + 2 * c.syscall_virt_exits,  # the HLT, the recv's and send's callouts
+            "inject": 2 * c.inject_exits, "eoi": 2 * c.eoi_exits, "other": 1,
             "user": sum(c.access_us(a)[2] for a in accesses)}
 
 

@@ -12,9 +12,9 @@ always wins over the preset.
                             needs the device model is a *world switch* to the host
 ``vtx-first-gen``           first-generation VT-x (Pentium 4, 2005-2007): a 2,409-cycle hardware
                             round trip, no APICv, no coalesced MMIO yet
-``vtx-core2``               Core 2 (2008): the hardware round trip down to 937 cycles
-``vtx-nehalem``             Nehalem (2009-2010): ~2,000 cycles of *direct* exit cost (the world
-                            switch) as measured by SplitX
+``vtx-core2``               Core 2 (Penryn, 2008): the hardware round trip down to 1,118 cycles
+``vtx-nehalem``             Nehalem (2009-2010): a 950-cycle round trip, ~2,000-cycle exits with
+                            KVM 2.6.34 (SplitX)
 ``modern``                  a current x86 server with KVM (~1,050-cycle CPUID exits), no APICv
 ``modern-apicv``            the same with APICv / posted interrupts: no injection or EOI exits
 ==========================  =====================================================================
@@ -32,21 +32,23 @@ hypervisor's handling* of that kind of exit, a separate cited term:
 A user-space exit costs ``user_exit_factor`` kernel-handled ones. The measurements come on two
 bases, and each is put on this one:
 
-* hardware round trips alone: AA06 (Pentium 4: 2,409 cycles; Core 2: 937) and SplitX's *direct*
-  cost (S28, Nehalem, ~2,000: the world switch, without the hypervisor's handling, which SplitX
-  counts apart). The handling is added to them. (Before, these were used as the whole exit.)
-* whole KVM exits, hardware and software together: S23 (a CPUID exit handled in KVM, 1,018-1,110
-  cycles), S24 (a hypercall, 1,529-1,559) and S25 (a virtual IPI, 3,203-4,238). The round trip is
-  S23 minus KVM's handling of a CPUID exit; the hypercall's and the injection's handling are S24
-  and S25 minus that round trip.
+* hardware round trips alone, with no hypervisor software: S162 (vmlatency, a loop of VMRESUME
+  into a guest whose CPUID exits at once: Penryn 1,118 cycles, Nehalem 950, Skylake-SP Xeons
+  516-636) and AA06 (Pentium 4: 2,409);
+* whole KVM exits, hardware and software together: S23 (a CPUID exit, 1,018-1,110 cycles on a
+  current server), S24 (a hypercall, 1,529-1,559), S25 (a virtual IPI, 3,203-4,238), and S28
+  (SplitX's ~2,000 cycles per exit with KVM 2.6.34 on Nehalem: twice the Nehalem hardware round
+  trip, so it holds KVM's software too).
 
-KVM's handling of a simple exit (``exit_handling_cycles`` = 400: reading the exit reason and
-qualification from the VMCS, the dispatch in ``vmx_handle_exit``, ``kvm_emulate_cpuid``, skipping
-the instruction, and preparing the next entry) is an **assumption**: no public measurement
-separates it from the hardware transition. It is applied in cycles on every hardware preset
-(KVM's code path, not the CPU, sets it). For binary translation the callout (SU01: an IN/OUT
-handled in the VMM, 1.36 µs at 733 MHz) is measured as a whole and booked as the round trip,
-with no separate handling (the VMM's handling of a simple access is inside that measurement).
+The handling is then the difference, in two eras of KVM: 470 cycles today (S23 - the Skylake-SP
+round trip) and 1,050 in 2010 (S28 - the Nehalem round trip); the earlier presets take the 2010
+figure (an **assumption**: KVM's exit path was no shorter before). A hypercall costs KVM 500
+cycles more than a CPUID exit (S24 - S23) and an injection 2,250 more (S25 - S23), in every era.
+Before this basis, the Pentium 4's and Core 2's round trips (2,409; 937, a figure attributed to
+AA06 through a secondary summary that S162's Core 2 measurements do not reproduce) were used as
+whole exits, so those presets lacked the hypervisor's software entirely. For binary translation
+the callout (SU01: an IN/OUT handled in the VMM, 1.36 µs at 733 MHz) is measured as a whole and
+booked as the round trip, with no separate handling.
 
 How each preset virtualizes memory (shadow page tables or nested paging, binary translation
 or not) is :data:`PAGING`; :mod:`virtlab.compute` prices an application's system calls, page
@@ -62,18 +64,22 @@ from virtlab.errors import ConfigError
 __all__ = ["CpuSupport", "PRESETS", "PRESET_NAMES", "PRESET_FIELDS", "DEFAULT_PRESET",
            "DERIVED_FIELDS", "cpu_support", "MmuSupport", "PAGING"]
 
-#: KVM's handling of a simple kernel-handled exit (CPUID, an ioeventfd MMIO write), cycles
-#: [assumption; see the module docstring].
-KVM_EXIT_HANDLING_CYCLES = 400.0
-#: A CPUID exit handled in KVM on a current server, cycles [S23: 1,018-1,110].
-MODERN_KERNEL_EXIT_CYCLES = 1050.0
-#: The hardware round trip on a current server, cycles [derived: S23 - KVM's handling].
-MODERN_ROUNDTRIP_CYCLES = MODERN_KERNEL_EXIT_CYCLES - KVM_EXIT_HANDLING_CYCLES
-#: KVM's hypercall handling, cycles [derived: S24 1,550 - the modern round trip].
-HYPERCALL_HANDLING_CYCLES = 1550.0 - MODERN_ROUNDTRIP_CYCLES
-#: KVM's injection work with the exit's handling that forces it, cycles [derived: S25 3,300 -
-#: the modern round trip].
-INJECT_HANDLING_CYCLES = 3300.0 - MODERN_ROUNDTRIP_CYCLES
+#: Hardware VM exit + entry round trips measured with no hypervisor software at all (S162: a
+#: loop of VMRESUME into a guest whose CPUID exits at once), cycles: Penryn Core 2 Duo (E8500,
+#: T9600, 2008), Nehalem (Core i5-760), Skylake-SP / Cascade Lake Xeons (Gold 6140 636, 6142M
+#: 516, 6252N 518; the middle of that range).
+ROUNDTRIP_PENRYN_CYCLES = 1118.0
+ROUNDTRIP_NEHALEM_CYCLES = 950.0
+ROUNDTRIP_SKYLAKE_SP_CYCLES = 580.0
+#: KVM's software per simple exit (CPUID), cycles, in two eras [derived]: KVM 2.6.34 on
+#: Nehalem, S28's ~2,000-cycle exit minus the Nehalem round trip; current KVM, S23's
+#: 1,050-cycle CPUID exit minus the Skylake-SP round trip.
+KVM_2010_EXIT_HANDLING_CYCLES = 2000.0 - ROUNDTRIP_NEHALEM_CYCLES
+KVM_2024_EXIT_HANDLING_CYCLES = 1050.0 - ROUNDTRIP_SKYLAKE_SP_CYCLES
+#: What a hypercall and an injection cost KVM beyond a CPUID exit, cycles [derived: S24 1,550
+#: and S25 3,300 minus S23 1,050, all whole KVM exits].
+HYPERCALL_EXTRA_CYCLES = 1550.0 - 1050.0
+INJECT_EXTRA_CYCLES = 3300.0 - 1050.0
 #: Ratio of an exit to the user-space device model to one handled in the kernel (S26: measured
 #: 3.3 for nested guests only; used for every hardware preset as an assumption).
 USER_EXIT_FACTOR = 3.3
@@ -142,24 +148,20 @@ class CpuSupport:
         return self.exit_roundtrip_cycles + self.inject_handling_cycles
 
 
-_HANDLING_SOURCES = {
-    "exit_handling_cycles": "assumption: KVM's handling of a CPUID exit (VMCS reads, "
-                            "vmx_handle_exit dispatch, kvm_emulate_cpuid, skip, entry "
-                            "preparation), 400 cycles",
-    "hypercall_handling_cycles": "derived: S24 hypercall 1,550 - the modern round trip 650",
-    "inject_handling_cycles": "derived: S25 virtual IPI 3,300 - the modern round trip 650",
-    "exit_kernel_cycles": "derived: exit_roundtrip_cycles + exit_handling_cycles",
-    "hypercall_cycles": "derived: exit_roundtrip_cycles + hypercall_handling_cycles",
-    "irq_inject_cycles": "derived: exit_roundtrip_cycles + inject_handling_cycles",
-}
-
-
 def _hardware(name: str, era: str, description: str, roundtrip_cycles: float,
-              roundtrip_source: str, *, coalesced: bool, apicv: bool = False) -> CpuSupport:
-    """A hardware-assisted preset: its round trip plus KVM's handling terms."""
+              roundtrip_source: str, handling_cycles: float, handling_source: str, *,
+              coalesced: bool, apicv: bool = False) -> CpuSupport:
+    """A hardware-assisted preset: its round trip plus the era's KVM handling terms."""
     sources = {
         "exit_roundtrip_cycles": roundtrip_source,
-        **_HANDLING_SOURCES,
+        "exit_handling_cycles": handling_source,
+        "hypercall_handling_cycles": "derived: exit_handling_cycles + 500 (S24 - S23: a "
+                                     "hypercall costs KVM 500 cycles more than a CPUID exit)",
+        "inject_handling_cycles": "derived: exit_handling_cycles + 2,250 (S25 - S23: the "
+                                  "injection work beyond the exit that forces it)",
+        "exit_kernel_cycles": "derived: exit_roundtrip_cycles + exit_handling_cycles",
+        "hypercall_cycles": "derived: exit_roundtrip_cycles + hypercall_handling_cycles",
+        "irq_inject_cycles": "derived: exit_roundtrip_cycles + inject_handling_cycles",
         "user_exit_factor": "S26 ratio 3.3 (nested guests), assumption for this CPU",
         "eoi_exit": ("S30b (APICv virtualizes the EOI: no exit)" if apicv
                      else "S30 (the guest's EOI write traps without APICv or PV-EOI)"),
@@ -168,15 +170,22 @@ def _hardware(name: str, era: str, description: str, roundtrip_cycles: float,
         "coalesced_mmio": ("QEMU/KVM coalesced MMIO, 2008 (S21)" if coalesced
                            else "before KVM's coalesced MMIO (2008)"),
     }
-    return CpuSupport(name, era, description, roundtrip_cycles, KVM_EXIT_HANDLING_CYCLES,
-                      HYPERCALL_HANDLING_CYCLES, INJECT_HANDLING_CYCLES, USER_EXIT_FACTOR,
+    return CpuSupport(name, era, description, roundtrip_cycles, handling_cycles,
+                      handling_cycles + HYPERCALL_EXTRA_CYCLES,
+                      handling_cycles + INJECT_EXTRA_CYCLES, USER_EXIT_FACTOR,
                       eoi_exit=not apicv, posted_interrupts=apicv, coalesced_mmio=coalesced,
                       sources=sources)
 
 
 _SUGERMAN = "Sugerman, Venkitachalam, Lim, USENIX ATC 2001, Table 1 (733 MHz Pentium III)"
-_MODERN_ROUNDTRIP = ("derived: S23 (a CPUID exit handled in KVM, 1,018-1,110 cycles; 1,050) - "
-                     "KVM's handling (exit_handling_cycles, 400) = 650")
+_KVM_2010 = ("derived: S28 (SplitX: ~2,000 cycles per exit, KVM 2.6.34 on a Xeon X5570) - the "
+             "Nehalem round trip (S162, 950) = 1,050")
+_KVM_2010_EARLIER = (f"{_KVM_2010}; assumption for this earlier era (KVM's exit path was no "
+                     "shorter before 2010)")
+_KVM_2024 = ("derived: S23 (a CPUID exit handled in KVM, 1,018-1,110 cycles; 1,050) - the "
+             "Skylake-SP round trip (S162, 580) = 470")
+_SKX = ("S162 (vmlatency: Xeon Gold 6140 636, 6142M 516, 6252N 518 cycles; the middle of "
+        "that range)")
 
 PRESETS: dict[str, CpuSupport] = {p.name: p for p in (
     CpuSupport(
@@ -207,23 +216,30 @@ PRESETS: dict[str, CpuSupport] = {p.name: p for p in (
             "coalesced_mmio": "no such mechanism",
         }),
     _hardware("vtx-first-gen", "2005-2007",
-              "first-generation VT-x (Pentium 4): expensive VM entry/exit, no APICv",
+              "first-generation VT-x (Pentium 4): a 2,409-cycle round trip, no APICv",
               2409.0, "AA06 (Adams & Agesen, ASPLOS 2006: a VM exit + entry round trip of "
-                      "2,409 cycles on a Pentium 4)", coalesced=False),
+                      "2,409 cycles on a Pentium 4)",
+              KVM_2010_EXIT_HANDLING_CYCLES, _KVM_2010_EARLIER, coalesced=False),
     _hardware("vtx-core2", "2008",
-              "VT-x on Core 2: a 937-cycle VM exit + entry round trip, no APICv",
-              937.0, "AA06 (Adams & Agesen: a 937-cycle round trip on a Core 2 Duo)",
-              coalesced=True),
+              "VT-x on Core 2 (Penryn): a 1,118-cycle round trip, no APICv",
+              ROUNDTRIP_PENRYN_CYCLES,
+              "S162 (vmlatency: 1,118 cycles on a Core 2 Duo E8500 and a T9600, Penryn, 2008; "
+              "the 937 cycles this preset used, attributed to AA06 through a secondary "
+              "summary, could not be checked, and the 2006 Merom measures 1,681)",
+              KVM_2010_EXIT_HANDLING_CYCLES, _KVM_2010_EARLIER, coalesced=True),
     _hardware("vtx-nehalem", "2009-2010",
-              "VT-x on Nehalem (KVM 2.6.34): ~2,000 cycles of direct exit cost, no APICv",
-              2000.0, "SplitX, Landau, Ben-Yehuda, Gordon (S28: ~2,000 cycles of direct cost, "
-                      "the world switch, Xeon X5570)", coalesced=True),
+              "VT-x on Nehalem (KVM 2.6.34): a 950-cycle round trip, ~2,000-cycle exits, "
+              "no APICv",
+              ROUNDTRIP_NEHALEM_CYCLES, "S162 (vmlatency: 950 cycles on a Core i5-760, "
+              "Nehalem)", KVM_2010_EXIT_HANDLING_CYCLES, _KVM_2010, coalesced=True),
     _hardware("modern", "2020s",
               "current x86 server with KVM: ~1,050-cycle CPUID exits, APICv off",
-              MODERN_ROUNDTRIP_CYCLES, _MODERN_ROUNDTRIP, coalesced=True),
+              ROUNDTRIP_SKYLAKE_SP_CYCLES, _SKX, KVM_2024_EXIT_HANDLING_CYCLES, _KVM_2024,
+              coalesced=True),
     _hardware("modern-apicv", "2020s",
               "current x86 server with KVM and APICv: posted interrupts, virtualized EOI",
-              MODERN_ROUNDTRIP_CYCLES, _MODERN_ROUNDTRIP, coalesced=True, apicv=True),
+              ROUNDTRIP_SKYLAKE_SP_CYCLES, _SKX, KVM_2024_EXIT_HANDLING_CYCLES, _KVM_2024,
+              coalesced=True, apicv=True),
 )}
 
 #: Preset names, in historical order.

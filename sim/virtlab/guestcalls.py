@@ -12,9 +12,9 @@ surcharge, each exactly once:
 * ``send`` with data, and ``block_io``: before the path takes over (the call enters the kernel
   first). A pure ACK (``send`` of 0 bytes) is the kernel's own and makes no system call.
 
-The surcharge is CPU time of category ``exit`` on the application's context, counted as the
-callouts it takes (``ComputeCosts.extra_exits``), and in the ``virt_compute`` latency phase on
-paths that split latency into phases. Invariant: with a zero surcharge (native, containers,
+The surcharge is CPU time of category ``exit`` on the application's context and the
+``virt_compute`` latency phase on paths that split latency into phases; its callouts are not
+counted as exits (:func:`virtlab.compute.compute_costs`: no hardware exit happens). Invariant: with a zero surcharge (native, containers,
 hardware VT-x) :meth:`SyscallSurcharge.wrap` returns the path itself, untouched.
 """
 
@@ -37,13 +37,12 @@ _PH_VIRT = PHASES.index("virt_compute")
 class SyscallSurcharge:
     """The per-call surcharge of one guest's system calls (zero outside binary translation)."""
 
-    __slots__ = ("cpu", "app", "us", "exits", "why")
+    __slots__ = ("cpu", "app", "us", "why")
 
     def __init__(self, cpu: Cpu, app: ExecContext, costs: ComputeCosts) -> None:
         self.cpu = cpu
         self.app = app
         self.us = costs.extra_us[SYSCALL]
-        self.exits = costs.extra_exits[SYSCALL]
         self.why = costs.why[SYSCALL] or costs.paging
 
     def wrap(self, path: Any) -> Any:
@@ -57,7 +56,6 @@ class SyscallSurcharge:
         if us <= 0.0:
             return
         yield from self.cpu.run(self.app, req, ((EXIT, us, f"virt: {name} ({self.why})"),))
-        req.exits += round(calls * self.exits)
         charge(req, ((_PH_VIRT, us),), self.cpu.env.now)
 
 

@@ -173,22 +173,21 @@ class HypervisorParams(Params):
                                  "below.")
     exit_roundtrip_cycles: float = param(
         None, unit="cycles", lo=0.0, hi=1e7,
-        source="preset; S161 (AA06, S28: hardware round trips; modern: derived S23 - "
-               "exit_handling_cycles)",
+        source="preset; S162, AA06 (hardware round trips measured alone); S161",
         doc="The hardware's VM exit + VM entry (binary translation: the VMM callout), without "
             "the hypervisor's handling; every exit cost below is this plus a handling term.")
     exit_handling_cycles: float = param(
         None, unit="cycles", lo=0.0, hi=1e7,
-        source="preset; S161, assumption (KVM's handling of a CPUID exit, 400)",
+        source="preset; S161 (derived: S23 or S28 minus the round trip of their CPU)",
         doc="The hypervisor's handling of a simple exit it handles itself (dispatch, emulate "
             "CPUID or an ioeventfd write, prepare the entry).")
     hypercall_handling_cycles: float = param(
         None, unit="cycles", lo=0.0, hi=1e7,
-        source="preset; S161 (derived S24 - the modern round trip)",
+        source="preset; S161 (derived: exit_handling_cycles + S24 - S23)",
         doc="The hypervisor's handling of a hypercall.")
     inject_handling_cycles: float = param(
         None, unit="cycles", lo=0.0, hi=1e7,
-        source="preset; S161 (derived S25 - the modern round trip)",
+        source="preset; S161 (derived: exit_handling_cycles + S25 - S23)",
         doc="The hypervisor's work to deliver a virtual interrupt, beyond the round trip of "
             "the exit that forces it.")
     exit_kernel_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,

@@ -94,14 +94,11 @@ class _Prices:
         # translation: two VMM callouts each; virtlab.guestcalls), in the virt_compute phase.
         costs = compute_costs("emulated", h, hv)
         self.syscall_virt = costs.extra_us[SYSCALL]
-        self.syscall_virt_exits = costs.extra_exits[SYSCALL]
 
     def syscall(self, bill: Bill, name: str) -> None:
         """The virtualization surcharge of one application system call (on the path)."""
-        if self.syscall_virt > 0.0:
-            bill.exits["other"] += self.syscall_virt_exits
-            bill.add("virt_compute", f"{name}: syscall surcharge ({self.syscall_virt_exits} "
-                                     "VMM callouts)", self.syscall_virt)
+        bill.add("virt_compute", f"{name}: syscall surcharge (binary translation: 2 VMM "
+                                 "callouts)", self.syscall_virt)
 
     def copy(self, nbytes: int) -> float:
         return nbytes / bytes_per_us_from_gbytes_per_s(self.s.host.memcpy_gbytes_per_s)
