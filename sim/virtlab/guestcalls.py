@@ -14,8 +14,10 @@ surcharge, each exactly once:
 
 The surcharge is CPU time of category ``exit`` on the application's context and the
 ``virt_compute`` latency phase on paths that split latency into phases; its callouts are not
-counted as exits (:func:`virtlab.compute.compute_costs`: no hardware exit happens). Invariant: with a zero surcharge (native, containers,
-hardware VT-x) :meth:`SyscallSurcharge.wrap` returns the path itself, untouched.
+counted as exits (:func:`virtlab.compute.compute_costs`: no hardware exit happens).
+
+Invariant: with a zero surcharge (native, containers, hardware VT-x)
+:meth:`SyscallSurcharge.wrap` returns the path itself, untouched.
 """
 
 from __future__ import annotations
