@@ -175,3 +175,55 @@ def test_an_invalid_xen_hvm_combination_is_one_line_and_status_2(argv, field, ca
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"virtlab: error: {field}"), lines[0]
+
+
+# One basis for exit costs (cpusupport, S161) ---------------------------------------------------
+def test_every_exit_cost_is_the_round_trip_plus_its_handling():
+    for preset in PRESET_NAMES:
+        hv = HypervisorParams(cpu_support=preset)
+        assert hv.exit_kernel_cycles == hv.exit_roundtrip_cycles + hv.exit_handling_cycles
+        assert hv.hypercall_cycles == hv.exit_roundtrip_cycles + hv.hypercall_handling_cycles
+        assert hv.irq_inject_cycles == hv.exit_roundtrip_cycles + hv.inject_handling_cycles
+    # A changed round trip moves every derived cost; a derived cost set on purpose wins.
+    hv = HypervisorParams(exit_roundtrip_cycles=1000.0)
+    assert hv.exit_kernel_cycles == 1000.0 + hv.exit_handling_cycles
+    assert hv.irq_inject_cycles == 1000.0 + hv.inject_handling_cycles
+    hv = HypervisorParams(exit_roundtrip_cycles=1000.0, exit_kernel_cycles=1234.0)
+    assert hv.exit_kernel_cycles == 1234.0
+    assert hv.hypercall_cycles == 1000.0 + hv.hypercall_handling_cycles
+
+
+def test_the_round_trips_are_the_measured_ones_and_the_handling_their_difference():
+    """S162 round trips and AA06; handling = a whole KVM exit minus its CPU's round trip."""
+    got = {p: HypervisorParams(cpu_support=p) for p in PRESET_NAMES}
+    assert got["vtx-first-gen"].exit_roundtrip_cycles == 2409.0           # AA06, Pentium 4
+    assert got["vtx-core2"].exit_roundtrip_cycles == 1118.0               # S162, Penryn
+    assert got["vtx-nehalem"].exit_roundtrip_cycles == 950.0              # S162, Nehalem
+    assert 516.0 <= got["modern"].exit_roundtrip_cycles <= 636.0           # S162, Skylake-SP
+    # Whole KVM exits are kept: SplitX's ~2,000 on Nehalem, S23's 1,050, S24, S25 today.
+    assert got["vtx-nehalem"].exit_kernel_cycles == 2000.0
+    assert (got["modern"].exit_kernel_cycles, got["modern"].hypercall_cycles,
+            got["modern"].irq_inject_cycles) == (1050.0, 1550.0, 3300.0)
+    # Binary translation's callout was measured whole (SU01): no separate handling.
+    assert got["binary-translation"].exit_handling_cycles == 0.0
+
+
+@pytest.mark.parametrize("field, value", [("cpu_support", "vtx-first-gen"),
+                                          ("cpu_support", "binary-translation"),
+                                          ("exit_roundtrip_cycles", 2000.0)])
+def test_a_sweep_over_the_preset_or_the_round_trip_rederives_the_exit_costs(field, value):
+    from virtlab.config import scenario_from_dict
+    from virtlab.sweep import iter_grid, sweep
+
+    base = Scenario(duration_us=2000.0, warmup_us=500.0)
+    # What a sweep's point gets (the base scenario's effective values, one field varied) ...
+    result = sweep(base, {f"hypervisor.{field}": [value]}, ["emulated"], replications=1,
+                   jobs=1, store=None)
+    ((_, values),) = list(iter_grid({f"hypervisor.{field}": [value]}))
+    (point,) = list(result)
+    assert point.error is None
+    hv = point.comparison.results[0].scenario.hypervisor
+    # ... is what building that value from scratch gives: no cost pinned by the old preset.
+    assert hv == HypervisorParams(**{field: value})
+    assert values == {f"hypervisor.{field}": value}
+    assert scenario_from_dict(base.to_dict()).hypervisor == base.hypervisor

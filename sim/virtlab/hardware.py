@@ -9,7 +9,9 @@ testbed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from virtlab.cpusupport import (
     DEFAULT_PRESET,
@@ -21,7 +23,7 @@ from virtlab.cpusupport import (
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
 
-__all__ = ["HostParams", "NicParams", "DiskParams", "HypervisorParams"]
+__all__ = ["HostParams", "NicParams", "DiskParams", "HypervisorParams", "release_dependents"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,3 +285,32 @@ class HypervisorParams(Params):
             raise ConfigError("cpu_support", "Xen HVM needs hardware virtualization (VT-x or "
                                              "AMD-V): vmm = 'xen-hvm' needs a hardware preset, "
                                              "got 'binary-translation'")
+
+
+def release_dependents(table: Mapping[str, Any], changed: Iterable[str]) -> dict[str, Any]:
+    """A ``[hypervisor]`` table whose values derived from a ``changed`` field are unset again.
+
+    ``table`` holds *effective* values (``HypervisorParams.to_dict()``: what a preset filled
+    and what was derived are written out like explicit values). Before a field is reassigned
+    (a sweep's ``--vary hypervisor.cpu_support=...``), the values that came from the old
+    preset or derivation must go, or they would pin the old costs: a field filled by the preset
+    is dropped when ``cpu_support`` changes and it still holds the old preset's value; a
+    derived cost is dropped when one of its terms changes and it still equals the old round
+    trip plus handling. Values that differ (set on purpose) are kept and still win.
+    """
+    out = dict(table)
+    changed = set(changed)
+    preset_name = table.get("cpu_support")
+    if "cpu_support" in changed and isinstance(preset_name, str) and preset_name in PRESET_NAMES:
+        preset = cpu_support(preset_name)
+        for name in PRESET_FIELDS:
+            if name not in changed and out.get(name) == getattr(preset, name):
+                out.pop(name, None)
+    roundtrip = table.get("exit_roundtrip_cycles")
+    for name, handling in DERIVED_FIELDS.items():
+        terms = {"cpu_support", "exit_roundtrip_cycles", handling}
+        part = table.get(handling)
+        if (name not in changed and changed & terms and isinstance(roundtrip, (int, float))
+                and isinstance(part, (int, float)) and table.get(name) == roundtrip + part):
+            out.pop(name, None)
+    return out
