@@ -98,9 +98,11 @@ def test_hvm_disk_read_is_the_sum_of_its_steps(controller, monkeypatch):
 def test_hvm_rejects_a_hosted_monitor_and_an_in_hypervisor_device_model():
     with pytest.raises(ConfigError, match="kind"):
         HypervisorParams(vmm="xen-hvm", kind="hosted")
-    scenario = exact._rr(HypervisorParams(vmm="xen-hvm"), device_model_location="kernel")
+    # Rejected when the scenario is built (before any run), not as a failed point.
     with pytest.raises(ConfigError, match="device_model_location"):
-        exact._one(scenario)
+        exact._rr(HypervisorParams(vmm="xen-hvm"), device_model_location="kernel")
+    with pytest.raises(ConfigError, match="cpu_support"):
+        HypervisorParams(vmm="xen-hvm", cpu_support="binary-translation")
 
 
 @pytest.mark.parametrize("preset", ["vtx-first-gen", "modern"])

@@ -26,7 +26,8 @@ scenario's ``hypervisor.exit_kernel_cycles``):
 =================  ===================================================  ==================
 event              shadow page tables (BT or VT-x)                      nested paging
 =================  ===================================================  ==================
-syscall            BT: 2 VMM callouts (entry, return); VT-x: 0           0
+syscall            BT: 2 VMM callouts (entry, return; not counted as    0
+                   exits); VT-x: 0
 page_fault         3 x (exit + shadow work): the fault traps, the        0 (the guest
                    guest's PTE write traps, the hidden fill fault        handles it alone)
 context_switch     1 x (exit + shadow work): the CR3 write traps          0
@@ -43,8 +44,10 @@ VMM write-protects the guest's page tables, so a guest PTE write traps and is em
 further ("hidden") fault (``FNAME(page_fault)`` in ``arch/x86/kvm/mmu/paging_tmpl.h``); the
 same structure is described for VMware's VMM by Adams & Agesen [AA06]. The shadow work per
 exit and the cost of one page-walk reference are assumptions (docs/sources.md,
-"Compute-side costs"). Known simplification: the path's own ``recv``/``send`` system calls
-(:mod:`virtlab.paths`) are priced by the path and pay no binary-translation surcharge.
+"Compute-side costs"). The I/O path's own ``recv``, ``send`` and block ``read``/``write``
+system calls are priced natively by the path; :mod:`virtlab.guestcalls` adds this module's
+syscall surcharge to each of them, so every guest system call pays it exactly once. Every
+surcharge is reported in the ``virt_compute`` latency phase (:data:`virtlab.records.PHASES`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class ComputeCosts:
     native_us: tuple[float, ...]
     extra_us: tuple[float, ...]
     extra_exits: tuple[int, ...]
+    #: Per event, what the surcharge is, for traces ("" when there is none).
+    why: tuple[str, ...] = ("",) * 5
 
     def cost_us(self, event: int) -> float:
         """Total cost of one ``event`` (native plus surcharge)."""
@@ -122,35 +127,55 @@ def compute_costs(approach: str, host: HostParams, hypervisor: HypervisorParams,
     ghz = host.cpu_ghz
     if xen_pv and mode.paging == "shadow":
         cycles, counts = xen_pv_costs_cycles(hypervisor)
+        why = ("", "Xen PV: the fault via Xen + an mmu_update hypercall",
+               "Xen PV: CR3 load by hypercall", "", "Xen PV: event upcall")
         return ComputeCosts(approach, "xen-pv direct", native,
-                            tuple(cycles_to_us(c, ghz) for c in cycles), counts)
+                            tuple(cycles_to_us(c, ghz) for c in cycles), counts, why)
     exit_cycles = hypervisor.exit_kernel_cycles
     posted = hypervisor.posted_interrupts
     extra = [0.0] * 5
     exits = [0] * 5
+    why = [""] * 5
     if mode.binary_translation:
+        # Two callouts into the VMM (the call's entry and return through translated code),
+        # each priced as an exit handled in the VMM. They are not counted as exits: no
+        # hardware exit happens, and the exit counts stay the I/O path's traps (and the
+        # hardware exits of shadow paging and timers); the time is in virt_compute.
         extra[SYSCALL] = 2 * exit_cycles
-        exits[SYSCALL] = 2
+        why[SYSCALL] = "binary translation: 2 VMM callouts"
     if mode.paging == "shadow":
         extra[PAGE_FAULT] = SHADOW_FAULT_EXITS * (exit_cycles + SHADOW_WORK_CYCLES)
         exits[PAGE_FAULT] = SHADOW_FAULT_EXITS
+        why[PAGE_FAULT] = f"shadow paging: {SHADOW_FAULT_EXITS} traps"
         extra[CONTEXT_SWITCH] = exit_cycles + SHADOW_WORK_CYCLES
         exits[CONTEXT_SWITCH] = 1
+        why[CONTEXT_SWITCH] = "shadow paging: the CR3 load traps"
     else:
         extra[TLB_MISS] = (mode.nested_walk_refs - NATIVE_WALK_REFS) * WALK_REF_CYCLES
+        why[TLB_MISS] = f"nested paging: {mode.nested_walk_refs}-reference 2-D walk"
     if posted:
         # Arming the deadline (or sending the IPI) still traps; delivery is posted, the EOI
         # virtualized.
         extra[TIMER] = exit_cycles
         exits[TIMER] = 1
+        why[TIMER] = "posted interrupt: 1 exit to arm it"
     else:
         # The injection figure already includes the exit that forces it (cpusupport); the
         # guest's EOI traps unless PV-EOI or APICv.
         eoi = bool(hypervisor.eoi_exit)
         extra[TIMER] = hypervisor.irq_inject_cycles + (exit_cycles if eoi else 0.0)
         exits[TIMER] = 1 + (1 if eoi else 0)
+        why[TIMER] = "virtual interrupt: injection" + (" + EOI exit" if eoi else "")
     return ComputeCosts(approach, mode.paging, native,
-                        tuple(cycles_to_us(c, ghz) for c in extra), tuple(exits))
+                        tuple(cycles_to_us(c, ghz) for c in extra), tuple(exits), tuple(why))
+
+
+def _cell(native_us: float, extra_us: float, exits: int) -> str:
+    """One event's total, with its surcharge and (hardware) exits when there are any."""
+    if extra_us <= 0.0:
+        return f"{native_us:.3f}"
+    counted = f", {exits} exit{'s' if exits != 1 else ''}" if exits else ""
+    return f"{native_us + extra_us:.3f} (+{extra_us:.3f}{counted})"
 
 
 def cost_table_markdown(host: HostParams | None = None) -> str:
@@ -165,7 +190,7 @@ def cost_table_markdown(host: HostParams | None = None) -> str:
                  + " | ".join(f"{us:.3f}" for us in native.native_us) + " |")
     for preset in PRESET_NAMES:
         c = compute_costs("paravirtual", host, HypervisorParams(cpu_support=preset))
-        cells = [f"{n + x:.3f} (+{x:.3f}, {e} exits)" if x > 0.0 else f"{n:.3f}"
+        cells = [_cell(n, x, e)
                  for n, x, e in zip(c.native_us, c.extra_us, c.extra_exits, strict=True)]
         lines.append(f"| VM, `{preset}` | {c.paging} | " + " | ".join(cells) + " |")
     for preset in PRESET_NAMES:
@@ -173,7 +198,7 @@ def cost_table_markdown(host: HostParams | None = None) -> str:
         c = compute_costs("paravirtual", host, hv, xen_pv=True)
         if c.paging != "xen-pv direct":
             continue
-        cells = [f"{n + x:.3f} (+{x:.3f}, {e} exits)" if x > 0.0 else f"{n:.3f}"
+        cells = [_cell(n, x, e)
                  for n, x, e in zip(c.native_us, c.extra_us, c.extra_exits, strict=True)]
         lines.append(f"| Xen PV guest, `{preset}` | {c.paging} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

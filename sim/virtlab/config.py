@@ -127,6 +127,14 @@ class Scenario(Params):
                 raise ConfigError("guests", f"guest name {name!r} is used twice")
         for index, guest in enumerate(self.guests):  # defaults that depend on [scheduler]
             guest.sched.check_scheduler(self.scheduler, f"guests[{index}].sched")
+        if (self.hypervisor.vmm == "xen-hvm"
+                and self.emulated.device_model_location == "kernel"):
+            # Checked here, not when the path is built, so that it is one error before any run
+            # (and not a failed point of every emulated run).
+            raise ConfigError("emulated.device_model_location",
+                              "Xen HVM emulates the NIC and disk in qemu-dm in dom0, not in the "
+                              "hypervisor: use 'user' with hypervisor.vmm = 'xen-hvm', got "
+                              "'kernel'")
 
     def path_params(self, approach: str) -> Params:
         """The parameter table of an approach (``scenario.paravirtual`` for 'paravirtual')."""

@@ -1,6 +1,7 @@
 """Parameters of the physical host: CPU, NIC and disk, and the hypervisor's CPU support.
 
-Sources (keys as in ``docs/parameters.md``): S23 (VM exit cost), S24 (hypercall), S25 (IPI /
+Sources (keys as in ``docs/parameters.md``): S161 (one basis for exit costs: a hardware round
+trip plus the hypervisor's handling), S23 (VM exit cost), S24 (hypercall), S25 (IPI /
 injection), S26 (user-space exit ratio), S30/S30b (EOI exits, APICv), S32 (syscall), S33
 (context switch), S34 (memcpy bandwidth), S44 (KVM halt polling), F14 (Felter et al. 2014
 testbed).
@@ -8,13 +9,21 @@ testbed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from virtlab.cpusupport import DEFAULT_PRESET, PRESET_FIELDS, PRESET_NAMES, cpu_support
+from virtlab.cpusupport import (
+    DEFAULT_PRESET,
+    DERIVED_FIELDS,
+    PRESET_FIELDS,
+    PRESET_NAMES,
+    cpu_support,
+)
 from virtlab.errors import ConfigError
 from virtlab.params import Params, param
 
-__all__ = ["HostParams", "NicParams", "DiskParams", "HypervisorParams"]
+__all__ = ["HostParams", "NicParams", "DiskParams", "HypervisorParams", "release_dependents"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,19 +173,42 @@ class HypervisorParams(Params):
                              source="virtlab.cpusupport (each preset cites its sources)",
                              doc="CPU virtualization support preset; fills the unset costs "
                                  "below.")
+    exit_roundtrip_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S162, AA06 (hardware round trips measured alone); S161",
+        doc="The hardware's VM exit + VM entry (binary translation: the VMM callout), without "
+            "the hypervisor's handling; every exit cost below is this plus a handling term.")
+    exit_handling_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161 (derived: S23 or S28 minus the round trip of their CPU)",
+        doc="The hypervisor's handling of a simple exit it handles itself (dispatch, emulate "
+            "CPUID or an ioeventfd write, prepare the entry).")
+    hypercall_handling_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161 (derived: exit_handling_cycles + S24 - S23)",
+        doc="The hypervisor's handling of a hypercall.")
+    inject_handling_cycles: float = param(
+        None, unit="cycles", lo=0.0, hi=1e7,
+        source="preset; S161 (derived: exit_handling_cycles + S25 - S23)",
+        doc="The hypervisor's work to deliver a virtual interrupt, beyond the round trip of "
+            "the exit that forces it.")
     exit_kernel_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
-                                      source="preset; modern: S23 (1,018-1,110 cycles)",
-                                      doc="VM exit and re-entry handled in the hypervisor kernel.")
+                                      source="derived: exit_roundtrip_cycles + "
+                                             "exit_handling_cycles (modern: S23)",
+                                      doc="VM exit and re-entry handled in the hypervisor kernel "
+                                          "(unset: round trip + handling).")
     user_exit_factor: float = param(None, source="preset; modern: S26 (nested ratio), assumption",
                                     lo=1.0, hi=100.0, doc="A user-space (QEMU) exit costs this "
                                                           "many kernel exits.")
     hypercall_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
-                                    source="preset; modern: S24 (1,529-1,559 cycles)",
-                                    doc="Hypercall round trip.")
+                                    source="derived: exit_roundtrip_cycles + "
+                                           "hypercall_handling_cycles (modern: S24)",
+                                    doc="Hypercall round trip (unset: round trip + handling).")
     irq_inject_cycles: float = param(None, unit="cycles", lo=0.0, hi=1e7,
-                                     source="preset; modern: S25 (3,203-4,238 cycles)",
-                                     doc="Delivering one virtual interrupt (with the exit that "
-                                         "forces it).")
+                                     source="derived: exit_roundtrip_cycles + "
+                                            "inject_handling_cycles (modern: S25)",
+                                     doc="Delivering one virtual interrupt, with the exit that "
+                                         "forces it (unset: round trip + handling).")
     eoi_exit: bool = param(None, source="preset; S30",
                            doc="The guest's EOI write traps (no PV-EOI).")
     posted_interrupts: bool = param(
@@ -235,7 +267,50 @@ class HypervisorParams(Params):
             for name in PRESET_FIELDS:
                 if getattr(self, name) is None:
                     object.__setattr__(self, name, getattr(preset, name))
+            # One basis (virtlab.cpusupport): each exit cost is the round trip plus its
+            # handling, from the effective terms (a --set round trip moves all three).
+            roundtrip = self.exit_roundtrip_cycles
+            for name, handling in DERIVED_FIELDS.items():
+                part = getattr(self, handling)
+                if (getattr(self, name) is None and isinstance(roundtrip, (int, float))
+                        and isinstance(part, (int, float))):
+                    object.__setattr__(self, name, float(roundtrip) + float(part))
         Params.__post_init__(self)
         if self.vmm == "xen-hvm" and self.kind == "hosted":
             raise ConfigError("kind", "Xen is a bare-metal hypervisor: vmm = 'xen-hvm' needs "
                                       "kind = 'bare-metal', got 'hosted'")
+        if self.vmm == "xen-hvm" and self.cpu_support == "binary-translation":
+            # Xen runs an unmodified (HVM) guest only on VT-x or AMD-V (S160: hvm_enable);
+            # binary translation is VMware's software technique, not Xen's.
+            raise ConfigError("cpu_support", "Xen HVM needs hardware virtualization (VT-x or "
+                                             "AMD-V): vmm = 'xen-hvm' needs a hardware preset, "
+                                             "got 'binary-translation'")
+
+
+def release_dependents(table: Mapping[str, Any], changed: Iterable[str]) -> dict[str, Any]:
+    """A ``[hypervisor]`` table whose values derived from a ``changed`` field are unset again.
+
+    ``table`` holds *effective* values (``HypervisorParams.to_dict()``: what a preset filled
+    and what was derived are written out like explicit values). Before a field is reassigned
+    (a sweep's ``--vary hypervisor.cpu_support=...``), the values that came from the old
+    preset or derivation must go, or they would pin the old costs: a field filled by the preset
+    is dropped when ``cpu_support`` changes and it still holds the old preset's value; a
+    derived cost is dropped when one of its terms changes and it still equals the old round
+    trip plus handling. Values that differ (set on purpose) are kept and still win.
+    """
+    out = dict(table)
+    changed = set(changed)
+    preset_name = table.get("cpu_support")
+    if "cpu_support" in changed and isinstance(preset_name, str) and preset_name in PRESET_NAMES:
+        preset = cpu_support(preset_name)
+        for name in PRESET_FIELDS:
+            if name not in changed and out.get(name) == getattr(preset, name):
+                out.pop(name, None)
+    roundtrip = table.get("exit_roundtrip_cycles")
+    for name, handling in DERIVED_FIELDS.items():
+        terms = {"cpu_support", "exit_roundtrip_cycles", handling}
+        part = table.get(handling)
+        if (name not in changed and changed & terms and isinstance(roundtrip, (int, float))
+                and isinstance(part, (int, float)) and table.get(name) == roundtrip + part):
+            out.pop(name, None)
+    return out

@@ -25,6 +25,7 @@ from simpy.events import ProcessGenerator
 
 from virtlab.compute import compute_costs
 from virtlab.cpu import ExecContext, Semaphore
+from virtlab.guestcalls import SyscallSurcharge
 from virtlab.host import Host
 from virtlab.paths import IOPath
 from virtlab.paths.emulation.phases import charge
@@ -68,7 +69,14 @@ class WorkloadRunner:
         self.host = host
         self.guest = guest
         self.app = app
-        self.path = path
+        # What virtualization costs the application's own CPU work, and its system calls on
+        # the path (virtlab.guestcalls: the path itself when there is no surcharge). A
+        # paravirtual guest on the Xen backend is a PV guest (its MMU is paravirtualized).
+        backend = getattr(getattr(path, "params", None), "backend", None)
+        self.costs = compute_costs(path.approach, host.params, host.hypervisor,
+                                   xen_pv=path.approach == "paravirtual" and backend == "xen")
+        self.syscall_surcharge = SyscallSurcharge(host.cpu, app, self.costs)
+        self.path = self.syscall_surcharge.wrap(path)
         self.workload = workload
         self.scope = f"{guest}.{workload.name}"
         self._arrivals = streams.get(f"{self.scope}.arrivals")
@@ -116,11 +124,6 @@ class WorkloadRunner:
     def _init_server(self, workload: Server | KeyValueCache | WebServer | OltpDatabase) -> None:
         """Price the server's steps once for this path (the plans), and its threads."""
         self._serve = self._server_request
-        # A paravirtual guest on the Xen backend is a PV guest (its MMU is paravirtualized).
-        backend = getattr(getattr(self.path, "params", None), "backend", None)
-        self.costs = compute_costs(self.path.approach, self.host.params, self.host.hypervisor,
-                                   xen_pv=self.path.approach == "paravirtual"
-                                   and backend == "xen")
         variants = workload.variants()
         self._plans = tuple(compile_plan(steps, self.costs, self.path.kernel_category)
                             for _, steps in variants)
@@ -252,6 +255,7 @@ class WorkloadRunner:
                 yield from self.host.cpu.run(self.app, req, (
                     (self.path.kernel_category, extra_writes * self.host.params.syscall_us,
                      "application: further write syscalls"),))
+                yield from self.syscall_surcharge.pay(req, extra_writes, "further writes")
             yield from self.path.send(req, self.unit_bytes)
             # The peer acknowledges the burst; the window slides when the sender's stack has
             # taken the ACKs through its path's receive machinery.
@@ -270,6 +274,7 @@ class WorkloadRunner:
                 yield from self.host.cpu.run(self.app, req, (
                     (self.path.kernel_category, extra_reads * self.host.params.syscall_us,
                      "application: further read syscalls"),))
+                yield from self.syscall_surcharge.pay(req, extra_reads, "further reads")
 
     def _server_request(self, req: Request) -> ProcessGenerator:
         """Run one request's plan: compute blocks on a thread, messages, disk I/O."""

@@ -22,8 +22,12 @@ EXIT_REASONS = ("mmio", "pio", "inject", "eoi")
 #: Phases of a request's latency ("where did the time go"), in the order of
 #: :attr:`Request.phase_us`. Paths that account them (the emulated path) split every microsecond
 #: between arrival and completion into exactly one phase; see ``virtlab.paths.emulation.phases``.
-PHASES = ("guest", "exits", "device_model", "copies", "host_kernel", "device", "interrupt",
-          "queueing", "outside")
+#: ``virt_compute`` is what virtualization adds to the application's own CPU work and system
+#: calls (:mod:`virtlab.compute`: binary-translated syscalls, shadow-paging faults and CR3
+#: loads, two-dimensional page walks, virtual timers and IPIs); ``exits`` are the I/O path's.
+#: ``outside`` stays last (records and tallies add the time after the path to it).
+PHASES = ("guest", "exits", "virt_compute", "device_model", "copies", "host_kernel", "device",
+          "interrupt", "queueing", "outside")
 
 
 class Request:
@@ -179,6 +183,7 @@ class RequestRecord:
     # latency_us.
     lat_guest_us: float = _NAN
     lat_exits_us: float = _NAN
+    lat_virt_compute_us: float = _NAN
     lat_device_model_us: float = _NAN
     lat_copies_us: float = _NAN
     lat_host_kernel_us: float = _NAN

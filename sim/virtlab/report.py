@@ -236,7 +236,8 @@ def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
     from virtlab.records import PHASES
     from virtlab.stats import REPORTED_EXIT_REASONS
 
-    short = {"guest": "guest", "exits": "exits", "device_model": "dev.model",
+    short = {"guest": "guest", "exits": "exits", "virt_compute": "virt.cpu",
+             "device_model": "dev.model",
              "copies": "copies", "host_kernel": "host", "device": "device",
              "interrupt": "irq", "queueing": "queue", "outside": "outside"}
 
@@ -254,8 +255,10 @@ def breakdown_table(comparison: Comparison, width: int | None = None) -> str:
     for e in comparison.entries:
         groups.setdefault((e.guest, e.workload), []).append(e)
     intro = ("Where did the time go? Latency split into phases (µs per request, they add up to "
-             "the mean), and VM exits per request by reason ('user': reached a user-space "
-             "device model; 'µs': their CPU time per request).")
+             "the mean; 'exits': the I/O path's VM exits; 'virt.cpu': what virtualization adds "
+             "to the application's own CPU work and system calls), and VM exits per request by "
+             "reason ('user': reached a user-space device model; 'µs': their CPU time per "
+             "request).")
     out = textwrap.wrap(intro, width or 100)
     hidden: set[str] = set()
     for (guest, workload), rows in groups.items():
@@ -280,7 +283,8 @@ def request_breakdown(record: Any) -> list[str]:
     lines = []
     phases = [(p, getattr(record, f"lat_{p}_us")) for p in PHASES]
     if not any(math.isnan(v) for _, v in phases):
-        parts = ", ".join(f"{p} {v:.3f}" for p, v in phases if v != 0.0)
+        # Phases that round to 0.000 µs (rounding residue of the split) are left out.
+        parts = ", ".join(f"{p} {v:.3f}" for p, v in phases if abs(v) >= 5e-4)
         lines.append(f"  where the {record.latency_us:.3f} µs went: {parts} µs")
     exits = ", ".join(f"{r} {getattr(record, f'exits_{r}')} ({getattr(record, f'exit_{r}_us'):.3f}"
                       f" µs)" for r in REPORTED_EXIT_REASONS if getattr(record, f"exits_{r}"))

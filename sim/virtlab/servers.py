@@ -391,9 +391,11 @@ SERVER_TABLES: list[tuple[str, type[Params]]] = [
 # Plans -----------------------------------------------------------------------------------------
 #: Operation codes of a compiled plan.
 OP_CPU, OP_RECV, OP_SEND, OP_DISK = range(4)
-#: Latency phase (virtlab.records.PHASES) of each CPU category of a compute block.
+#: Latency phase (virtlab.records.PHASES) of each CPU category of a compute block; a
+#: virtualization surcharge (category EXIT) is the ``virt_compute`` phase, not the I/O path's
+#: ``exits``.
 _PHASE_OF = {GUEST: PHASES.index("guest"), HOST: PHASES.index("host_kernel"),
-             EXIT: PHASES.index("exits")}
+             EXIT: PHASES.index("virt_compute")}
 
 
 def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_category: int
@@ -405,8 +407,8 @@ def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_cate
     ``cpu_steps`` holds, per compute step, its native part (user work as ``guest``, kernel
     events in ``kernel_category``) and, when non-zero, its virtualization surcharge as
     ``exit``; ``parts`` splits it into latency phases (user work and guest-kernel events:
-    ``guest``, host-kernel events: ``host_kernel``, surcharges: ``exits``) for paths that
-    account phases. I/O steps become ``(OP_RECV, bytes)``, ``(OP_SEND, bytes)`` and
+    ``guest``, host-kernel events: ``host_kernel``, surcharges: ``virt_compute``) for paths
+    that account phases. I/O steps become ``(OP_RECV, bytes)``, ``(OP_SEND, bytes)`` and
     ``(OP_DISK, bytes, write, sequential, probability, flush)``. Invariant: a block's
     ``cpu_us`` is the sum of its steps' durations.
     """
@@ -436,7 +438,7 @@ def compile_plan(steps: tuple[ServerStep, ...], costs: ComputeCosts, kernel_cate
             block.append((category, count * costs.native_us[event], f"app: {name}"))
             if costs.extra_us[event] > 0.0:
                 block.append((EXIT, count * costs.extra_us[event],
-                              f"virt: {EVENTS[event]} ({costs.paging})"))
+                              f"virt: {name} ({costs.why[event] or costs.paging})"))
                 exits += count * costs.extra_exits[event]
         else:
             close_block()

@@ -102,6 +102,7 @@ class WorkloadSummary:
     # Mean latency split into records.PHASES (NaN for paths that do not account phases).
     lat_guest_us: float = float("nan")
     lat_exits_us: float = float("nan")
+    lat_virt_compute_us: float = float("nan")
     lat_device_model_us: float = float("nan")
     lat_copies_us: float = float("nan")
     lat_host_kernel_us: float = float("nan")

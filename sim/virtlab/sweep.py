@@ -27,6 +27,7 @@ from typing import Any
 from virtlab.config import Scenario, scenario_from_dict
 from virtlab.errors import ConfigError
 from virtlab.experiment import Comparison, result_of
+from virtlab.hardware import release_dependents
 
 __all__ = ["SweepPoint", "SweepResult", "sweep", "iter_sweep", "grid_size", "iter_grid",
            "with_guest_copies", "CapacityRow", "CapacityResult", "capacity",
@@ -92,6 +93,11 @@ def iter_grid(factors: Mapping[str, Sequence[Any]]) -> Iterator[tuple[int, dict[
 def _variants(base: dict[str, Any], profile: str, values: Mapping[str, Any],
               approaches: list[str] | None) -> list[Scenario]:
     data = _deep_copy(base)
+    varied = [k.strip()[len("hypervisor."):] for k in values
+              if k.strip().startswith("hypervisor.")]
+    if varied and isinstance(data.get("hypervisor"), dict):
+        # A varied preset or exit term re-derives what came from it (virtlab.hardware).
+        data["hypervisor"] = release_dependents(data["hypervisor"], varied)
     for key, value in values.items():
         apply_assignment(data, key, value)
     variant = scenario_from_dict(data, profile)

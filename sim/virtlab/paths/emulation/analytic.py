@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from virtlab.compute import SYSCALL, compute_costs
 from virtlab.config import Scenario
 from virtlab.paths.emulation.accesses import Access
 from virtlab.paths.emulation.exits import LEVEL_TRIGGERED
@@ -89,6 +90,15 @@ class _Prices:
         self.ioreq = (2 * hv.xen_domain_switch_us + self.inject + h.ctx_switch_us
                       + 3 * h.syscall_us + hypercall) if self.xen_hvm else 0.0
         self.irq_raise = hypercall if self.xen_hvm else 0.0
+        # The application's own system calls pay the compute-side surcharge (binary
+        # translation: two VMM callouts each; virtlab.guestcalls), in the virt_compute phase.
+        costs = compute_costs("emulated", h, hv)
+        self.syscall_virt = costs.extra_us[SYSCALL]
+
+    def syscall(self, bill: Bill, name: str) -> None:
+        """The virtualization surcharge of one application system call (on the path)."""
+        bill.add("virt_compute", f"{name}: syscall surcharge (binary translation: 2 VMM "
+                                 "callouts)", self.syscall_virt)
 
     def copy(self, nbytes: int) -> float:
         return nbytes / bytes_per_us_from_gbytes_per_s(self.s.host.memcpy_gbytes_per_s)
@@ -196,6 +206,8 @@ def transaction_bill(s: Scenario, request_bytes: int = 100, response_bytes: int 
     bill.add("guest", "guest stack rx", p.frames(request_bytes) * h.stack_pkt_us)
     bill.add("guest", "wake the application, recv + copy",
              h.ctx_switch_us + h.syscall_us + p.copy(request_bytes))
+    p.syscall(bill, "recv")
+    p.syscall(bill, "send")
     bill.add("guest", "send syscall + copy + stack tx",
              h.syscall_us + p.copy(response_bytes) + h.stack_pkt_us)
     p.accesses(bill, "tx doorbell", nic.tx_doorbell)
@@ -223,6 +235,7 @@ def disk_read_bill(s: Scenario, nbytes: int = 4096) -> Bill:
     disk = e.disk
     iothread = e.device_model_thread == "iothread"
     bill = Bill()
+    p.syscall(bill, "read")
     bill.add("guest", "guest submit + block layer", h.syscall_us + 0.5 * h.blk_io_us)
     p.accesses(bill, "issue", disk.issue)
     if iothread:

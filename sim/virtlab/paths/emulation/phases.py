@@ -27,8 +27,10 @@ from virtlab.records import PHASES, Request
 __all__ = ["GUEST", "EXITS", "DEVICE_MODEL", "COPIES", "HOST_KERNEL", "DEVICE", "INTERRUPT",
            "QUEUEING", "OUTSIDE", "Part", "enter", "charge"]
 
-GUEST, EXITS, DEVICE_MODEL, COPIES, HOST_KERNEL, DEVICE, INTERRUPT, QUEUEING, OUTSIDE = range(
-    len(PHASES))
+# By name, not position: PHASES may gain a phase (virt_compute) without moving these.
+(GUEST, EXITS, DEVICE_MODEL, COPIES, HOST_KERNEL, DEVICE, INTERRUPT, QUEUEING,
+ OUTSIDE) = (PHASES.index(p) for p in ("guest", "exits", "device_model", "copies", "host_kernel",
+                                       "device", "interrupt", "queueing", "outside"))
 
 #: One piece of critical-path work: (phase index, duration in µs).
 Part = tuple[int, float]
