@@ -23,7 +23,9 @@ when every submission was graded, 1 when otter could not grade one, 2 on bad inp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -52,9 +54,12 @@ def assign_one(source: Path, out_dir: Path) -> tuple[Path, Path, Path]:
         master.parent.mkdir()
         jupytext.write(jupytext.read(source), master)
         result = Path(scratch) / "dist"
-        done = _otter("assign", "--no-pdfs", str(master), str(result))
-        if done.returncode != 0:
-            raise RuntimeError(f"otter assign {source.name} failed:\n{done.stdout}{done.stderr}")
+        # otter's own API (the same as ``otter assign --no-pdfs MASTER RESULT``), in-process:
+        # importing otter costs seconds, once rather than once per notebook.
+        from otter.assign import main as otter_assign
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            otter_assign(str(master), str(result), no_pdfs=True)
         (archive,) = (result / "autograder").glob("*-autograder_*.zip")
         student = student_dir / master.name
         key = key_dir / master.name
