@@ -75,6 +75,31 @@ def assign_one(source: Path, out_dir: Path) -> tuple[Path, Path, Path]:
     return student, key, zipped
 
 
+def reading_version(notebook) -> None:
+    """Strip the answer key from a (possibly executed) source notebook, in place.
+
+    For pages that students read (the documentation site): otter's raw marker cells and the
+    hidden tests go, each solution cell becomes what the student version shows
+    (``variable = ...``, otter's own substitution) without outputs. The public tests stay.
+    """
+    from otter.assign.solutions import replace_solutions
+
+    cells, in_solution = [], False
+    for cell in notebook.cells:
+        if cell.cell_type == "raw":
+            marker = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+            in_solution = {"# BEGIN SOLUTION": True, "# END SOLUTION": False}.get(
+                marker, in_solution)
+            continue
+        if cell.cell_type == "code" and cell.source.startswith("# HIDDEN"):
+            continue
+        if in_solution and cell.cell_type == "code":
+            cell.source = "\n".join(replace_solutions(cell.source.split("\n"), "python"))
+            cell.outputs, cell.execution_count = [], None
+        cells.append(cell)
+    notebook.cells = cells
+
+
 def assign(out_dir: Path, sources: list[Path]) -> int:
     """Write the student versions and the answer key of ``sources`` into ``out_dir``."""
     for source in sources:
