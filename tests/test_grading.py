@@ -164,8 +164,8 @@ def test_otter_tests_pass_right_answers_and_fail_wrong_ones(assigned, path, tmp_
 
         right = run(value)
         assert right.passed_all and right.grade == 1.0, (name, right.summary())
-        cases = [case for case, _ in zip(right.test_cases, right.test_case_results)]
-        assert [c.hidden for c in cases] == [False, True], name   # one public, one hidden
+        assert len(right.test_case_results) == len(right.test_cases) == 2, name
+        assert [c.hidden for c in right.test_cases] == [False, True], name  # public, hidden
         for wrong in _wrong_values(value, margin)[:2]:
             failed = run(wrong)
             assert not failed.passed_all_public and failed.grade == 0.0, (name, wrong)

@@ -19,7 +19,9 @@ change the hidden test's verdict.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -97,10 +99,6 @@ def require(name: str, answer: Any) -> None:
 
 def require_fresh(name: str, answer: Any) -> None:
     """:func:`require` with this module loaded anew from its file (the hidden test)."""
-    import importlib.util
-
-    import sys
-
     spec = importlib.util.spec_from_file_location("_virtlab_grading_fresh", __file__)
     assert spec is not None and spec.loader is not None
     fresh = importlib.util.module_from_spec(spec)
