@@ -54,7 +54,10 @@ def test_executed_notebook_page_shows_its_figures_and_checks(built_site):
     page = (built_site / "notebooks" / "04-the-virtqueue" / "index.html").read_text(
         encoding="utf-8")
     assert "data:image/png;base64" in page
-    assert "[pass] 04.need-event" in page
+    assert 'require("04.need-event", need_event)' in page    # the public test ran in the build
+    for secret in ("require_fresh", "BEGIN QUESTION", "# SOLUTION", "busy_device_kicks(5)"):
+        assert secret not in page, secret                   # the answer key is not on the site
+    assert "busy_kicks = ..." in page
     unexecuted = (built_site / "notebooks" / "05-xen-split-drivers" / "index.html").read_text(
         encoding="utf-8")
     assert "[pass]" not in unexecuted

@@ -142,3 +142,100 @@ def test_emulation_lab_answers_match_the_bill_from_the_access_tables(seed):
     assert answers["exits"] == sum(bill.exits.values())
     assert answers["user_exits"] == bill.user_exits
     assert answers["latency_us"] == pytest.approx(bill.latency_us, rel=1e-9)
+
+
+# The CLONE_NEW* values of <linux/sched.h>, written out here rather than taken from virtlab.
+_SCHED_H = {"mnt": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
+            "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_namespaces_lab_answers_follow_the_kernel_rules(seed):
+    from virtlab.labs.namespaces import LAB
+
+    _, ctx = LAB.problem(seed)
+    got = {a.name: a.value for a in LAB.answers(ctx)}
+    flags = 0
+    for kind in ctx["kinds"]:
+        flags |= _SCHED_H[kind]
+    assert got["flags"] == flags
+    assert got["last_pid"] == ctx["children"] + 1
+    assert got["host_uid"] == 0 + ctx["uid_base"] + ctx["inside_uid"]
+    owner = ctx["host_owner"]
+    inside = owner - ctx["uid_base"] if 0 <= owner - ctx["uid_base"] < 65536 else 65534
+    assert got["seen_uid"] == inside
+    assert got["sched_weight"] == round(ctx["weight_a"] * 10.24)
+    n = ctx["threads"]                    # the host has 4 idle CPUs, n <= 4
+    assert got["cpus_used"] == pytest.approx(min(ctx["quota_us"] / ctx["period_us"], n))
+    assert got["wait_ms"] == pytest.approx(max(0, ctx["period_us"] - ctx["quota_us"] / n) / 1e3)
+    formula = ctx["weight_a"] / (ctx["weight_a"] + ctx["weight_b"])
+    assert abs(got["share_a"] - formula) <= 0.03 * formula, (ctx, got)
+
+
+def test_namespaces_lab_generates_both_owner_cases_and_is_the_06_folder(capsys):
+    from virtlab.labs.namespaces import LAB
+
+    seen = {LAB.answers(LAB.problem(s)[1])[3].value == 65534 for s in range(12)}
+    assert seen == {True, False}          # host files both unmapped and mapped back
+    assert main(["lab", "06-namespaces", "-s", "4", "-c"]) == 0
+    by_folder = capsys.readouterr().out
+    assert main(["lab", "namespaces", "-s", "4", "-c"]) == 0
+    assert capsys.readouterr().out == by_folder and "flags = " in by_folder
+    _, ctx = LAB.problem(4)
+    off_by_one = LAB.answers(ctx)[0].value + 1       # exact answers allow no tolerance
+    assert main(["lab", "namespaces", "-s", "4", "--check", f"flags={off_by_one}"]) == 1
+    assert "exactly this value expected" in capsys.readouterr().out
+
+
+@pytest.mark.linux
+@pytest.mark.parametrize("seed", [0, 1])
+def test_namespaces_lab_flags_and_pids_on_this_kernel(seed):
+    """The lab's flags create exactly its namespaces, and its PID rule holds, for real."""
+    import os
+
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("needs Linux and root (unshare of every namespace kind)")
+    from virtlab.labs.namespaces import LAB
+    from virtlab.linux import libc, procs
+
+    _, ctx = LAB.problem(seed)
+    answers = {a.name: a.value for a in LAB.answers(ctx)}
+    files = {"mnt": "mnt", "uts": "uts", "ipc": "ipc", "net": "net", "user": "user",
+             "cgroup": "cgroup", "pid": "pid_for_children"}
+
+    def work():
+        before = {k: os.readlink(f"/proc/self/ns/{f}") for k, f in files.items()}
+        libc.unshare(int(answers["flags"]))
+        read_fd, write_fd = os.pipe()
+        go_read, go_write = os.pipe()
+        init = os.fork()
+        if init == 0:                                 # PID 1 of the new namespace
+            os.read(go_read, 1)       # stays alive until the parent has looked at its links
+            for _ in range(ctx["children"]):
+                child = os.fork()
+                if child == 0:
+                    os.write(write_fd, f"{os.getpid()} ".encode())
+                    os._exit(0)
+                os.waitpid(child, 0)
+            os.write(write_fd, f"init:{os.getpid()}".encode())
+            os._exit(0)
+        # pid_for_children reads as ENOENT until the new namespace has its init.
+        after = {k: os.readlink(f"/proc/self/ns/{f}") for k, f in files.items()}
+        os.write(go_write, b"x")
+        os.close(write_fd)
+        os.waitpid(init, 0)
+        chunks = []
+        while chunk := os.read(read_fd, 4096):
+            chunks.append(chunk)
+        return {"new": sorted(k for k in files if before[k] != after[k]),
+                "pids": b"".join(chunks).decode().split()}
+
+    try:
+        result = procs.run_forked(work, timeout_s=30)
+    except (OSError, PermissionError) as err:
+        pytest.skip(f"this kernel refused the namespaces: {err}")
+    assert result["new"] == sorted(ctx["kinds"])
+    pids = [int(p) for p in result["pids"][:-1]]
+    assert result["pids"][-1] == "init:1"
+    assert pids == list(range(2, ctx["children"] + 2))
+    assert pids[-1] == answers["last_pid"]

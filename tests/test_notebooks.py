@@ -1,14 +1,14 @@
-"""Every notebook executes top to bottom, and every autograded check in it passes as committed.
+"""Every notebook executes top to bottom, and every autograded test in it passes as committed.
 
-The committed notebooks carry the model-derived answers (``answer = ...  # ANSWER``), so an
-executed notebook must print one ``[pass]`` line per ``check(...)`` call and no ``[fail]`` or
-``[todo]``. That wrong answers fail is shown in tests/test_grading.py (on the checkers directly,
-without executing every notebook twice).
+The committed notebooks are otter-grader source notebooks: each exercise's solution cell
+assigns the model-derived answer and its test cells (``require(...)``, public, and
+``require_fresh(...)``, hidden) run right after it, so an executed notebook stops with an error
+at the first wrong solution. That wrong answers fail is shown in tests/test_grading.py (on the
+otter tests of every exercise, without executing every notebook twice).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -16,20 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.md"))
-CHECK_CALL = re.compile(r'^check\("([^"]+)", answer\)$', re.MULTILINE)
-
-
-def _course():
-    spec = importlib.util.spec_from_file_location("course", ROOT / "tools" / "course.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REQUIRE = re.compile(r'^require\("([^"]+)", \w+\)$', re.MULTILINE)
 
 
 def test_there_are_at_least_eight_notebooks_each_with_three_exercises():
     assert len(NOTEBOOKS) >= 8, [p.name for p in NOTEBOOKS]
     for path in NOTEBOOKS:
-        names = CHECK_CALL.findall(path.read_text(encoding="utf-8"))
+        names = REQUIRE.findall(path.read_text(encoding="utf-8"))
         assert len(names) >= 3, (path.name, names)
         assert len(set(names)) == len(names), (path.name, names)
 
@@ -58,9 +51,13 @@ def test_notebook_executes_and_its_checks_pass(path, monkeypatch):
     errors = [o for cell in notebook.cells for o in cell.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    wanted = CHECK_CALL.findall(path.read_text(encoding="utf-8"))
-    verdicts = _course().verdicts(notebook)
-    assert verdicts == dict.fromkeys(wanted, "pass"), verdicts
+    wanted = REQUIRE.findall(path.read_text(encoding="utf-8"))
+    ran = [name for cell in notebook.cells if cell.cell_type == "code"
+           and cell.get("execution_count") for name in REQUIRE.findall(cell.source)]
+    assert ran == wanted, ran                       # every public test ran (and passed)
+    hidden = sum(cell.source.startswith("# HIDDEN") and bool(cell.get("execution_count"))
+                 for cell in notebook.cells if cell.cell_type == "code")
+    assert hidden == len(wanted)                   # and every hidden test
     figures = sum("image/png" in o.get("data", {}) for cell in notebook.cells
                   for o in cell.get("outputs", []))
     assert figures >= 1, "every notebook draws at least one figure"

@@ -4,23 +4,28 @@
     python tools/lite.py build     # -> build/lite: a static site; serve it, open lab/index.html
     python tools/lite.py check     # can the browser version *run* here? (exit 0 yes, 3 no)
 
-``build`` stages the notebooks (``notebooks/*.md`` as ``.ipynb``, each with a first cell that
-installs virtlab into the browser's Python with ``%pip``), builds a virtlab wheel, fetches the
-wheels of virtlab's pure-Python dependencies from PyPI, and runs ``jupyter lite build``
-(jupyterlite-core with the Pyodide kernel: the ``docs`` extra) so that the wheels are served by
-the site's own package index (piplite) and the kernel never falls back to PyPI at run time. Publishing is copying ``build/lite`` to any static web server.
+``build`` stages the notebooks' student versions (``otter assign`` via ``tools/course.py``:
+no solutions, no hidden tests) as ``.ipynb``, each with a first cell that installs virtlab and
+otter-grader into the browser's Python with ``%pip``; builds a virtlab wheel; fetches the wheels
+of virtlab's and otter-grader's pure-Python dependencies from PyPI; and runs ``jupyter lite
+build`` (jupyterlite-core with the Pyodide kernel: the ``docs`` extra) so that the wheels are
+served by the site's own package index (piplite) and the kernel never falls back to PyPI at
+run time. Publishing is copying ``build/lite`` to any static web server.
 
-Running it is another matter: the Pyodide kernel needs WebAssembly builds of virtlab's
-compiled dependencies (numpy, pandas) and a Pyodide runtime. ``check`` says precisely which of
-them this machine can get from the package registries the project uses (PyPI via pip, npm)
-and whether a headless Chromium is installed; without them, the browser loads Pyodide's
-packages from Pyodide's own CDN at run time, which the project's rules exclude, so the browser
-test skips with that reason.
+Opening it works offline: tests/test_lite.py serves the build on 127.0.0.1 and checks, in
+headless Chromium (Debian's chromium and chromium-driver), that the file browser lists every
+notebook and that a notebook opens. Running its cells is another matter: the Pyodide kernel
+needs a Pyodide runtime with WebAssembly builds of virtlab's compiled dependencies (numpy,
+pandas). ``check`` says precisely which of them this machine can get from the package
+registries the project uses (PyPI via pip, npm); without them, the browser would load
+Pyodide's packages from Pyodide's own CDN at run time, which the project's rules exclude, so
+the kernel test skips with that reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -36,24 +41,42 @@ OUT = ROOT / "build" / "lite"
 WASM_PLATFORM = "pyemscripten_2026_0_wasm32"
 WASM_PYTHON = "3.14"
 COMPILED_DEPENDENCIES = ("numpy", "pandas")
-PURE_DEPENDENCIES = ("simpy", "tomli-w")
-INSTALL_CELL = ("# In the browser (JupyterLite): install virtlab from this site's own package "
-                "index.\n%pip install -q virtlab")
+# otter-grader and those of its requirements that Pyodide does not ship (the student versions
+# call grader.check); their own requirements are in Pyodide's package set or unverified (see
+# docs/instructor-guide.md).
+PURE_DEPENDENCIES = ("simpy", "tomli-w", "otter-grader", "dill", "fica", "ipylab", "jupytext",
+                     "nbformat", "python-frontmatter", "python-on-whales")
+INSTALL_CELL = ("# In the browser (JupyterLite): install virtlab and otter-grader from this "
+                "site's own package\n# index.\n%pip install -q virtlab otter-grader")
+
+
+def _course():
+    spec = importlib.util.spec_from_file_location("course", ROOT / "tools" / "course.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def stage_notebooks(target: Path) -> list[Path]:
-    """Write every notebook as .ipynb into ``target``, with the install cell first."""
-    import jupytext
+    """Write every notebook's *student* version into ``target``, with the install cell first.
+
+    The student versions come from ``otter assign`` (``tools/course.py``): the browser build is
+    handed to students, so it carries no solution and no hidden test.
+    """
     import nbformat
 
     target.mkdir(parents=True, exist_ok=True)
+    course = _course()
     written = []
-    for source in sorted((ROOT / "notebooks").glob("*.md")):
-        notebook = jupytext.read(source)
-        notebook.cells.insert(0, nbformat.v4.new_code_cell(INSTALL_CELL))
-        path = target / f"{source.stem}.ipynb"
-        nbformat.write(notebook, path)
-        written.append(path)
+    with tempfile.TemporaryDirectory(prefix="virtlab-lite-") as scratch:
+        for source in sorted((ROOT / "notebooks").glob("*.md")):
+            student, _key, _zip = course.assign_one(source, Path(scratch))
+            notebook = nbformat.read(student, as_version=4)
+            notebook.cells.insert(0, nbformat.v4.new_code_cell(INSTALL_CELL))
+            path = target / f"{source.stem}.ipynb"
+            nbformat.write(notebook, path)
+            written.append(path)
     return written
 
 
@@ -94,7 +117,14 @@ def build() -> int:
 
 
 def missing_for_running() -> list[str]:
-    """What this machine lacks to *run* the browser build; empty when nothing is missing."""
+    """What this machine lacks to *run* the browser build's kernel; empty when nothing is.
+
+    Checked on 2026-12-07: PyPI has no WebAssembly wheel of numpy or pandas for the Pyodide
+    ABI the kernel loads (``pip download --platform pyemscripten_2026_0_wasm32`` finds none),
+    and the npm registry's ``pyodide`` package (314.0.8, 14 files) is the core runtime only:
+    ``pyodide.asm.wasm``, ``python_stdlib.zip`` and ``pyodide-lock.json``, whose numpy, pandas
+    and micropip wheels are not in the package but fetched from Pyodide's CDN.
+    """
     missing = []
     with tempfile.TemporaryDirectory() as scratch:
         for package in COMPILED_DEPENDENCIES:
@@ -106,12 +136,13 @@ def missing_for_running() -> list[str]:
             if done.returncode != 0:
                 missing.append(f"no WebAssembly wheel of {package} for {WASM_PLATFORM} "
                                f"(Python {WASM_PYTHON}) on the package index pip uses")
-    if chromium() is None:
-        missing.append("no headless Chromium (apt-get install chromium)")
-    # The npm registry has the Pyodide runtime (package "pyodide", core files only: its
-    # package set, numpy included, is served from Pyodide's CDN); this build does not bundle it.
-    missing.append("the build does not bundle a Pyodide runtime: the kernel would load it and "
-                   "its packages from Pyodide's CDN at run time, which the project excludes")
+    if chromium() is None or shutil.which("chromedriver") is None:
+        missing.append("no headless Chromium and ChromeDriver (Debian: apt-get install "
+                       "chromium chromium-driver)")
+    missing.append("no complete Pyodide distribution in a registry: npm's pyodide package is "
+                   "the core runtime without the numpy, pandas and micropip wheels its "
+                   "pyodide-lock.json names, so the kernel would load them from Pyodide's CDN "
+                   "at run time, which the project excludes")
     return missing
 
 

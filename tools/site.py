@@ -20,6 +20,7 @@ Exit status 0 on success, 1 with the reasons otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -123,8 +124,16 @@ def stage(execute: bool, only: list[str] | None) -> list[str]:
         if execute and notebook in notebooks:
             print(f"site: executing {notebook.name}", file=sys.stderr, flush=True)
             errors.extend(_execute(nb, notebook))
+        _course().reading_version(nb)   # no solutions, hidden tests or otter markers
         jupytext.write(nb, STAGE / staged)
     return errors
+
+
+def _course():
+    spec = importlib.util.spec_from_file_location("course", ROOT / "tools" / "course.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _execute(nb, path: Path) -> list[str]:

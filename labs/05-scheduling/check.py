@@ -56,7 +56,8 @@ def bars() -> bool:
     # Under cgroup v2 the runtime converts the shares: older runtimes keep the ratio (118 : 39),
     # runc >= 1.3.2 / crun >= 1.23 map 3072 : 1024 to 240 : 100 (70.6 / 29.4 % expected).
     for extra, want in (("", 75.0),
-                        ("--set scheduler.cgroup=v2 --set scheduler.shares_conversion=linear", 75.0),
+                        ("--set scheduler.cgroup=v2 "
+                         "--set scheduler.shares_conversion=linear", 75.0),
                         ("--set scheduler.cgroup=v2", 100 * 240 / 340)):
         got = run(SHARES, extra)
         heavy, light = (got[g]["scheduling"]["guest_cpu_pct"] for g in ("heavy", "light"))

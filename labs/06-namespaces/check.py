@@ -9,8 +9,9 @@ Q ms in every P ms on a CPU of its own. The formula says a gets A/(A+B) and q ge
 prints the formula, the simulator's CFS (virtlab's container path on one core, a 0.5 s
 window) and, with --measure on Linux as root with a cgroup cpu controller, what the real
 kernel gave (``virtlab demo cgroups``, 3 s). Your predictions (--share-a, --share-q) are
-right when within 0.02 of the formula. Exit status 0 when simulation agrees with the formula (within 0.02) and
-your predictions are right; a --measure that cannot run says why and does not fail the check.
+right when within 0.02 of the formula. Exit status 0 when simulation agrees with the formula
+(within 0.02) and your predictions are right; a --measure that cannot run says why and does
+not fail the check. The generated form of this lab is ``virtlab lab namespaces -s SEED``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _pair(text: str, sep: str) -> tuple[float, float]:
     try:
         left, right = (float(x) for x in text.split(sep))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected A{sep}B with two numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected A{sep}B with two numbers, got {text!r}") from None
     if left <= 0 or right <= 0:
         raise argparse.ArgumentTypeError(f"both numbers must be positive, got {text!r}")
     return left, right

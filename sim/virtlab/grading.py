@@ -1,28 +1,34 @@
-"""Autograded notebook exercises: ``check(name, answer)`` against a value the model computes.
+"""Autograded notebook exercises, checked against values the model computes.
 
-Each exercise is registered here with a function that computes its expected value by running
-virtlab (small runs, cached per process). A notebook's answer cell assigns the student's
-value and calls :func:`check`, which prints one line, ``[pass]`` or ``[fail]``, and returns a
-bool. The answer key is therefore the model itself: the student version of a notebook ships
-placeholders (``...``) and no numbers, and a failing check never prints the expected value,
-only how far off the answer is (too high / too low).
+The notebooks are otter-grader assignments (``notebooks/*.md`` are otter's source notebooks in
+MyST form; ``tools/course.py assign`` runs ``otter assign`` on them). Each exercise is an otter
+question whose public test is ``require("NN.slug", variable)`` and whose hidden test is
+``require_fresh("NN.slug", variable)``. Both compare the student's value with the one this
+module computes by running virtlab (small runs, cached per process): the answer key is the model
+itself, so no number is stored in a test, and a failing test never shows the expected value,
+only whether the answer is too high or too low.
 
 Invariants: every exercise's expected value passes its own check; a value outside
 ``rel_tol``/``abs_tol`` of it fails (``tests/test_grading.py`` shows both for every exercise);
 expected values depend only on the scenario and seed written here, never on the notebook's
-state. The instructor's grading command is ``python tools/course.py grade NOTEBOOK...``.
+state. :func:`require_fresh` grades with a copy of this module loaded anew from its file, so a
+student's notebook that replaced ``grade`` or the cached values in the loaded module does not
+change the hidden test's verdict.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-__all__ = ["Exercise", "EXERCISES", "check", "grade", "expected", "exercises_of"]
+__all__ = ["Exercise", "EXERCISES", "check", "grade", "require", "require_fresh", "expected",
+           "exercises_of", "otter_name"]
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,45 @@ def grade(name: str, answer: Any) -> bool:
     return _grade(name, answer, lambda _line: None)
 
 
+def require(name: str, answer: Any) -> None:
+    """Raise ``AssertionError`` with the ``[fail]``/``[todo]`` line unless ``answer`` is right.
+
+    This is the public test of every notebook exercise (otter runs it as a doctest: silence is
+    a pass, the raised line is what the student sees).
+    """
+    lines: list[str] = []
+    if not _grade(name, answer, lines.append):
+        raise AssertionError(lines[0])
+
+
+def require_fresh(name: str, answer: Any) -> None:
+    """:func:`require` with this module loaded anew from its file (the hidden test)."""
+    spec = importlib.util.spec_from_file_location("_virtlab_grading_fresh", __file__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    # dataclasses look the defining module up in sys.modules while the class is created.
+    sys.modules[spec.name] = fresh
+    try:
+        spec.loader.exec_module(fresh)
+        fresh.require(name, answer)
+    finally:
+        del sys.modules[spec.name]
+
+
+def otter_name(name: str) -> str:
+    """The otter question name of exercise ``NN.slug``: ``qNN_slug`` (an identifier)."""
+    return "q" + name.replace(".", "_").replace("-", "_")
+
+
 def _grade(name: str, answer: Any, say: Callable[[str], None]) -> bool:
     if name not in EXERCISES:
         raise KeyError(f"no exercise {name!r}; known: {', '.join(EXERCISES)}")
     exercise = EXERCISES[name]
     if answer is ... or answer is None:
         say(f"[todo] {name}: not answered yet ({exercise.question})")
+        return False
+    if isinstance(answer, bool):  # True would otherwise count as the number 1
+        say(f"[fail] {name}: expected a number, got {answer!r}")
         return False
     try:
         value = float(answer)
@@ -99,7 +138,8 @@ def _grade(name: str, answer: Any, say: Callable[[str], None]) -> bool:
     tolerance = (f"{exercise.rel_tol:.0%}" if exercise.rel_tol else "") + (
         f"{' or ' if exercise.rel_tol else ''}{exercise.abs_tol:g} {exercise.unit}".rstrip()
         if exercise.abs_tol else "")
-    say(f"[fail] {name}: {value:g} is {direction} (needed within {tolerance})")
+    say(f"[fail] {name}: {value:g} is {direction} (needed "
+        + (f"within {tolerance})" if tolerance else "exactly)"))
     return False
 
 

@@ -20,12 +20,17 @@ __all__ = ["Lab", "Answer", "LABS", "FOLDER_ALIASES", "add_commands", "register"
 
 @dataclass(frozen=True)
 class Answer:
-    """One computed answer: its name, value, unit and how it was obtained."""
+    """One computed answer: its name, value, unit and how it was obtained.
+
+    ``tolerance`` (relative) overrides the lab's for this answer; 0 means exact (a flag word,
+    a PID, a uid).
+    """
 
     name: str
     value: float
     unit: str
     how: str
+    tolerance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ LABS: dict[str, Lab] = {}
 #: The folder names under ``labs/`` (``01-queues``) accepted as aliases of the registered names.
 FOLDER_ALIASES: dict[str, str] = {"01-queues": "queues", "02-exits": "exits",
                                   "03-emulation": "emulation", "04-rings": "rings",
-                                  "05-scheduling": "scheduling"}
+                                  "05-scheduling": "scheduling", "06-namespaces": "namespaces"}
 
 
 def resolve(name: str) -> str:
@@ -66,6 +71,7 @@ def _load_builtin_labs() -> None:
     from virtlab.labs import (  # noqa: F401  (registration side effect)
         emulation,
         exits,
+        namespaces,
         queues,
         rings,
         scheduling,
@@ -131,10 +137,13 @@ def run_lab(name: str, seed: int, show_answers: bool, check: str | None) -> int:
     ok = True
     for name_, value in given.items():
         expected = known[name_].value
-        good = abs(value - expected) <= lab.tolerance * max(abs(expected), 1e-12)
+        tolerance = known[name_].tolerance
+        tolerance = lab.tolerance if tolerance is None else tolerance
+        good = abs(value - expected) <= tolerance * max(abs(expected), 1e-12)
         ok &= good
-        verdict = "ok" if good else f"not quite (within {lab.tolerance:.0%} expected)"
-        print(f"  {name_}: {value:g} -> {verdict}")
+        verdict = "ok" if good else ("not quite (exactly this value expected)" if not tolerance
+                                     else f"not quite (within {tolerance:.0%} expected)")
+        print(f"  {name_}: {_fmt(value)} -> {verdict}")
     missing = [a.name for a in answers if a.name not in given]
     if missing:
         print(f"  not answered: {', '.join(missing)}")
