@@ -151,10 +151,15 @@ def _victim_p99(*sets: str) -> float:
 def test_noisy_neighbour_cfs_protects_the_victim_unless_the_hog_weighs_more():
     alone = _victim_p99("guests[1].workloads[0].think_us=1e9")
     shared = _victim_p99()
-    heavy_hog = _victim_p99("guests[1].sched.weight=1000")
+    heavy = run(_noisy("guests[1].sched.weight=1000"), seed=1, records=True)
+    heavy_mean = _summary(heavy, "web").latency_mean_us
+    heavy_worst = max(r.latency_us for r in heavy.records if r.guest == "web")
     no_preemption = _victim_p99("scheduler.host=fifo")
     assert shared == pytest.approx(alone, rel=0.05)  # wakeup preemption: barely a change
-    assert heavy_hog > 1_000.0                       # waits for the hog's 3 ms quanta
+    # The victim outruns its tenth of the CPU and waits for the hog's 3 ms quanta; how many of
+    # its transactions fall in such a wait (the p99 or not) depends on its CPU per transaction.
+    assert heavy_worst > 1_000.0
+    assert heavy_mean > 2 * alone
     assert no_preemption > 9_000.0                   # waits behind 10 ms chunks
 
 

@@ -9,17 +9,21 @@ TDT write) while the e1000 NAPI handler keeps polling.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from virtlab import BulkStream, GuestSpec, Scenario, run
 from virtlab.cli import main
-from virtlab.hardware import HypervisorParams
+from virtlab.hardware import HostParams, HypervisorParams
 from virtlab.paths.paravirtual import ParavirtualParams
 from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s, cycles_to_us
 
 UNIT = 65536  # one TSO/GRO burst: the stream's unit with the default 8 KiB writes
+#: A per-segment stack cost (testbed-2003 has 6 µs) at which an emulated receiver, not the
+#: 10 Gb/s link, is the bottleneck; with the default (S210) it nearly keeps up with the link.
+SLOW_STACK = HostParams(stack_pkt_us=5.0)
 
 
 def _stream(approach: str, *, window: int = 262144, vcpus: int = 2, **tables) -> Scenario:
@@ -76,8 +80,18 @@ def test_emulated_receive_exits_reason_by_reason():
     # RDT refills; the receive interrupt's 3 entry + 2 exit accesses; the ACK's TDT; its
     # transmit-done interrupt's 3 + 2.
     assert rec.exits_mmio == refills + 5 + 1 + 5
-    assert (rec.exits_inject, rec.exits_eoi, rec.exits_other) == (2, 2, 1)  # other: the HLT
+    # other: HLTs. QEMU's mitigation timer (S100) holds the ACK's transmit-done interrupt
+    # until irq_min_interval_us after the receive interrupt. A guest whose stack is through
+    # the burst well before then halts, and halts again after the late interrupt; one still
+    # busy when it is raised takes it without halting in between.
+    assert frames * s.host.stack_pkt_us < 0.5 * s.emulated.irq_min_interval_us
+    assert (rec.exits_inject, rec.exits_eoi, rec.exits_other) == (2, 2, 2)
     assert rec.interrupts == 2
+    slow = _stream("emulated", window=UNIT, host=dataclasses.replace(s.host, stack_pkt_us=5.0))
+    assert frames * slow.host.stack_pkt_us > 1.5 * slow.emulated.irq_min_interval_us
+    slow_rec = _one(slow)
+    assert (slow_rec.exits_inject, slow_rec.exits_eoi, slow_rec.exits_other) == (2, 2, 1)
+    assert slow_rec.interrupts == 2
 
 
 def test_e1000_refill_interval_is_a_device_table_setting():
@@ -95,7 +109,7 @@ def test_e1000_refill_interval_is_a_device_table_setting():
 
 
 def test_saturated_emulated_receiver_exits_per_segment_while_napi_keeps_polling():
-    s = _stream("emulated")
+    s = _stream("emulated", host=SLOW_STACK)
     result = run(s, seed=0)
     (summary,) = result.summaries
     frames = math.ceil(UNIT / s.nic.payload_per_frame_bytes)
@@ -109,7 +123,7 @@ def test_saturated_emulated_receiver_exits_per_segment_while_napi_keeps_polling(
     # (what Linux's e1000 does; S100).
     assert summary.interrupts_per_request < 0.05
     # Below saturation (one burst in flight) the same receiver takes its interrupts.
-    light = run(_stream("emulated", window=UNIT), seed=0).summaries[0]
+    light = run(_stream("emulated", window=UNIT, host=SLOW_STACK), seed=0).summaries[0]
     assert light.interrupts_per_request >= 1.0
     assert light.exits_per_request > summary.exits_per_request
 
@@ -119,10 +133,10 @@ def test_a_window_limited_emulated_receiver_near_saturation_takes_its_interrupts
     (one 64 KiB burst is 45 frames < 64), so e1000_clean completes and re-enables interrupts
     after each burst; the next burst's cause (and the ACK's transmit-done, latched in ICR)
     raises the line again, no sooner than QEMU's 128 µs mitigation timer allows (S100)."""
-    s = _stream("emulated", window=2 * UNIT)
+    s = _stream("emulated", window=2 * UNIT, host=SLOW_STACK)
     result = run(s, seed=0)
     (summary,) = result.summaries
-    saturated = run(_stream("emulated"), seed=0).summaries[0]
+    saturated = run(_stream("emulated", host=SLOW_STACK), seed=0).summaries[0]
     frames = math.ceil(UNIT / s.nic.payload_per_frame_bytes)
     assert frames < s.host.napi_budget <= 2 * frames  # one burst under budget, two over it
     # Near saturation: most of the guest-bound rate.

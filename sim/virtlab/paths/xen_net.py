@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["XenNet"]
 
+#: Packets ``xenvif_rx_action`` takes per call before its kthread loops and calls it again
+#: (S16: Linux ``drivers/net/xen-netback/rx.c``, ``RX_BATCH_SIZE``).
+NETBACK_RX_BATCH = 64
+
 
 class XenNet(XenDevice):
     """netfront/netback: a transmit and a receive ring of ``xen_net_ring_slots`` each.
@@ -321,6 +325,9 @@ class XenNet(XenDevice):
                                                        f"{rx.indexes()}")
                 yield from run_phased(host.cpu, self.driver, req, steps, gap)
                 packets += 1
+                if packets == NETBACK_RX_BATCH:   # the kthread calls xenvif_rx_action again
+                    self.rx_monitor.batch(packets)
+                    packets = 0
                 notify = rx.push_responses_and_check_notify()
                 yield from self._notify(notify, rx, scope, req, self.rx_to_front, self.driver,
                                         to_backend=False)
