@@ -273,7 +273,9 @@ class ParavirtualParams(Params):
                                               and self.xen_generation == "1.x")
 
     def check(self) -> None:
-        """A block request (three descriptors) must fit a ring without indirect ones; a full
+        """Check that the rings can hold what they must.
+
+        A block request (three descriptors) must fit a ring without indirect ones; a full
         blkif ring's segments must fit the grant table (else blkfront would run out of grants).
         """
         if not self.indirect_descriptors and self.ring_size < 3:
@@ -340,8 +342,11 @@ class ParavirtualPath(VmPath):
     def __init__(self, host: Host, name: str, vcpu: ExecContext,
                  params: ParavirtualParams | None = None, *,
                  devices: tuple[DeviceClass, DeviceClass]) -> None:
-        """``devices``: the network and block device classes of the chosen backend
-        (:data:`virtlab.paths.registry.PARAVIRTUAL_DEVICES`); each is built on this path."""
+        """Build the path and its devices.
+
+        ``devices``: the network and block device classes of the chosen backend
+        (:data:`virtlab.paths.registry.PARAVIRTUAL_DEVICES`); each is built on this path.
+        """
         super().__init__(host, name, vcpu)
         p = self.params = params if params is not None else ParavirtualParams()
         self.segment_bytes = host.nic_params.tso_bytes

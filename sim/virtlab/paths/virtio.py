@@ -212,8 +212,10 @@ class VirtioDevice(SplitDriver):
         return found
 
     def _settle_poll(self, req: Request) -> None:
-        """Charge the polling done since the last request served to ``req``'s CPU time (the
-        host's busy time already has it)."""
+        """Charge the polling done since the last request served to ``req``'s CPU time.
+
+        The host's busy time already has it.
+        """
         if self._poll_debt_us:
             req.cpu_us[BACKEND] += self._poll_debt_us
             self._poll_debt_us = 0.0

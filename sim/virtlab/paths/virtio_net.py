@@ -171,9 +171,11 @@ class VirtioNet(VirtioNetBackend):
         yield event
 
     def _guest_tx_irq_loop(self) -> ProcessGenerator:
-        """Transmit-completion interrupts: while the queue is stopped (delayed), and, with
-        ``napi_tx``, after every kicked transmit (``virtnet_poll_tx``, which re-enables
-        callbacks when its poll ends)."""
+        """Raise transmit-completion interrupts.
+
+        They come while the queue is stopped (delayed), and, with ``napi_tx``, after every
+        kicked transmit (``virtnet_poll_tx``, which re-enables callbacks when its poll ends).
+        """
         while True:
             yield from self.tx_irq.sleep()
             txq = self.txq

@@ -248,10 +248,12 @@ class XenNet(XenDevice):
 
     def _xen1_tx_packet(self, req: Request, size: int, refs: list[int],
                         wake: list[PhasedStep]) -> Generator[Any, Any, float]:
-        """Xen 1.x transmits one packet itself (S71, 3.2 and 3.3.5): it copies the descriptor
-        and header (to apply the filter rules), pins the payload pages, runs the virtual
-        firewall-router and the NIC driver (scatter-gather DMA from the guest's pages), then
-        unpins them. Returns when the packet reaches the peer."""
+        """Xen 1.x transmits one packet itself (S71, 3.2 and 3.3.5).
+
+        It copies the descriptor and header (to apply the filter rules), pins the payload
+        pages, runs the virtual firewall-router and the NIC driver (scatter-gather DMA from
+        the guest's pages), then unpins them. Returns when the packet reaches the peer.
+        """
         host = self.host
         header = min(size, self.params.xen_tx_copy_bytes)
         steps: list[PhasedStep] = [*wake, *self._pin_steps("pin", len(refs), header),

@@ -190,8 +190,11 @@ class ExitCosts:
                              ((INTERRUPT, self.irq_raise_us + inject_us + irq_us),))
 
     def eoi(self, level: bool = True) -> OperationCost:
-        """The guest acknowledges the interrupt at its APIC: an exit unless virtualized, or,
-        for an MSI or edge-triggered interrupt (``level`` false), under PV EOI (S74)."""
+        """The guest acknowledges the interrupt at its APIC.
+
+        That is an exit unless the APIC is virtualized or, for an MSI or edge-triggered
+        interrupt (``level`` false), PV EOI is on (S74).
+        """
         exits = self.eoi_exits if level else self.msi_eoi_exits
         eoi_us = exits * self.kernel_exit_us
         steps: tuple[Step, ...] = ((EXIT, eoi_us, "guest EOI write -> exit"),) if eoi_us else ()
