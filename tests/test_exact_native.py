@@ -10,10 +10,11 @@ import dataclasses
 
 import pytest
 
+from tests.helpers import wire_us
 from virtlab import BlockIO, GuestSpec, RequestResponse, Scenario, run
 from virtlab.hardware import DiskParams
 from virtlab.paths.container import ContainerParams
-from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s
+from virtlab.units import bytes_per_us_from_gbytes_per_s
 
 REQ, RESP = 100, 200
 
@@ -25,10 +26,7 @@ def _one(scenario: Scenario):
 
 
 def _wire_us(scenario: Scenario, nbytes: int) -> float:
-    nic = scenario.nic
-    frames = max(1, -(-nbytes // nic.payload_per_frame_bytes))
-    wire = nbytes + frames * nic.frame_overhead_bytes
-    return wire / bytes_per_us_from_gbps(nic.line_rate_gbps) + nic.wire_latency_us
+    return wire_us(nbytes, scenario.nic)
 
 
 def _copy_us(scenario: Scenario, nbytes: int) -> float:

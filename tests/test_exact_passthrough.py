@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
+from tests.helpers import wire_us
 from virtlab import BlockIO, BulkStream, GuestSpec, RequestResponse, Scenario, run
 from virtlab.cpu import ExecContext
 from virtlab.hardware import DiskParams, HypervisorParams
@@ -19,17 +20,14 @@ from virtlab.host import RX, Host
 from virtlab.paths.passthrough import PassthroughPath
 from virtlab.records import EXIT_REASONS, Request
 from virtlab.rng import Streams
-from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s, cycles_to_us
+from virtlab.units import bytes_per_us_from_gbytes_per_s, cycles_to_us
 
 REQ, RESP, WORK = 100, 200, 7.0
 INJECT, EOI = EXIT_REASONS.index("inject"), EXIT_REASONS.index("eoi")
 
 
 def _wire_us(s: Scenario, nbytes: int) -> float:
-    nic = s.nic
-    frames = max(1, -(-nbytes // nic.payload_per_frame_bytes))
-    return ((nbytes + frames * nic.frame_overhead_bytes) / bytes_per_us_from_gbps(
-        nic.line_rate_gbps) + nic.wire_latency_us)
+    return wire_us(nbytes, s.nic)
 
 
 def _copy_us(s: Scenario, nbytes: int) -> float:

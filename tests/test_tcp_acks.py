@@ -10,10 +10,10 @@ per ``ack_every_segments`` packets, one for a remainder; a GRO'd burst is one pa
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 
+from tests.helpers import wire_us
 from virtlab import BulkStream, GuestSpec, Scenario, run
 from virtlab.cli import main
 from virtlab.hardware import HostParams, HypervisorParams, NicParams
@@ -50,10 +50,7 @@ def _pair(approach: str, **tables):
 
 
 def _wire_us(s: Scenario, nbytes: int) -> float:
-    nic = s.nic
-    frames = max(1, math.ceil(nbytes / nic.payload_per_frame_bytes))
-    return ((nbytes + frames * nic.frame_overhead_bytes) / bytes_per_us_from_gbps(
-        nic.line_rate_gbps) + nic.wire_latency_us)
+    return wire_us(nbytes, s.nic)
 
 
 def _us(s: Scenario, cycles: float) -> float:

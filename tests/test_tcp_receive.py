@@ -14,11 +14,12 @@ import math
 
 import pytest
 
+from tests.helpers import wire_us
 from virtlab import BulkStream, GuestSpec, Scenario, run
 from virtlab.cli import main
 from virtlab.hardware import HostParams, HypervisorParams
 from virtlab.paths.paravirtual import ParavirtualParams
-from virtlab.units import bytes_per_us_from_gbps, bytes_per_us_from_gbytes_per_s, cycles_to_us
+from virtlab.units import bytes_per_us_from_gbytes_per_s, cycles_to_us
 
 UNIT = 65536  # one TSO/GRO burst: the stream's unit with the default 8 KiB writes
 #: A per-segment stack cost (testbed-2003 has 6 µs) at which an emulated receiver, not the
@@ -38,10 +39,7 @@ def _one(scenario: Scenario):
 
 
 def _wire_us(s: Scenario, nbytes: int) -> float:
-    nic = s.nic
-    frames = max(1, math.ceil(nbytes / nic.payload_per_frame_bytes))
-    return ((nbytes + frames * nic.frame_overhead_bytes) / bytes_per_us_from_gbps(
-        nic.line_rate_gbps) + nic.wire_latency_us)
+    return wire_us(nbytes, s.nic)
 
 
 def _copy_us(s: Scenario, nbytes: int) -> float:
