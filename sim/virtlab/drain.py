@@ -95,6 +95,22 @@ class DrainLoop:
             self._trace(item, "suppressed", f"consumer busy, {len(self._items)} queued")
         return False
 
+    def handle_now(self, item: Any) -> None:
+        """Account ``item`` as pushed, notified and drained alone, at once, without events.
+
+        For a consumer whose wake-up and handling cost nothing (the zero-cost reductions of the
+        analytic tests and benchmarks): such a consumer would wake, take the item and sleep
+        again within the same simulated instant, so the counters end as :meth:`push` and the
+        drain would leave them, and the caller need not wait. Only valid while the consumer is
+        asleep (it then has nothing queued).
+        """
+        assert self._asleep and not self._items, f"{self.scope}: handle_now while awake"
+        self.notifications += 1
+        self.batches += 1
+        self.items_handled += 1
+        if self.tracer.enabled:
+            self._trace(item, "notify", "consumer was asleep: handled at once (costs nothing)")
+
     def _trace(self, item: Any, kind: str, detail: str) -> None:
         req = item[1] if isinstance(item, tuple) and len(item) > 1 else None
         req_id = getattr(req, "id", -1)

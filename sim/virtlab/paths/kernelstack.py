@@ -66,13 +66,17 @@ class KernelStack:
     syscall_us, pkt_extra_us, req_extra_us:
         Cost of a syscall, extra cost per packet in each direction and extra cost per request
         (µs); the extras are the container's hooks (:class:`~virtlab.paths.native.NativePath`).
+    blk_irq_free:
+        The owner's block interrupt handler (``on_blk_irq``) costs nothing; with zero-cost
+        completion steps too, completions are handled at once, without scheduling events.
 
     """
 
     def __init__(self, host: Host, app: ExecContext, poll: ExecContext, category: int,
                  labels: StackLabels, *, nic_scope: str, blk_scope: str,
                  on_nic_irq: IrqHandler, on_blk_irq: IrqHandler, syscall_us: float,
-                 pkt_extra_us: float = 0.0, req_extra_us: float = 0.0) -> None:
+                 pkt_extra_us: float = 0.0, req_extra_us: float = 0.0,
+                 blk_irq_free: bool = False) -> None:
         self.host = host
         self.env = host.env
         self.app = app
@@ -99,6 +103,9 @@ class KernelStack:
         self._wake_steps: tuple[Step, ...] = ((category, hp.ctx_switch_us, labels.wake),)
         self._blk_done_steps: tuple[Step, ...] = (
             (category, 0.5 * hp.blk_io_us, labels.blk_done),)
+        # A block completion whose interrupt and handling cost nothing is handled at once
+        # (DrainLoop.handle_now): two SimPy events per I/O fewer in the zero-cost reductions.
+        self._blk_instant = blk_irq_free and self._blk_done_steps[0][1] == 0.0
 
     def loops(self) -> list[DrainLoop]:
         """The NAPI instances (started by the path)."""
@@ -148,10 +155,14 @@ class KernelStack:
         turn = self._next_blk_queue
         self._next_blk_queue = (turn + 1) % len(self.blk_queues)
         yield from host.disk.serve(req, nbytes, write, sequential, self.blk_queues[turn])
-        done = self.env.event()
-        if self.blk.push((BLK_DONE, req, nbytes, done)):
+        if self._blk_instant:
+            self.blk.handle_now((BLK_DONE, req, nbytes, None))
             req.interrupts += 1
-        yield done
+        else:
+            done = self.env.event()
+            if self.blk.push((BLK_DONE, req, nbytes, done)):
+                req.interrupts += 1
+            yield done
         if self._wake_steps[0][1] > 0.0:
             yield from cpu.run(self.app, req, self._wake_steps)
 

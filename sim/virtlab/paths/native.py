@@ -63,7 +63,8 @@ class NativePath(StackIO):
             host, app, self.softirq, HOST, self.labels, nic_scope=f"{name}.nic",
             blk_scope=f"{name}.blk", on_nic_irq=self._nic_irq, on_blk_irq=self._blk_irq,
             syscall_us=hp.syscall_us + self.extra_syscall_us(),
-            pkt_extra_us=self.extra_packet_us(), req_extra_us=self.extra_request_us())
+            pkt_extra_us=self.extra_packet_us(), req_extra_us=self.extra_request_us(),
+            blk_irq_free=hp.irq_us == 0.0)
         self.nic_napi = self.stack.nic
         self.blk_napi = self.stack.blk
         self._nic_irq_steps = ((HOST, hp.irq_us, "host NIC interrupt"),)
