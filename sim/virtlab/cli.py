@@ -470,7 +470,7 @@ def _report(comparison: Any, scenario: Any, args: argparse.Namespace,
     print(comparison_table(comparison, width=output_width()))
     from virtlab.report import disk_limits_table, scheduling_table
 
-    disk = disk_limits_table(comparison)
+    disk = disk_limits_table(comparison, width=output_width())
     if disk:
         print()
         print(disk)

@@ -317,13 +317,14 @@ def ring_table(comparison: Comparison) -> str:
     return "\n".join(out)
 
 
-def disk_limits_table(comparison: Comparison) -> str:
+def disk_limits_table(comparison: Comparison, width: int | None = None) -> str:
     """Which of the host disk's limits binds, per approach running a block workload.
 
     Fractions busy over the run (replication means) of the busiest hardware queue, the
     channels (internal parallelism) and the interface; the largest binds if it reaches
     ``BINDING_UTILISATION``, else the device is not the bottleneck ("latency": too few I/Os in
-    flight). Empty when no block workload ran.
+    flight). Empty when no block workload ran. The heading is wrapped to ``width`` columns
+    when given.
     """
     from virtlab.devices import BINDING_UTILISATION, binding_limit
 
@@ -331,10 +332,11 @@ def disk_limits_table(comparison: Comparison) -> str:
             and not math.isnan(e.means.get("disk_parallelism_util", math.nan))]
     if not rows:
         return ""
-    out = [f"Disk limits (fraction busy over the run; the largest binds from "
-           f"{BINDING_UTILISATION:.0%}, else the I/Os in flight do: 'latency'):",
-           f"{'guest.workload':<20} {'approach':<12} {'queue':>6} {'parallel':>8} "
-           f"{'iface':>6}  binds"]
+    heading = (f"Disk limits (fraction busy over the run; the largest binds from "
+               f"{BINDING_UTILISATION:.0%}, else the I/Os in flight do: 'latency'):")
+    out = textwrap.wrap(heading, width) if width else [heading]
+    out.append(f"{'guest.workload':<20} {'approach':<12} {'queue':>6} {'parallel':>8} "
+               f"{'iface':>6}  binds")
     for e in rows:
         m = e.means
         limits = {"queue": m["disk_queue_util"], "parallelism": m["disk_parallelism_util"],
