@@ -10,7 +10,8 @@ model):
   ``cpu``) is exempt from the counts: its measure, the CPU share, is sampled continuously.
 * **ignored settings** -- a workload field its loop does not read (``rate_per_s`` in a closed
   loop; ``in_flight``, ``iodepth``/``jobs`` or ``connections`` in an open loop) set away from
-  its default, or a changed parameter of an approach no guest of a ``run`` uses.
+  its default, a changed parameter of an approach no guest of a ``run`` uses, or several NIC
+  queues (``nic.queues``) for a paravirtual or emulated guest, whose NIC has one.
 * **link- or device-bound rows** -- a workload whose host device (the disk for block I/O, a NIC
   link for network workloads) is the bottleneck (:func:`virtlab.stats.bottleneck`): equal
   throughput across approaches then means the device is saturated, not that virtualization
@@ -101,6 +102,14 @@ def ignored_settings(scenario: Any, base: Any = None,
                     out.append(f"{path}.{name} = {value:g} is ignored: the workload runs in "
                                f"{workload.loop} loop (set {path}.loop = \"{other}\" to use "
                                f"it, or leave it at its default, {getattr(default, name):g})")
+    queues = scenario.nic.queues
+    running = ({g.approach for g in scenario.guests} if approaches is None
+               else set(approaches))
+    single = sorted(running & {"paravirtual", "emulated"})
+    if queues > 1 and single:
+        out.append(f"nic.queues = {queues} is ignored by {' and '.join(single)}: their NIC has "
+                   f"one receive queue in the model (native, container and passthrough use "
+                   f"{queues})")
     if approaches is None and base is not None:
         used = {g.approach for g in scenario.guests}
         for table in _PATH_TABLES:

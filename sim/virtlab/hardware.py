@@ -92,6 +92,14 @@ class NicParams(Params):
                "than one full-sized segment is unacknowledged)",
         doc="A TCP receiver acknowledges every this many packets its stack sees (a GRO'd "
             "burst of up to tso_bytes is one): data one way, pure ACKs the other.")
+    queues: int = param(
+        1, lo=1, hi=64,
+        source="S67 (RSS: Linux Documentation/networking/scaling.rst; the default "
+               "indirection table, ethtool_rxfh_indir_default: entry i -> queue i % queues)",
+        doc="Receive queues of the host's NIC (and of an assigned device) with receive-side "
+            "scaling: a connection's hash picks its queue, and each queue's interrupt and NAPI "
+            "poll run on their own CPU. Native, container and passthrough paths; the "
+            "paravirtual and emulated NICs have one queue.")
     wire_latency_us: float = param(3.0, unit="µs", source="assumption (PHY, PCIe and cable)",
                                    lo=0.0, hi=1e6, doc="One-way latency of the link.")
     peer_stack_us: float = param(

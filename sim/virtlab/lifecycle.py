@@ -18,6 +18,7 @@ A :class:`WorkloadRunner` drives one workload (:mod:`virtlab.workload`) of one g
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 
 import simpy
@@ -186,17 +187,29 @@ class WorkloadRunner:
                 self.tally.add(req, retire=False)
 
     # Processes ---------------------------------------------------------------------------------
+    def flow_hash(self, connection: int) -> int:
+        """The RSS hash of one of this workload's connections (stable across runs and hosts).
+
+        A server's clients are connections of their own; a netperf-like request/response
+        workload (its transactions in flight are a burst on one connection) and a bulk stream
+        are one connection each.
+        """
+        if not isinstance(self.workload, _SERVERS):
+            connection = 0
+        return zlib.crc32(f"{self.scope}:{connection}".encode())
+
     def start(self) -> None:
         """Start the closed-loop clients or the open-loop arrival process."""
         if self.workload.loop == "closed":
-            for _ in range(self.outstanding):
-                self.env.process(self._run_closed_client())
+            for client in range(self.outstanding):
+                self.env.process(self._run_closed_client(self.flow_hash(client)))
         else:
             self.env.process(self._generate_arrivals())
 
-    def _run_closed_client(self) -> ProcessGenerator:
+    def _run_closed_client(self, flow_hash: int) -> ProcessGenerator:
         while self._may_issue():
             req = self._arrive()
+            req.flow_hash = flow_hash
             yield from self._serve(req)
             self._finish(req)
 
@@ -207,9 +220,14 @@ class WorkloadRunner:
         draw_gap_us = self._arrivals.exponential
         serve = self._serve
         finish = self._finish
+        # Open loop, a server's requests come on connections of their own; other workloads
+        # keep one connection (a block workload has none: its hash is never read).
+        per_request = isinstance(self.workload, _SERVERS)
+        flow_hash = self.flow_hash(0)
         while self._may_issue():
             yield env.timeout(draw_gap_us(mean_gap_us))
             req = self._arrive()
+            req.flow_hash = self.flow_hash(req.id) if per_request else flow_hash
             # Each arrival is served by its own process; the request is finished when that
             # process ends (its end event's callback, at the same simulated instant), which
             # spares every resume of the request one generator level.

@@ -39,11 +39,16 @@ class Request:
 
     __slots__ = ("id", "guest", "workload", "path", "kind", "nbytes", "arrival_us", "start_us",
                  "done_us", "exits", "notifications", "interrupts", "cpu_us", "exit_counts",
-                 "exit_reason_us", "exits_user", "phase_us", "phase_mark_us", "late")
+                 "exit_reason_us", "exits_user", "phase_us", "phase_mark_us", "late",
+                 "flow_hash")
 
     def __init__(self, req_id: int, guest: str, workload: str, path: str, kind: str,
                  nbytes: int, arrival_us: float) -> None:
         self.id = req_id
+        # The RSS hash of the connection the request travels on (Linux's skb->hash): a NIC
+        # with several receive queues steers the request's packets to queue
+        # indirection[flow_hash % 128] (virtlab.paths.kernelstack). 0 until a runner sets it.
+        self.flow_hash = 0
         self.guest = guest
         self.workload = workload
         self.path = path

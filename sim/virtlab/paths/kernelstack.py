@@ -17,7 +17,8 @@ the application is woken.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from simpy.events import ProcessGenerator
@@ -69,6 +70,11 @@ class KernelStack:
     blk_irq_free:
         The owner's block interrupt handler (``on_blk_irq``) costs nothing; with zero-cost
         completion steps too, completions are handled at once, without scheduling events.
+    nic_queues:
+        The NIC's receive queues beyond the first (``nic.queues - 1`` of them): each one's
+        poll context and interrupt handler. A connection's received packets and its transmit
+        completions go to the queue pair RSS picks for it (:meth:`rx_queue`; a combined
+        channel, one interrupt and NAPI instance per pair, as most multi-queue NICs set up).
 
     """
 
@@ -76,7 +82,8 @@ class KernelStack:
                  labels: StackLabels, *, nic_scope: str, blk_scope: str,
                  on_nic_irq: IrqHandler, on_blk_irq: IrqHandler, syscall_us: float,
                  pkt_extra_us: float = 0.0, req_extra_us: float = 0.0,
-                 blk_irq_free: bool = False) -> None:
+                 blk_irq_free: bool = False,
+                 nic_queues: Sequence[tuple[ExecContext, IrqHandler]] = ()) -> None:
         self.host = host
         self.env = host.env
         self.app = app
@@ -84,8 +91,14 @@ class KernelStack:
         self.category = category
         self.labels = labels
         hp = host.params
-        self.nic = DrainLoop(host.env, nic_scope, self._nic_batch, batch_limit=hp.napi_budget,
-                             on_wake=on_nic_irq, tracer=host.tracer)
+        self.nic = DrainLoop(host.env, nic_scope, partial(self._nic_batch, poll),
+                             batch_limit=hp.napi_budget, on_wake=on_nic_irq, tracer=host.tracer)
+        #: The NIC's receive queues (RSS): queue 0 is ``nic``; each further one has its own
+        #: NAPI instance, polled in its own context with its own interrupt handler.
+        self.nics = [self.nic, *(
+            DrainLoop(host.env, f"{nic_scope}{q}", partial(self._nic_batch, context),
+                      batch_limit=hp.napi_budget, on_wake=irq, tracer=host.tracer)
+            for q, (context, irq) in enumerate(nic_queues, start=1))]
         self.blk = DrainLoop(host.env, blk_scope, self._blk_batch, batch_limit=hp.napi_budget,
                              on_wake=on_blk_irq, tracer=host.tracer)
         self.segment_bytes = host.nic_params.tso_bytes
@@ -109,7 +122,20 @@ class KernelStack:
 
     def loops(self) -> list[DrainLoop]:
         """The NAPI instances (started by the path)."""
-        return [self.nic, self.blk]
+        return [*self.nics, self.blk]
+
+    def rx_queue(self, req: Request) -> DrainLoop:
+        """The receive queue RSS steers ``req``'s connection to.
+
+        The NIC indexes its indirection table (128 entries, as most drivers size it) with the
+        low bits of the flow hash; the default table maps entry i to queue i % queues
+        (ethtool_rxfh_indir_default), so connections spread over the queues by their hashes
+        and one connection always lands on the same queue.
+        """
+        nics = self.nics
+        if len(nics) == 1:
+            return nics[0]
+        return nics[(req.flow_hash & 127) % len(nics)]
 
     def receive(self, req: Request, nbytes: int) -> ProcessGenerator:
         """Device -> interrupt -> NAPI poll (stack) -> wake the application -> ``recv`` copy.
@@ -118,7 +144,7 @@ class KernelStack:
         """
         host = self.host
         done = self.env.event()
-        if self.nic.push((RX, req, nbytes, done)):
+        if self.rx_queue(req).push((RX, req, nbytes, done)):
             req.interrupts += 1
         yield done
         if not nbytes:
@@ -143,7 +169,7 @@ class KernelStack:
             (category, segments * (host.params.stack_pkt_us + self.pkt_extra_us)
              + self.req_extra_us, self.labels.stack_tx),
         ))
-        yield from host.transmit(req, nbytes, self.nic)
+        yield from host.transmit(req, nbytes, self.rx_queue(req))
 
     def block_io(self, req: Request, nbytes: int, write: bool, sequential: bool
                  ) -> ProcessGenerator:
@@ -167,15 +193,15 @@ class KernelStack:
             yield from cpu.run(self.app, req, self._wake_steps)
 
     # NAPI polls --------------------------------------------------------------------------------
-    def _nic_batch(self, batch: list[Any]) -> ProcessGenerator:
-        """The stack per received segment; transmit completions cost nothing extra."""
+    def _nic_batch(self, poll: ExecContext, batch: list[Any]) -> ProcessGenerator:
+        """The stack per received segment, in ``poll``; transmit completions cost nothing."""
         host = self.host
         category = self.category
         per_packet_us = host.params.stack_pkt_us + self.pkt_extra_us
         for kind, req, nbytes, done in batch:
             if kind == RX:
                 segments = host.segments(nbytes, self.segment_bytes)
-                yield from host.cpu.run(self.poll, req, (
+                yield from host.cpu.run(poll, req, (
                     (category, segments * per_packet_us + self.req_extra_us,
                      self.labels.stack_rx),))
                 done.succeed()

@@ -64,7 +64,8 @@ class NativePath(StackIO):
             blk_scope=f"{name}.blk", on_nic_irq=self._nic_irq, on_blk_irq=self._blk_irq,
             syscall_us=hp.syscall_us + self.extra_syscall_us(),
             pkt_extra_us=self.extra_packet_us(), req_extra_us=self.extra_request_us(),
-            blk_irq_free=hp.irq_us == 0.0)
+            blk_irq_free=hp.irq_us == 0.0, nic_queues=[
+                self._rx_queue_context(q) for q in range(1, host.nic_params.queues)])
         self.nic_napi = self.stack.nic
         self.blk_napi = self.stack.blk
         self._nic_irq_steps = ((HOST, hp.irq_us, "host NIC interrupt"),)
@@ -86,6 +87,18 @@ class NativePath(StackIO):
     # Host interrupts ---------------------------------------------------------------------------
     def _nic_irq(self, item: Any) -> ProcessGenerator:
         yield from self.host.cpu.run(self.softirq, item[1], self._nic_irq_steps)
+
+    def _rx_queue_context(self, queue: int) -> tuple[ExecContext, Any]:
+        """Receive queue ``queue`` >= 1 (RSS): its own softirq context and interrupt handler.
+
+        Its interrupt and NAPI poll run on a CPU of their own, not on queue 0's.
+        """
+        softirq = ExecContext(self.env, f"{self.name}.softirq{queue}", 1)
+
+        def irq(item: Any) -> ProcessGenerator:
+            return self.host.cpu.run(softirq, item[1], self._nic_irq_steps)
+
+        return softirq, irq
 
     # Returns what the NAPI loop delegates to (``yield from``): the CPU work's generator, or an
     # empty tuple when the interrupt costs nothing (the zero-cost reductions), so that no

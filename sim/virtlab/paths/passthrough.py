@@ -121,7 +121,10 @@ class PassthroughPath(StackIO, VmPath):
         self.stack = KernelStack(
             host, vcpu, vcpu, GUEST, self.labels, nic_scope=f"{name}.vf-napi",
             blk_scope=f"{name}.nvme-irq", on_nic_irq=self._guest_irq,
-            on_blk_irq=self._guest_irq, syscall_us=hp.syscall_us)
+            on_blk_irq=self._guest_irq, syscall_us=hp.syscall_us,
+            # The VF's receive queues (RSS): each interrupts the guest, whose NAPI runs on
+            # its vCPUs, like queue 0.
+            nic_queues=[(vcpu, self._guest_irq)] * (host.nic_params.queues - 1))
         self.guest_nic = self.stack.nic
         self.guest_blk = self.stack.blk
 
