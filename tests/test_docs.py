@@ -42,8 +42,13 @@ def test_every_source_key_cited_in_code_is_explained():
 
 
 #: Notes kept beside the repository (never shipped, never seen by users) that the project must
-#: not refer to: citations go to the original sources in docs/sources.md instead.
-OUTSIDE_NOTES = re.compile(r"mechanics\.md|published-results\.md|\.\./shared|shared/reference")
+#: not refer to: citations go to the original sources in docs/sources.md instead. The names are
+#: assembled from parts so that this file, scanned like every other, does not cite them itself.
+_NOTES_FOLDER = "/".join(("..", "shared"))
+_NOTES_SUBFOLDER = "/".join(("shared", "reference"))
+_NOTE_FILES = tuple(f"{stem}.md" for stem in ("mechanics", "published-results"))
+OUTSIDE_NOTES = re.compile("|".join(re.escape(text) for text in
+                                    (*_NOTE_FILES, _NOTES_FOLDER, _NOTES_SUBFOLDER)))
 
 
 def _tracked_files() -> list[str]:
@@ -55,11 +60,11 @@ def _tracked_files() -> list[str]:
 
 
 def test_no_file_refers_to_notes_outside_the_repository():
-    assert OUTSIDE_NOTES.search("see ../shared/reference/mechanics.md 1.5")  # the scan can hit
+    # The scan can hit: each name alone, and a typical citation.
+    for text in (*_NOTE_FILES, _NOTES_FOLDER, f"see {_NOTES_FOLDER}/reference/{_NOTE_FILES[0]}"):
+        assert OUTSIDE_NOTES.search(text), text
     offenders = []
     for name in _tracked_files():
-        if name.startswith("tests/"):
-            continue  # this test names the patterns it forbids
         path = ROOT / name
         if not path.is_file():
             continue  # deleted in the work tree but still in the index

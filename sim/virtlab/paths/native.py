@@ -11,6 +11,7 @@ assignment runs the same one in the guest); this module adds the host's interrup
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,13 +60,17 @@ class NativePath(StackIO):
         self.app = app
         hp = host.params
         self.softirq = ExecContext(host.env, f"{name}.softirq", 1)
+        # Receive queue 0's interrupt and NAPI poll run in ``softirq`` (with the disk's); each
+        # further queue (RSS) has a softirq context of its own, on a CPU of its own.
+        extra_queues = [ExecContext(host.env, f"{name}.softirq{q}", 1)
+                        for q in range(1, host.nic_params.queues)]
         self.stack = KernelStack(
             host, app, self.softirq, HOST, self.labels, nic_scope=f"{name}.nic",
-            blk_scope=f"{name}.blk", on_nic_irq=self._nic_irq, on_blk_irq=self._blk_irq,
-            syscall_us=hp.syscall_us + self.extra_syscall_us(),
+            blk_scope=f"{name}.blk", on_nic_irq=self._nic_irq_in(self.softirq),
+            on_blk_irq=self._blk_irq, syscall_us=hp.syscall_us + self.extra_syscall_us(),
             pkt_extra_us=self.extra_packet_us(), req_extra_us=self.extra_request_us(),
-            blk_irq_free=hp.irq_us == 0.0, nic_queues=[
-                self._rx_queue_context(q) for q in range(1, host.nic_params.queues)])
+            blk_irq_free=hp.irq_us == 0.0,
+            nic_queues=[(softirq, self._nic_irq_in(softirq)) for softirq in extra_queues])
         self.nic_napi = self.stack.nic
         self.blk_napi = self.stack.blk
         self._nic_irq_steps = ((HOST, hp.irq_us, "host NIC interrupt"),)
@@ -85,20 +90,12 @@ class NativePath(StackIO):
         return 0.0
 
     # Host interrupts ---------------------------------------------------------------------------
-    def _nic_irq(self, item: Any) -> ProcessGenerator:
-        yield from self.host.cpu.run(self.softirq, item[1], self._nic_irq_steps)
-
-    def _rx_queue_context(self, queue: int) -> tuple[ExecContext, Any]:
-        """Receive queue ``queue`` >= 1 (RSS): its own softirq context and interrupt handler.
-
-        Its interrupt and NAPI poll run on a CPU of their own, not on queue 0's.
-        """
-        softirq = ExecContext(self.env, f"{self.name}.softirq{queue}", 1)
-
+    def _nic_irq_in(self, softirq: ExecContext) -> Callable[[Any], ProcessGenerator]:
+        """The host NIC interrupt handler of the receive queue whose poll runs in ``softirq``."""
         def irq(item: Any) -> ProcessGenerator:
             return self.host.cpu.run(softirq, item[1], self._nic_irq_steps)
 
-        return softirq, irq
+        return irq
 
     # Returns what the NAPI loop delegates to (``yield from``): the CPU work's generator, or an
     # empty tuple when the interrupt costs nothing (the zero-cost reductions), so that no
